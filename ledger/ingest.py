@@ -1,0 +1,259 @@
+"""Ingest: every offered event gets exactly one outcome (EVENTS.md §4).
+
+A batch of raw lines (or already-parsed JSON values) goes through:
+
+1. shape: `ledger.schema` parses and validates each one (`invalid`);
+2. the platform's writer, under the platform's lock and caught up with the
+   log head, decides in input order: `duplicate` or `conflict` by the id
+   index, then `ledger.rules.check` on the fold's current state, and applies
+   each accepted event to the fold at once, so later events in the same
+   batch see it;
+3. one transaction appends the accepted events, their id records, every
+   reject and the read-model rows; only after it commits are outcomes
+   returned (that is the acknowledgement).
+
+If the transaction fails, nothing of the batch happened: the writers of the
+batch's platforms are dropped (their folds moved ahead of the log) and
+rebuilt from the log, and the batch is decided again.  A crash at any
+instant therefore loses no acknowledged event and duplicates none: an event
+is either in a committed batch, whose resend is a `duplicate`, or in none.
+
+Back of the envelope (2 cores, Python): parse+validate ~10 µs, decide+fold
+~5–20 µs, SQLite insert of event + id record ~5 µs, read-model rows ~5 µs
+per event: 25–40 µs, i.e. 25 000–40 000 events/s per process; one fsync per
+batch of 1000 is noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator, Sequence
+
+import orjson
+from eventsourcing.persistence import StoredEvent
+
+from ledger import rules
+from ledger.schema import MAX_LINE_BYTES, InvalidEvent, ParsedEvent, parse_event, validate_event_obj
+from ledger.store import AppendConflict, IdRecord, RejectRecord, Store, leaf_hash
+from ledger.views import ViewWriter, create_views, stored_vector_keys, tracking_name
+from projections.fold import PlatformFold
+
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
+
+# One transaction per batch: big enough that the commit's fsync is amortised,
+# small enough that a batch's rows fit comfortably in memory and a crash
+# redoes little work.
+BATCH_MAX_EVENTS = 1000
+BATCH_MAX_BYTES = 16 * 1024 * 1024
+# A conflict means another writer appended first; each retry catches up with
+# its events, so more than a few in a row means something is wrong.
+APPEND_RETRIES_MAX = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Offered:
+    """One event as offered: a raw line or a parsed JSON value, and its origin."""
+
+    payload: bytes | object
+    source: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    outcome: str
+    event_id: str | None
+    platform: str | None
+    seq: int | None = None
+    code: str | None = None
+    message: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.event_id, "outcome": self.outcome}
+        if self.seq is not None:
+            out["seq"] = self.seq
+        if self.code is not None:
+            out["code"] = self.code
+            out["message"] = self.message
+        return out
+
+
+def ledger_time() -> str:
+    """The ledger's clock: when an event was accepted (not the platform's `at`)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class PlatformWriter:
+    """The write side of one platform: its fold at the log head and its ids."""
+
+    def __init__(self, platform: str, store: Store) -> None:
+        self.fold = PlatformFold(platform)
+        # event id -> leaf hash of the accepted canonical bytes: equal hashes
+        # are equal JSON values (canonical bytes are a function of the value).
+        self.ids: dict[str, bytes] = {}
+        self.catch_up(store)
+        self.views = ViewWriter(self.fold, stored_vector_keys(store, platform))
+        # Read models behind the log (dropped, or never written): rewrite whole.
+        self.views.touched.full_refresh = store.tracked_seq(tracking_name(platform)) != self.fold.seq
+
+    def catch_up(self, store: Store) -> int:
+        """Apply what other writers appended since this writer last looked."""
+        start_seq = self.fold.seq
+        if store.head(self.fold.platform) == start_seq:
+            return 0
+        for stored in store.read_log(self.fold.platform, after_seq=start_seq):
+            event = orjson.loads(stored.state)
+            self.fold.apply(event, stored.originator_version)
+            self.ids[event["id"]] = leaf_hash(stored.state)
+        return self.fold.seq - start_seq
+
+
+class Ingestor:
+    """Decides and appends batches of offered events; see the module doc."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        create_views(store)
+        self.writers: dict[str, PlatformWriter] = {}
+
+    def writer(self, platform: str) -> PlatformWriter:
+        w = self.writers.get(platform)
+        if w is None:
+            w = self.writers[platform] = PlatformWriter(platform, self.store)
+        return w
+
+    def ingest(self, batch: Sequence[Offered]) -> list[Outcome]:
+        """Give every offered event its outcome; durable when this returns."""
+        assert len(batch) <= BATCH_MAX_EVENTS, "split input with batches()"
+        now = ledger_time()
+        parsed: list[ParsedEvent | InvalidEvent] = []
+        for offered in batch:
+            try:
+                if isinstance(offered.payload, (bytes, bytearray, memoryview)):
+                    parsed.append(parse_event(bytes(offered.payload)))
+                else:
+                    parsed.append(validate_event_obj(offered.payload))
+            except InvalidEvent as e:
+                parsed.append(e)
+        platforms = sorted({p.platform for p in parsed if isinstance(p, ParsedEvent)})
+        for _attempt in range(APPEND_RETRIES_MAX):
+            try:
+                with self.store.platform_locks(platforms):
+                    return self._decide_and_append(batch, parsed, platforms, now)
+            except AppendConflict:
+                for p in platforms:  # their folds ran ahead of the log: rebuild
+                    self.writers.pop(p, None)
+            except BaseException:
+                for p in platforms:
+                    self.writers.pop(p, None)
+                raise
+        raise RuntimeError(f"gave up after {APPEND_RETRIES_MAX} append conflicts")
+
+    def _decide_and_append(
+        self,
+        batch: Sequence[Offered],
+        parsed: list[ParsedEvent | InvalidEvent],
+        platforms: list[str],
+        now: str,
+    ) -> list[Outcome]:
+        writers = {p: self.writer(p) for p in platforms}
+        for w in writers.values():
+            if w.catch_up(self.store):
+                # Their writer wrote the read models of what we just caught up.
+                w.views.touched.first_seq = w.fold.seq
+        events: list[StoredEvent] = []
+        id_records: list[IdRecord] = []
+        outcomes: list[Outcome] = []
+        rejects: list[RejectRecord] = []
+        for offered, item in zip(batch, parsed):
+            if isinstance(item, InvalidEvent):
+                outcomes.append(Outcome(REJECTED, item.event_id, item.platform, code=rules.INVALID, message=item.message))
+                rejects.append(RejectRecord(item.platform, item.event_id, rules.INVALID, item.message,
+                                            _raw(offered.payload), offered.source, now))
+                continue
+            w = writers[item.platform]
+            event = item.event
+            event_id = event["id"]
+            leaf = leaf_hash(item.canonical)
+            known = w.ids.get(event_id)
+            refusal: rules.Refusal | None
+            if known == leaf:
+                outcomes.append(Outcome(DUPLICATE, event_id, item.platform))
+                continue
+            if known is not None:
+                refusal = rules.Refusal(rules.CONFLICT, f"event id {event_id!r} was accepted before with different content")
+            else:
+                refusal = rules.check(w.fold, event)
+            if refusal is not None:
+                outcomes.append(Outcome(REJECTED, event_id, item.platform, code=refusal.code, message=refusal.message))
+                rejects.append(RejectRecord(item.platform, event_id, refusal.code, refusal.message,
+                                            _raw(offered.payload), offered.source, now))
+                continue
+            seq = w.fold.seq + 1
+            applied = w.fold.apply(event, seq)
+            w.ids[event_id] = leaf
+            w.views.note(applied.value, applied.month, applied.bookings)
+            events.append(StoredEvent(item.platform, seq, event["type"], item.canonical))
+            id_records.append(IdRecord(item.platform, event_id, seq, leaf, applied.effect_hash(), now))
+            outcomes.append(Outcome(ACCEPTED, event_id, item.platform, seq=seq))
+
+        touched = [w for w in writers.values()
+                   if w.views.touched.full_refresh or w.fold.seq != w.views.touched.first_seq]
+
+        def write_views(c: Any, d: Any) -> None:
+            for w in touched:
+                w.views.write(c, d, self.store)
+
+        self.store.append(events, id_records, rejects, write_views if touched else None)
+        for w in touched:
+            w.views.committed()
+        return outcomes
+
+
+def _raw(payload: bytes | object) -> bytes:
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return repr(payload).encode("utf-8", "replace")
+
+
+def batches(items: Iterable[Offered]) -> Iterator[list[Offered]]:
+    """Split a stream of offered events into bounded batches."""
+    batch: list[Offered] = []
+    size_bytes = 0
+    for item in items:
+        n = len(item.payload) if isinstance(item.payload, (bytes, bytearray)) else 0
+        if batch and (len(batch) >= BATCH_MAX_EVENTS or size_bytes + n > BATCH_MAX_BYTES):
+            yield batch
+            batch, size_bytes = [], 0
+        batch.append(item)
+        size_bytes += min(n, MAX_LINE_BYTES + 1)
+    if batch:
+        yield batch
+
+
+def read_lines(stream: Any, name: str) -> Iterator[Offered]:
+    """JSON Lines from a binary stream; blank lines are skipped.
+
+    A line longer than MAX_LINE_BYTES is not read whole into memory: its
+    first bytes are kept for the reject record and the rest is skipped.
+    """
+    number = 0
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 2)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_BYTES + 1 and not line.endswith(b"\n"):
+            head = line
+            while line and not line.endswith(b"\n"):  # drain the oversized line
+                line = stream.readline(MAX_LINE_BYTES)
+            yield Offered(head, f"{name}:{number}")
+            continue
+        if line.strip():
+            yield Offered(line, f"{name}:{number}")
+

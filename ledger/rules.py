@@ -1,0 +1,128 @@
+"""The ledger-state rules of EVENTS.md §2 and §4, in the spec's order.
+
+`check` is asked, on the write side and in log order, whether an event that
+passed the schema (shape) and is neither a duplicate nor a conflict may be
+appended to the log as it stands.  It reads the fold's current state; it
+never changes it.  The order of the checks is normative: `already_exists`,
+then `unknown_reference`, then the remaining codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from projections.fold import PlatformFold
+
+INVALID = "invalid"
+CONFLICT = "conflict"
+UNKNOWN_REFERENCE = "unknown_reference"
+ALREADY_EXISTS = "already_exists"
+INSUFFICIENT_BALANCE = "insufficient_balance"
+OVER_REVERSAL = "over_reversal"
+INVALID_STATE = "invalid_state"
+
+REASON_CODES = (
+    INVALID,
+    CONFLICT,
+    UNKNOWN_REFERENCE,
+    ALREADY_EXISTS,
+    INSUFFICIENT_BALANCE,
+    OVER_REVERSAL,
+    INVALID_STATE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    code: str
+    message: str
+
+
+def _first_unregistered(fold: PlatformFold, prosumers: Iterable[str]) -> str | None:
+    for prosumer in prosumers:
+        if prosumer not in fold.prosumers:
+            return prosumer
+    return None
+
+
+def check(fold: PlatformFold, event: dict[str, Any]) -> Refusal | None:
+    """None if the event may be appended now, else why not."""
+    data = event["data"]
+    kind = event["type"]
+    graph = fold.graph
+
+    # 1. already_exists: the id the event creates is taken.
+    created = {
+        "prosumer.registered": ("prosumer", fold.prosumers.__contains__),
+        "contribution.recorded": ("work", graph.has),
+        "output.composed": ("work", graph.has),
+        "value.realized": ("value", fold.values.__contains__),
+        "payout.issued": ("payout", fold.payouts.__contains__),
+    }.get(kind)
+    if created is not None:
+        name, exists = created
+        if exists(data[name]):
+            return Refusal(ALREADY_EXISTS, f"{name} {data[name]!r} exists already")
+
+    # 2. unknown_reference: everything referred to must exist already.
+    missing = _missing_reference(fold, kind, data)
+    if missing is not None:
+        return Refusal(UNKNOWN_REFERENCE, missing)
+
+    # 3. the remaining codes.
+    if kind == "value.reversed":
+        record = fold.values[data["value"]]
+        remaining_minor = record.amount_minor - record.reversed_minor
+        if data["amount"] > remaining_minor:
+            return Refusal(
+                OVER_REVERSAL,
+                f"value {record.value!r}: reversing {data['amount']} but only "
+                f"{remaining_minor} of {record.amount_minor} remains",
+            )
+    elif kind == "payout.issued":
+        balance_minor = fold.balance_minor(data["prosumer"], data["currency"])
+        if data["amount"] > balance_minor:
+            return Refusal(
+                INSUFFICIENT_BALANCE,
+                f"payout of {data['amount']} {data['currency']} exceeds "
+                f"{data['prosumer']!r}'s balance of {balance_minor}",
+            )
+    elif kind == "work.retracted" and graph.is_retracted(data["work"]):
+        return Refusal(INVALID_STATE, f"work {data['work']!r} is already retracted")
+    elif kind == "work.reinstated" and not graph.is_retracted(data["work"]):
+        return Refusal(INVALID_STATE, f"work {data['work']!r} is not retracted")
+    elif kind == "work.reassigned" and not data["authors"]:
+        # §2: empty authors only for an output that passes everything upstream.
+        work = data["work"]
+        if graph.kind(work) != "output" or graph.upstream_bps(work) != 10_000:
+            return Refusal(
+                INVALID,
+                f"work {work!r}: empty authors are allowed only for an output "
+                "whose upstream_bps is 10000",
+            )
+    return None
+
+
+def _missing_reference(fold: PlatformFold, kind: str, data: dict[str, Any]) -> str | None:
+    graph = fold.graph
+    if kind in ("contribution.recorded", "output.composed", "work.reassigned"):
+        if kind == "work.reassigned" and not graph.has(data["work"]):
+            return f"work {data['work']!r} does not exist"
+        if kind == "output.composed":
+            for component in data["components"]:
+                if not graph.has(component):
+                    return f"component work {component!r} does not exist"
+        prosumer = _first_unregistered(fold, data.get("authors", {}))
+        if prosumer is not None:
+            return f"author {prosumer!r} is not a registered prosumer"
+    elif kind in ("value.realized", "work.retracted", "work.reinstated"):
+        if not graph.has(data["work"]):
+            return f"work {data['work']!r} does not exist"
+    elif kind == "value.reversed":
+        if data["value"] not in fold.values:
+            return f"value {data['value']!r} does not exist"
+    elif kind == "payout.issued":
+        if data["prosumer"] not in fold.prosumers:
+            return f"prosumer {data['prosumer']!r} is not registered"
+    return None

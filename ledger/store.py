@@ -1,0 +1,399 @@
+"""The event store: eventsourcing's recorders, on SQLite or PostgreSQL.
+
+Each platform's log is one eventsourcing stream: `originator_id` is the
+platform id, `originator_version` is `seq` (1, 2, 3 …), `topic` is the event
+type and `state` is the canonical event bytes (EVENTS.md §5) as accepted.
+The stream's primary key (originator_id, originator_version) is what makes a
+gap or a second event at the same `seq` impossible, whatever the writers do.
+
+Beside the log, in the same database and in the *same transaction* as the
+events they describe, the store keeps:
+
+* `peerledger_event_ids`: one id record per accepted event (platform, id) ->
+  seq, leaf hash and effect hash.  Its primary key makes a second acceptance
+  of an id impossible even for two processes racing on PostgreSQL;
+* `peerledger_rejects`: every rejected event with its code, message, the raw
+  line (bounded) and where it came from;
+* the read models (`ledger.views`) and their eventsourcing tracking record,
+  so a read model is never ahead of or behind the log it was written with.
+
+The recorders are eventsourcing's own (`SQLiteApplicationRecorder`,
+`PostgresApplicationRecorder`), subclassed only to add those tables and to
+write them inside the library's insert transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+from urllib.parse import unquote, urlparse
+
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteDatastore,
+    SQLiteTrackingRecorder,
+)
+
+DEFAULT_DB_URL = "sqlite:///peerledger.db"
+EVENTS_TABLE = "peerledger_events"
+# A rejected line is kept whole up to this size; beyond it, the head of the
+# line is kept and `raw_truncated` says so.  Lines over 1 MiB are rejected
+# unparsed, and keeping a megabyte per reject would let a hostile sender fill
+# the disk 16 times faster than with this bound.
+REJECT_RAW_MAX_BYTES = 64 * 1024
+# Rows fetched per round trip when replaying a log.
+REPLAY_CHUNK_EVENTS = 20_000
+
+
+class AppendConflict(Exception):
+    """Another writer appended to the same platform first; nothing was written."""
+
+
+def leaf_hash(canonical: bytes) -> bytes:
+    """RFC 9162 leaf hash of an accepted event (AUDIT.md §1)."""
+    return hashlib.sha256(b"\x00" + canonical).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class IdRecord:
+    platform: str
+    event_id: str
+    seq: int
+    leaf_hash: bytes
+    effect_hash: bytes
+    accepted_at: str  # ledger time, UTC, RFC 3339 with milliseconds
+
+
+@dataclass(frozen=True, slots=True)
+class RejectRecord:
+    platform: str | None
+    event_id: str | None
+    code: str
+    message: str
+    raw: bytes
+    source: str
+    received_at: str
+
+    def row(self) -> tuple[Any, ...]:
+        truncated = len(self.raw) > REJECT_RAW_MAX_BYTES
+        return (
+            self.platform,
+            self.event_id,
+            self.code,
+            self.message,
+            self.raw[:REJECT_RAW_MAX_BYTES],
+            truncated,
+            self.source,
+            self.received_at,
+        )
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The few SQL differences between SQLite and PostgreSQL that we use."""
+
+    name: str
+    param: str  # placeholder
+    blob: str
+    # Money columns hold sums of amounts up to 2^63-1, which may exceed 64
+    # bits: TEXT (decimal) on SQLite, NUMERIC on PostgreSQL, never float.
+    big_int: str
+    serial_pk: str
+
+    def sql(self, statement: str) -> str:
+        return statement if self.param == "?" else statement.replace("?", "%s")
+
+
+SQLITE = Dialect("sqlite", "?", "BLOB", "TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT")
+POSTGRES = Dialect("postgresql", "%s", "BYTEA", "NUMERIC", "BIGSERIAL PRIMARY KEY")
+
+
+def ledger_ddl(d: Dialect) -> list[str]:
+    return [
+        "CREATE TABLE IF NOT EXISTS peerledger_event_ids ("
+        "platform TEXT NOT NULL, event_id TEXT NOT NULL, seq BIGINT NOT NULL, "
+        f"leaf_hash {d.blob} NOT NULL, effect_hash {d.blob} NOT NULL, "
+        "accepted_at TEXT NOT NULL, PRIMARY KEY (platform, event_id))",
+        "CREATE UNIQUE INDEX IF NOT EXISTS peerledger_event_ids_seq "
+        "ON peerledger_event_ids (platform, seq)",
+        "CREATE TABLE IF NOT EXISTS peerledger_rejects ("
+        f"reject_id {d.serial_pk}, platform TEXT, event_id TEXT, "
+        f"code TEXT NOT NULL, message TEXT NOT NULL, raw {d.blob} NOT NULL, "
+        "raw_truncated BOOLEAN NOT NULL, source TEXT NOT NULL, "
+        "received_at TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS peerledger_rejects_platform "
+        "ON peerledger_rejects (platform, reject_id)",
+    ]
+
+
+INSERT_ID = (
+    "INSERT INTO peerledger_event_ids "
+    "(platform, event_id, seq, leaf_hash, effect_hash, accepted_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+INSERT_REJECT = (
+    "INSERT INTO peerledger_rejects (platform, event_id, code, message, raw, "
+    "raw_truncated, source, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+# Called inside the append transaction with (cursor, dialect) to write the
+# read models and their tracking records atomically with the events.
+ExtraWrite = Callable[[Any, Dialect], None]
+
+
+def _write_extras(c: Any, d: Dialect, kwargs: dict[str, Any]) -> None:
+    ids: Sequence[IdRecord] = kwargs.get("id_records", ())
+    if ids:
+        c.executemany(
+            d.sql(INSERT_ID),
+            [
+                (r.platform, r.event_id, r.seq, r.leaf_hash, r.effect_hash, r.accepted_at)
+                for r in ids
+            ],
+        )
+    rejects: Sequence[RejectRecord] = kwargs.get("rejects", ())
+    if rejects:
+        c.executemany(d.sql(INSERT_REJECT), [r.row() for r in rejects])
+    extra: ExtraWrite | None = kwargs.get("extra_write")
+    if extra is not None:
+        extra(c, d)
+
+
+class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
+    """eventsourcing's SQLite application recorder plus the ledger's tables."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return super().construct_create_table_statements() + ledger_ddl(SQLITE)
+
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        # One executemany instead of the library's row-by-row loop: the ledger
+        # never needs the notification ids back, and this is the hot path.
+        c.executemany(
+            self.insert_events_statement,
+            [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events],
+        )
+        _write_extras(c, SQLITE, kwargs)
+        return None
+
+
+def _postgres_recorder_class() -> type:
+    from eventsourcing.postgres import PostgresApplicationRecorder
+    from psycopg.sql import SQL
+
+    class PostgresLedgerRecorder(PostgresApplicationRecorder):
+        """eventsourcing's PostgreSQL application recorder plus the ledger's tables.
+
+        The library runs `_insert_events` inside its insert transaction, just
+        before it takes its table lock and inserts the stored events.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.sql_create_statements.extend(SQL(s) for s in ledger_ddl(POSTGRES))  # type: ignore[arg-type]
+
+        def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+            _write_extras(curs, POSTGRES, kwargs)
+
+    return PostgresLedgerRecorder
+
+
+@dataclass(frozen=True)
+class DbUrl:
+    dialect: Dialect
+    sqlite_path: str = ""
+    pg: dict[str, Any] | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> "DbUrl":
+        u = urlparse(url)
+        if u.scheme == "sqlite":
+            # sqlite:///relative.db and sqlite:////absolute/path.db, as SQLAlchemy.
+            path = unquote(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else ""
+            if not path:
+                raise ValueError(f"bad SQLite URL {url!r}: use sqlite:///FILE")
+            return cls(SQLITE, sqlite_path=path)
+        if u.scheme in ("postgresql", "postgres"):
+            return cls(
+                POSTGRES,
+                pg={
+                    "dbname": unquote(u.path.lstrip("/")) or "postgres",
+                    "host": u.hostname or "127.0.0.1",
+                    "port": u.port or 5432,
+                    "user": unquote(u.username or os.environ.get("PGUSER", "postgres")),
+                    "password": unquote(u.password or os.environ.get("PGPASSWORD", "")),
+                },
+            )
+        raise ValueError(f"unsupported database URL {url!r} (sqlite:///FILE or postgresql://…)")
+
+
+class Store:
+    """The ledger's database: log, id records, rejects, read models, tracking."""
+
+    def __init__(self, url: str = DEFAULT_DB_URL) -> None:
+        self.url = url
+        parsed = DbUrl.parse(url)
+        self.dialect = parsed.dialect
+        self._pg_lock_conn: Any = None
+        self._pg = parsed.pg
+        if parsed.dialect is SQLITE:
+            self.datastore: Any = SQLiteDatastore(
+                db_name=parsed.sqlite_path,
+                originator_id_type="text",
+                lock_timeout=30,
+            )
+            self.recorder: Any = SQLiteLedgerRecorder(self.datastore, events_table_name=EVENTS_TABLE)
+            self.recorder.create_table()
+            self.tracking: Any = SQLiteTrackingRecorder(self.datastore)
+            self.tracking.create_table()
+        else:
+            from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+
+            assert parsed.pg is not None
+            self.datastore = PostgresDatastore(
+                **parsed.pg, originator_id_type="text", pool_size=2, max_overflow=2
+            )
+            self.recorder = _postgres_recorder_class()(self.datastore, events_table_name=EVENTS_TABLE)
+            self.recorder.create_table()
+            self.tracking = PostgresTrackingRecorder(self.datastore)
+            self.tracking.create_table()
+
+    def close(self) -> None:
+        if self._pg_lock_conn is not None:
+            self._pg_lock_conn.close()
+        self.datastore.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plain SQL through the library's transactions ---------------------
+
+    @contextlib.contextmanager
+    def transaction(self, *, commit: bool) -> Iterator[Any]:
+        with self.datastore.transaction(commit=commit) as c:
+            yield c
+
+    def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.transaction(commit=False) as c:
+            c.execute(self.dialect.sql(statement), params)
+            rows = c.fetchall()
+        if self.dialect is POSTGRES:
+            return [tuple(r.values()) for r in rows]
+        return [tuple(r) for r in rows]
+
+    # -- the log -----------------------------------------------------------
+
+    def append(
+        self,
+        events: Sequence[StoredEvent],
+        id_records: Sequence[IdRecord],
+        rejects: Sequence[RejectRecord],
+        extra_write: ExtraWrite | None = None,
+    ) -> None:
+        """Append events, their id records, rejects and read-model rows in one
+        transaction.  Raises AppendConflict when a seq or id was taken by
+        another writer meanwhile (the whole transaction is rolled back)."""
+        assert len(events) == len(id_records)
+        try:
+            self.recorder.insert_events(
+                events, id_records=id_records, rejects=rejects, extra_write=extra_write
+            )
+        except IntegrityError as e:
+            raise AppendConflict(str(e)) from e
+
+    def head(self, platform: str) -> int:
+        rows = self.query(
+            f"SELECT MAX(originator_version) FROM {EVENTS_TABLE} WHERE originator_id = ?",
+            (platform,),
+        )
+        return int(rows[0][0] or 0)
+
+    def platforms(self) -> list[str]:
+        return [r[0] for r in self.query(
+            f"SELECT DISTINCT originator_id FROM {EVENTS_TABLE} ORDER BY originator_id"
+        )]
+
+    def read_log(
+        self, platform: str, after_seq: int = 0, upto_seq: int | None = None
+    ) -> Iterator[StoredEvent]:
+        """The platform's accepted events in seq order, fetched in chunks."""
+        position = after_seq
+        while upto_seq is None or position < upto_seq:
+            chunk = self.recorder.select_events(
+                platform, gt=position, lte=upto_seq, limit=REPLAY_CHUNK_EVENTS
+            )
+            if not chunk:
+                return
+            for stored in chunk:
+                assert stored.originator_version == position + 1, "gap in the log"
+                position = stored.originator_version
+                yield stored
+
+    def id_records(self, platform: str, after_seq: int = 0) -> Iterator[tuple[str, int, bytes, bytes, str]]:
+        """(event_id, seq, leaf_hash, effect_hash, accepted_at) in seq order."""
+        position = after_seq
+        while True:
+            rows = self.query(
+                "SELECT event_id, seq, leaf_hash, effect_hash, accepted_at "
+                "FROM peerledger_event_ids WHERE platform = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (platform, position, REPLAY_CHUNK_EVENTS),
+            )
+            if not rows:
+                return
+            for event_id, seq, leaf, effect, accepted_at in rows:
+                position = seq
+                yield event_id, seq, bytes(leaf), bytes(effect), accepted_at
+
+    def rejects(self, platform: str | None, limit: int, after_id: int = 0) -> list[tuple[Any, ...]]:
+        where = "WHERE reject_id > ?" + (" AND platform = ?" if platform else "")
+        params: tuple[Any, ...] = (after_id, platform) if platform else (after_id,)
+        return self.query(
+            "SELECT reject_id, platform, event_id, code, message, raw, raw_truncated, "
+            f"source, received_at FROM peerledger_rejects {where} ORDER BY reject_id LIMIT ?",
+            (*params, limit),
+        )
+
+    # -- tracking of read models (eventsourcing's tracking table) ----------
+
+    def tracked_seq(self, name: str) -> int:
+        return int(self.tracking.max_tracking_id(name) or 0)
+
+    def insert_tracking(self, c: Any, name: str, seq: int) -> None:
+        self.tracking._insert_tracking(c, Tracking(name, seq))  # noqa: SLF001 — the library's in-transaction hook
+
+    # -- serialising writers of one platform --------------------------------
+
+    @contextlib.contextmanager
+    def platform_locks(self, platforms: Sequence[str]) -> Iterator[None]:
+        """Hold an exclusive lock per platform while deciding and appending.
+
+        On PostgreSQL, session advisory locks, taken in sorted order so two
+        processes can never deadlock; they die with the connection, so a
+        killed writer never leaves one behind.  On SQLite, writers are
+        serialised by the database file lock; a race is still caught by the
+        primary keys (AppendConflict) and the writer retries.
+        """
+        if self.dialect is not POSTGRES or not platforms:
+            yield
+            return
+        import psycopg
+
+        if self._pg_lock_conn is None or self._pg_lock_conn.closed:
+            assert self._pg is not None
+            self._pg_lock_conn = psycopg.connect(autocommit=True, **self._pg)
+        keys = sorted(set(platforms))
+        conn = self._pg_lock_conn
+        for key in keys:
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", ("peerledger:" + key,))
+        try:
+            yield
+        finally:
+            for key in reversed(keys):
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", ("peerledger:" + key,))

@@ -1,0 +1,243 @@
+"""Read models in the database, written with their tracking record.
+
+The fold (`projections.fold.PlatformFold`) holds the exact figures; this
+module writes the rows a batch touched, as absolute values, inside the same
+transaction that appends the batch's events, and records the platform's
+position with eventsourcing's tracking recorder (application name
+`views:<platform>`, notification id = seq).  Because rows and position
+commit together, a read model is never half-applied, and a process that
+restarts resumes from the tracked seq: nothing is applied twice.
+
+A platform whose tracked seq is behind its log (views dropped for a rebuild,
+or written by an older version) is refreshed whole: every row rewritten from
+a fold replayed from the log.  Queries read these tables; `as_of` queries and
+`verify` replay the log instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import orjson
+
+from attribution.shares import from_json_obj, to_json_obj
+from ledger.store import Dialect, Store
+from projections.balances import balances_digest, balance_rows
+from projections.explain import explain_value, work_explanation
+from projections.fold import PlatformFold, ValueRecord
+
+# A balances digest is recorded whenever a batch crosses a multiple of this
+# seq; `verify` compares its replay with every recorded one.
+DIGEST_EVERY_SEQ = 10_000
+
+
+def tracking_name(platform: str) -> str:
+    return f"views:{platform}"
+
+
+def views_ddl(d: Dialect) -> list[str]:
+    n = d.big_int
+    return [
+        "CREATE TABLE IF NOT EXISTS peerledger_balances (platform TEXT NOT NULL, "
+        f"account TEXT NOT NULL, currency TEXT NOT NULL, earned {n} NOT NULL, "
+        f"reversed {n} NOT NULL, paid {n} NOT NULL, balance {n} NOT NULL, "
+        "PRIMARY KEY (platform, account, currency))",
+        "CREATE TABLE IF NOT EXISTS peerledger_statements (platform TEXT NOT NULL, "
+        "account TEXT NOT NULL, period TEXT NOT NULL, currency TEXT NOT NULL, "
+        f"earned {n} NOT NULL, reversed {n} NOT NULL, paid {n} NOT NULL, "
+        "PRIMARY KEY (platform, account, period, currency))",
+        "CREATE TABLE IF NOT EXISTS peerledger_values (platform TEXT NOT NULL, "
+        "value TEXT NOT NULL, work TEXT NOT NULL, vector_version BIGINT NOT NULL, "
+        "fee_bps INTEGER NOT NULL, amount BIGINT NOT NULL, currency TEXT NOT NULL, "
+        "reversed BIGINT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (platform, value))",
+        "CREATE TABLE IF NOT EXISTS peerledger_vectors (platform TEXT NOT NULL, "
+        f"work TEXT NOT NULL, version BIGINT NOT NULL, vector {d.blob} NOT NULL, "
+        f"explanation {d.blob} NOT NULL, PRIMARY KEY (platform, work, version))",
+        "CREATE TABLE IF NOT EXISTS peerledger_digests (platform TEXT NOT NULL, "
+        "seq BIGINT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (platform, seq))",
+    ]
+
+
+def create_views(store: Store) -> None:
+    with store.transaction(commit=True) as c:
+        for statement in views_ddl(store.dialect):
+            c.execute(statement)
+
+
+def _money(d: Dialect, value: int) -> Any:
+    return str(value) if d.big_int == "TEXT" else value
+
+
+def _conflict_update(keys: str, columns: Iterable[str]) -> str:
+    return f" ON CONFLICT ({keys}) DO UPDATE SET " + ", ".join(
+        f"{c} = excluded.{c}" for c in columns
+    )
+
+
+UPSERT_BALANCE = (
+    "INSERT INTO peerledger_balances VALUES (?, ?, ?, ?, ?, ?, ?)"
+    + _conflict_update("platform, account, currency", ("earned", "reversed", "paid", "balance"))
+)
+UPSERT_STATEMENT = (
+    "INSERT INTO peerledger_statements VALUES (?, ?, ?, ?, ?, ?, ?)"
+    + _conflict_update("platform, account, period, currency", ("earned", "reversed", "paid"))
+)
+UPSERT_VALUE = (
+    "INSERT INTO peerledger_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    + _conflict_update("platform, value", ("reversed",))
+)
+INSERT_VECTOR = (
+    "INSERT INTO peerledger_vectors VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (platform, work, version) DO NOTHING"
+)
+UPSERT_DIGEST = (
+    "INSERT INTO peerledger_digests VALUES (?, ?, ?)"
+    + _conflict_update("platform, seq", ("digest",))
+)
+
+
+@dataclass
+class Touched:
+    """What a batch changed in one platform's read models."""
+
+    balances: set[tuple[str, str]] = field(default_factory=set)
+    statements: set[tuple[str, str, str]] = field(default_factory=set)
+    values: set[str] = field(default_factory=set)
+    # (work, version) -> (vector blob, explanation blob), captured when the
+    # first sale at that version happened (the graph may move on in-batch).
+    vectors: dict[tuple[str, int], tuple[bytes, bytes]] = field(default_factory=dict)
+    full_refresh: bool = False
+    first_seq: int = 0
+
+
+class ViewWriter:
+    """Collects a batch's changes for one platform and writes them."""
+
+    def __init__(self, fold: PlatformFold, stored_vectors: set[tuple[str, int]]) -> None:
+        self.fold = fold
+        self.stored_vectors = stored_vectors
+        self.touched = Touched(first_seq=fold.seq)
+
+    def note(self, value: ValueRecord | None, month: str, bookings: Iterable[Any]) -> None:
+        t = self.touched
+        for b in bookings:
+            t.balances.add((b.account, b.currency))
+            t.statements.add((b.account, month, b.currency))
+        if value is not None:
+            t.values.add(value.value)
+            key = (value.work, value.vector_version)
+            if key not in self.stored_vectors and key not in t.vectors:
+                t.vectors[key] = (
+                    orjson.dumps(to_json_obj(self.fold.graph.vector(value.work))),
+                    orjson.dumps(work_explanation(self.fold.graph, value.work)),
+                )
+
+    def write(self, c: Any, d: Dialect, store: Store) -> None:
+        fold, t, p = self.fold, self.touched, self.fold.platform
+        if t.full_refresh:
+            for table in ("balances", "statements", "values", "digests"):
+                c.execute(d.sql(f"DELETE FROM peerledger_{table} WHERE platform = ?"), (p,))
+            balances: Iterable[tuple[str, str]] = fold.balances.keys()
+            statements: Iterable[tuple[str, str, str]] = fold.statements.keys()
+            values: Iterable[str] = fold.values.keys()
+        else:
+            balances, statements, values = t.balances, t.statements, t.values
+        c.executemany(d.sql(UPSERT_BALANCE), [
+            (p, a, cur, *(_money(d, x) for x in (f.earned, f.reversed, f.paid, f.balance)))
+            for a, cur in balances
+            for f in (fold.balances[(a, cur)],)
+        ])
+        c.executemany(d.sql(UPSERT_STATEMENT), [
+            (p, a, month, cur, *(_money(d, x) for x in (f.earned, f.reversed, f.paid)))
+            for a, month, cur in statements
+            for f in (fold.statements[(a, month, cur)],)
+        ])
+        c.executemany(d.sql(UPSERT_VALUE), [
+            (p, v.value, v.work, v.vector_version, v.fee_bps, v.amount_minor, v.currency,
+             v.reversed_minor, v.seq)
+            for name in values
+            for v in (fold.values[name],)
+        ])
+        if t.vectors:
+            c.executemany(d.sql(INSERT_VECTOR), [
+                (p, work, version, vector, explanation)
+                for (work, version), (vector, explanation) in t.vectors.items()
+            ])
+        if t.full_refresh or fold.seq // DIGEST_EVERY_SEQ != t.first_seq // DIGEST_EVERY_SEQ:
+            digest = balances_digest(balance_rows(fold.balances))
+            c.execute(d.sql(UPSERT_DIGEST), (p, fold.seq, digest))
+        store.insert_tracking(c, tracking_name(p), fold.seq)
+
+    def committed(self) -> None:
+        self.stored_vectors.update(self.touched.vectors)
+        self.touched = Touched(first_seq=self.fold.seq)
+
+
+def stored_vector_keys(store: Store, platform: str) -> set[tuple[str, int]]:
+    return {
+        (work, int(version))
+        for work, version in store.query(
+            "SELECT work, version FROM peerledger_vectors WHERE platform = ?", (platform,)
+        )
+    }
+
+
+# -- queries ---------------------------------------------------------------
+
+
+def _int(x: Any) -> int:
+    return int(x)
+
+
+def read_balances(store: Store, platform: str, currency: str | None = None) -> list[dict[str, Any]]:
+    sql = (
+        "SELECT account, currency, earned, reversed, paid, balance FROM peerledger_balances "
+        "WHERE platform = ?" + (" AND currency = ?" if currency else "")
+    )
+    rows = store.query(sql, (platform, currency) if currency else (platform,))
+    out = [
+        {"account": a, "currency": cur, "earned": _int(e), "reversed": _int(r),
+         "paid": _int(pd), "balance": _int(b)}
+        for a, cur, e, r, pd, b in rows
+    ]
+    # Code point order, whatever the database's collation says.
+    out.sort(key=lambda row: (row["account"], row["currency"]))
+    return out
+
+
+def read_statement(store: Store, platform: str, prosumer: str, period: str | None) -> list[dict[str, Any]]:
+    sql = (
+        "SELECT period, currency, earned, reversed, paid FROM peerledger_statements "
+        "WHERE platform = ? AND account = ?" + (" AND period = ?" if period else "")
+    )
+    rows = store.query(sql, (platform, prosumer, period) if period else (platform, prosumer))
+    out = []
+    for month, cur, e, r, pd in rows:
+        e, r, pd = _int(e), _int(r), _int(pd)
+        out.append({"period": month, "currency": cur, "earned": e, "reversed": r,
+                    "paid": pd, "net": e + r - pd})
+    out.sort(key=lambda row: (row["period"], row["currency"]))
+    return out
+
+
+def read_explain(store: Store, platform: str, value: str) -> dict[str, Any] | None:
+    rows = store.query(
+        "SELECT v.work, v.vector_version, v.fee_bps, v.amount, v.currency, v.reversed, v.seq, "
+        "w.vector, w.explanation FROM peerledger_values v JOIN peerledger_vectors w "
+        "ON w.platform = v.platform AND w.work = v.work AND w.version = v.vector_version "
+        "WHERE v.platform = ? AND v.value = ?",
+        (platform, value),
+    )
+    if not rows:
+        return None
+    work, _version, fee_bps, amount, currency, reversed_minor, seq, vector, explanation = rows[0]
+    return explain_value(
+        value, work, int(amount), currency, int(fee_bps), int(reversed_minor), int(seq),
+        from_json_obj(orjson.loads(bytes(vector))), orjson.loads(bytes(explanation)),
+    )
+
+
+def recorded_digests(store: Store, platform: str) -> dict[int, str]:
+    return {int(s): d for s, d in store.query(
+        "SELECT seq, digest FROM peerledger_digests WHERE platform = ?", (platform,))}
