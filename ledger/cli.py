@@ -74,8 +74,8 @@ def _offered(paths: Sequence[str], stack: ExitStack, progress: Any) -> Iterator[
 def ingest_paths(store: Store, paths: Sequence[str], show_progress: bool) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     by_code: Counter[str] = Counter()
-    ingestor = Ingestor(store)
     with ExitStack() as stack:
+        ingestor = stack.enter_context(Ingestor(store))
         progress = None
         if show_progress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn

@@ -97,6 +97,11 @@ FEE_START = 1500
 FEE_LATER = (1200, 1000, 1250, 1800, 900)
 
 
+def _choice(rng: random.Random, seq: Sequence[Any]) -> Any:
+    """rng.choice, a little faster (one float draw)."""
+    return seq[int(rng.random() * len(seq))]
+
+
 def _derive_seed(seed: int, salt: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{salt}".encode()).digest()[:8], "big")
 
@@ -207,11 +212,11 @@ class _Gen:
         rng = self.rng
         r = rng.random()
         if r < 0.4 and self.active:
-            return rng.choice(self.active)
+            return _choice(rng, self.active)
         if r < 0.7:
             p = self.prosumers
             return p[len(p) - 1 - int(rng.random() * min(len(p), 200))]
-        return rng.choice(self.prosumers)
+        return _choice(rng, self.prosumers)
 
     def _pick_authors(self, k: int, weights_max: int) -> dict[str, int]:
         rng = self.rng
@@ -233,17 +238,17 @@ class _Gen:
         rng = self.rng
         r = rng.random()
         if r < 0.65:
-            return rng.choice(self.pop_c)
+            return _choice(rng, self.pop_c)
         c = self.contribs
         if r < 0.8:
             return c[len(c) - 1 - int(rng.random() * min(len(c), 500))]
-        return rng.choice(c)
+        return _choice(rng, c)
 
     def _pick_output(self) -> str:
         rng = self.rng
         r = rng.random()
         if r < 0.5:
-            return rng.choice(self.pop_o)
+            return _choice(rng, self.pop_o)
         o = self.outputs
         return o[len(o) - 1 - int(rng.random() * min(len(o), 300))]
 
@@ -290,7 +295,7 @@ class _Gen:
         self.prosumers.append(pid)
         data: dict[str, Any] = {"prosumer": pid}
         if rng.random() < 0.7:
-            data["name"] = rng.choice(FIRST_NAMES) + rng.choice(LAST_NAMES)
+            data["name"] = _choice(rng, FIRST_NAMES) + _choice(rng, LAST_NAMES)
         return self._event("prosumer.registered", data)
 
     def _contribution(self) -> dict:
@@ -301,7 +306,7 @@ class _Gen:
         authors = self._pick_authors(k, 3)
         data: dict[str, Any] = {"work": wid, "authors": authors}
         if rng.random() < 0.9:
-            data["kind"] = rng.choice(CONTRIBUTION_KINDS)
+            data["kind"] = _choice(rng, CONTRIBUTION_KINDS)
         if rng.random() < 0.4:
             data["content_hash"] = f"sha256:{rng.getrandbits(256):064x}"
         self.contribs.append(wid)
@@ -346,7 +351,7 @@ class _Gen:
         if upstream != 10_000 or rng.random() < 0.5:  # 10 000 is the default
             data["upstream_bps"] = upstream
         if rng.random() < 0.8:
-            data["kind"] = rng.choice(OUTPUT_KINDS)
+            data["kind"] = _choice(rng, OUTPUT_KINDS)
         self.outputs.append(wid)
         self.pop_o.append(wid)
         self.authors[wid] = authors
@@ -360,7 +365,7 @@ class _Gen:
     def _value(self) -> dict:
         rng = self.rng
         if self.outputs and rng.random() < 0.75:
-            work = rng.choice(self.pop_o) if rng.random() < 0.7 else rng.choice(self.outputs)
+            work = _choice(rng, self.pop_o) if rng.random() < 0.7 else _choice(rng, self.outputs)
             self.pop_o.append(work)
         else:
             work = self._pick_contribution()
@@ -372,7 +377,7 @@ class _Gen:
         vid = f"v{self.n_value:06d}"
         data: dict[str, Any] = {"value": vid, "work": work, "amount": amount, "currency": currency}
         if rng.random() < 0.9:
-            data["source"] = rng.choice(SOURCES)
+            data["source"] = _choice(rng, SOURCES)
         payee = None
         if work not in self.components and work not in self.retracted:
             authors = self.authors[work]
@@ -428,7 +433,7 @@ class _Gen:
             self.payable[key] -= amount
         data: dict[str, Any] = {"value": vid, "amount": amount}
         if rng.random() < 0.8:
-            data["reason"] = rng.choice(REVERSAL_REASONS)
+            data["reason"] = _choice(rng, REVERSAL_REASONS)
         return self._event("value.reversed", data)
 
     def _payout(self) -> dict | None:
@@ -454,7 +459,7 @@ class _Gen:
                 data: dict[str, Any] = {"payout": f"pay{self.n_payout:05d}", "prosumer": key[0],
                                         "amount": amount, "currency": key[1]}
                 if rng.random() < 0.7:
-                    data["reference"] = f"{rng.choice(PAYOUT_REFS)} {self.n_payout}"
+                    data["reference"] = f"{_choice(rng, PAYOUT_REFS)} {self.n_payout}"
                 return self._event("payout.issued", data)
             cands[i] = cands[-1]
             cands.pop()
@@ -480,7 +485,7 @@ class _Gen:
             return None
         counts: dict[str, int] = {}
         for _ in range(400):
-            c = rng.choice(self.pop_c)
+            c = _choice(rng, self.pop_c)
             counts[c] = counts.get(c, 0) + 1
         for c, _n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             if c not in self.retracted:
@@ -492,9 +497,9 @@ class _Gen:
         if not self.contribs or not self.prosumers:
             return None
         if self.outputs and rng.random() < 0.3:
-            work = rng.choice(self.pop_o)
+            work = _choice(rng, self.pop_o)
         else:
-            work = rng.choice(self.pop_c)
+            work = _choice(rng, self.pop_c)
         authors = self._pick_authors(1 if rng.random() < 0.6 else 2, 3)
         old = self.authors[work]
         if old:
@@ -511,17 +516,17 @@ class _Gen:
             if c is None:
                 return None
             self._sched(max(arg, self.i + 1), "reinstate", c)
-            return self._retract(c, self.rng.choice(TAKEDOWN_REASONS))
+            return self._retract(c, _choice(self.rng, TAKEDOWN_REASONS))
         if kind == "dispute":
             if not self.contribs:
                 return None
             pool = self.pop_o if self.outputs and self.rng.random() < 0.4 else self.pop_c
-            w = self.rng.choice(pool)
+            w = _choice(self.rng, pool)
             if w in self.retracted:
                 return False
             if arg is not None:
                 self._sched(max(arg, self.i + 1), "reinstate", w)
-            return self._retract(w, self.rng.choice(TAKEDOWN_REASONS))
+            return self._retract(w, _choice(self.rng, TAKEDOWN_REASONS))
         if kind == "reinstate":
             return self._reinstate(arg) if arg in self.retracted else False
         if kind == "reassign":
@@ -577,16 +582,16 @@ class _Gen:
                 return ev("value.realized", {"value": f"xv{nb:06d}", "work": f"zz{nb:06d}",
                                              "amount": 100, "currency": "USD"})
             return ev("output.composed", {"work": f"xo{nb:06d}",
-                                          "components": {rng.choice(self.contribs): 1, f"zz{nb:06d}": 1},
+                                          "components": {_choice(rng, self.contribs): 1, f"zz{nb:06d}": 1},
                                           "upstream_bps": 10_000})
         if kind == "invalid" and self.contribs:
-            return ev("value.realized", {"value": f"xv{nb:06d}", "work": rng.choice(self.contribs),
+            return ev("value.realized", {"value": f"xv{nb:06d}", "work": _choice(rng, self.contribs),
                                          "amount": float(1 + int(rng.random() * 100)), "currency": "EUR"})
         if kind == "invalid_state" and self.contribs:
             if self.retracted:
                 return ev("work.retracted", {"work": min(self.retracted)})
             for _ in range(10):
-                w = rng.choice(self.contribs)
+                w = _choice(rng, self.contribs)
                 if w not in self.retracted:
                     return ev("work.reinstated", {"work": w})
         if kind == "over_reversal" and self.values:
@@ -594,10 +599,10 @@ class _Gen:
             v = self.values[vid]
             return ev("value.reversed", {"value": vid, "amount": max(1, v[1] - v[3] + 1)})
         if kind == "insufficient_balance":
-            return ev("payout.issued", {"payout": f"xpay{nb:05d}", "prosumer": rng.choice(self.prosumers),
+            return ev("payout.issued", {"payout": f"xpay{nb:05d}", "prosumer": _choice(rng, self.prosumers),
                                         "amount": 10**15, "currency": "USD"})
         # already_exists (also the fallback when the chosen kind is not possible yet)
-        return ev("prosumer.registered", {"prosumer": rng.choice(self.prosumers), "name": "again"})
+        return ev("prosumer.registered", {"prosumer": _choice(rng, self.prosumers), "name": "again"})
 
     # ------------------------------------------------------------------ the stream
     def run(self) -> Iterator[dict]:

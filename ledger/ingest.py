@@ -93,20 +93,22 @@ class PlatformWriter:
         # event id -> leaf hash of the accepted canonical bytes: equal hashes
         # are equal JSON values (canonical bytes are a function of the value).
         self.ids: dict[str, bytes] = {}
+        self.views = ViewWriter(self.fold, stored_vector_keys(store, platform),
+                                store.tracked_seq(tracking_name(platform)))
         self.catch_up(store)
-        self.views = ViewWriter(self.fold, stored_vector_keys(store, platform))
-        # Read models behind the log (dropped, or never written): rewrite whole.
-        self.views.touched.full_refresh = store.tracked_seq(tracking_name(platform)) != self.fold.seq
 
     def catch_up(self, store: Store) -> int:
         """Apply what other writers appended since this writer last looked."""
         start_seq = self.fold.seq
         if store.head(self.fold.platform) == start_seq:
             return 0
+        views = self.views
         for stored in store.read_log(self.fold.platform, after_seq=start_seq):
             event = orjson.loads(stored.state)
-            self.fold.apply(event, stored.originator_version)
+            applied = self.fold.apply(event, stored.originator_version)
             self.ids[event["id"]] = leaf_hash(stored.state)
+            if applied.seq > views.tracked_seq:  # read models not yet written for it
+                views.note(applied.value, applied.month, applied.bookings)
         return self.fold.seq - start_seq
 
 
@@ -117,6 +119,13 @@ class Ingestor:
         self.store = store
         create_views(store)
         self.writers: dict[str, PlatformWriter] = {}
+
+    def __enter__(self) -> "Ingestor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.flush_views()
 
     def writer(self, platform: str) -> PlatformWriter:
         w = self.writers.get(platform)
@@ -160,9 +169,7 @@ class Ingestor:
     ) -> list[Outcome]:
         writers = {p: self.writer(p) for p in platforms}
         for w in writers.values():
-            if w.catch_up(self.store):
-                # Their writer wrote the read models of what we just caught up.
-                w.views.touched.first_seq = w.fold.seq
+            w.catch_up(self.store)
         events: list[StoredEvent] = []
         id_records: list[IdRecord] = []
         outcomes: list[Outcome] = []
@@ -199,17 +206,18 @@ class Ingestor:
             id_records.append(IdRecord(item.platform, event_id, seq, leaf, applied.effect_hash(), now))
             outcomes.append(Outcome(ACCEPTED, event_id, item.platform, seq=seq))
 
-        touched = [w for w in writers.values()
-                   if w.views.touched.full_refresh or w.fold.seq != w.views.touched.first_seq]
-
-        def write_views(c: Any, d: Any) -> None:
-            for w in touched:
-                w.views.write(c, d, self.store)
-
-        self.store.append(events, id_records, rejects, write_views if touched else None)
-        for w in touched:
-            w.views.committed()
+        self.store.append(events, id_records, rejects)
+        for w in writers.values():
+            if w.views.due():
+                w.views.flush(self.store)
         return outcomes
+
+    def flush_views(self) -> None:
+        """Bring every read model this process holds up to its log."""
+        for platform, w in sorted(self.writers.items()):
+            with self.store.platform_locks([platform]):
+                w.catch_up(self.store)
+                w.views.flush(self.store)
 
 
 def _raw(payload: bytes | object) -> bytes:

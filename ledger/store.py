@@ -14,8 +14,8 @@ events they describe, the store keeps:
   of an id impossible even for two processes racing on PostgreSQL;
 * `peerledger_rejects`: every rejected event with its code, message, the raw
   line (bounded) and where it came from;
-* the read models (`ledger.views`) and their eventsourcing tracking record,
-  so a read model is never ahead of or behind the log it was written with.
+and, written by `ledger.views` in their own transactions, the read models
+with their eventsourcing tracking record (the seq they reflect).
 
 The recorders are eventsourcing's own (`SQLiteApplicationRecorder`,
 `PostgresApplicationRecorder`), subclassed only to add those tables and to
@@ -28,7 +28,7 @@ import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 from urllib.parse import unquote, urlparse
 
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
@@ -140,10 +140,6 @@ INSERT_REJECT = (
     "raw_truncated, source, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
-# Called inside the append transaction with (cursor, dialect) to write the
-# read models and their tracking records atomically with the events.
-ExtraWrite = Callable[[Any, Dialect], None]
-
 
 def _write_extras(c: Any, d: Dialect, kwargs: dict[str, Any]) -> None:
     ids: Sequence[IdRecord] = kwargs.get("id_records", ())
@@ -158,9 +154,6 @@ def _write_extras(c: Any, d: Dialect, kwargs: dict[str, Any]) -> None:
     rejects: Sequence[RejectRecord] = kwargs.get("rejects", ())
     if rejects:
         c.executemany(d.sql(INSERT_REJECT), [r.row() for r in rejects])
-    extra: ExtraWrite | None = kwargs.get("extra_write")
-    if extra is not None:
-        extra(c, d)
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -294,15 +287,13 @@ class Store:
         events: Sequence[StoredEvent],
         id_records: Sequence[IdRecord],
         rejects: Sequence[RejectRecord],
-        extra_write: ExtraWrite | None = None,
     ) -> None:
-        """Append events, their id records, rejects and read-model rows in one
-        transaction.  Raises AppendConflict when a seq or id was taken by
+        """Append events, their id records and rejects in one transaction.  Raises AppendConflict when a seq or id was taken by
         another writer meanwhile (the whole transaction is rolled back)."""
         assert len(events) == len(id_records)
         try:
             self.recorder.insert_events(
-                events, id_records=id_records, rejects=rejects, extra_write=extra_write
+                events, id_records=id_records, rejects=rejects
             )
         except IntegrityError as e:
             raise AppendConflict(str(e)) from e

@@ -16,6 +16,7 @@ a fold replayed from the log.  Queries read these tables; `as_of` queries and
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -27,9 +28,14 @@ from projections.balances import balances_digest, balance_rows
 from projections.explain import explain_value, work_explanation
 from projections.fold import PlatformFold, ValueRecord
 
-# A balances digest is recorded whenever a batch crosses a multiple of this
+# A balances digest is recorded whenever a flush crosses a multiple of this
 # seq; `verify` compares its replay with every recorded one.
 DIGEST_EVERY_SEQ = 10_000
+# Read models are written every this many events or milliseconds, whichever
+# comes first: rows of hot accounts are written once per flush instead of
+# once per batch (ten times fewer writes at 1000-event batches).
+VIEWS_FLUSH_EVENTS = 20_000
+VIEWS_FLUSH_MS = 1_000
 
 
 def tracking_name(platform: str) -> str:
@@ -99,25 +105,37 @@ UPSERT_DIGEST = (
 
 @dataclass
 class Touched:
-    """What a batch changed in one platform's read models."""
+    """What changed in one platform's read models since they were last written."""
 
     balances: set[tuple[str, str]] = field(default_factory=set)
     statements: set[tuple[str, str, str]] = field(default_factory=set)
     values: set[str] = field(default_factory=set)
     # (work, version) -> (vector blob, explanation blob), captured when the
-    # first sale at that version happened (the graph may move on in-batch).
+    # first sale at that version is applied (the graph may move on later).
     vectors: dict[tuple[str, int], tuple[bytes, bytes]] = field(default_factory=dict)
-    full_refresh: bool = False
-    first_seq: int = 0
 
 
 class ViewWriter:
-    """Collects a batch's changes for one platform and writes them."""
+    """Keeps one platform's read models up to date with its fold.
 
-    def __init__(self, fold: PlatformFold, stored_vectors: set[tuple[str, int]]) -> None:
+    `note` records what each applied event touched; `flush` writes those rows
+    (absolute figures from the fold) and the tracking record in one
+    transaction.  Flushing is decoupled from appending: the read models may
+    lag the log by up to VIEWS_FLUSH_EVENTS events or VIEWS_FLUSH_MS, never
+    by a half-applied event, and a restarted writer re-notes every event past
+    the tracked seq while it replays the log, so a crash loses no view update.
+    """
+
+    def __init__(self, fold: PlatformFold, stored_vectors: set[tuple[str, int]], tracked_seq: int) -> None:
         self.fold = fold
         self.stored_vectors = stored_vectors
-        self.touched = Touched(first_seq=fold.seq)
+        self.tracked_seq = tracked_seq
+        self.touched = Touched()
+        self.last_flush_s = time.monotonic()
+
+    @property
+    def pending_events(self) -> int:
+        return self.fold.seq - self.tracked_seq
 
     def note(self, value: ValueRecord | None, month: str, bookings: Iterable[Any]) -> None:
         t = self.touched
@@ -133,30 +151,46 @@ class ViewWriter:
                     orjson.dumps(work_explanation(self.fold.graph, value.work)),
                 )
 
-    def write(self, c: Any, d: Dialect, store: Store) -> None:
+    def due(self) -> bool:
+        return self.pending_events >= VIEWS_FLUSH_EVENTS or (
+            self.pending_events > 0 and (time.monotonic() - self.last_flush_s) * 1000 >= VIEWS_FLUSH_MS
+        )
+
+    def flush(self, store: Store) -> None:
+        """Write the touched rows and the fold's seq as the tracking record."""
+        if self.pending_events <= 0:
+            return
+        # Another writer of this platform may have written the views past
+        # our seq meanwhile (PostgreSQL, two processes): ours are then older.
+        if store.tracked_seq(tracking_name(self.fold.platform)) >= self.fold.seq:
+            self._reset(store.tracked_seq(tracking_name(self.fold.platform)))
+            return
+        with store.transaction(commit=True) as c:
+            self._write(c, store.dialect, store)
+        self._reset(self.fold.seq)
+
+    def _reset(self, tracked_seq: int) -> None:
+        self.stored_vectors.update(self.touched.vectors)
+        self.touched = Touched()
+        self.tracked_seq = tracked_seq
+        self.last_flush_s = time.monotonic()
+
+    def _write(self, c: Any, d: Dialect, store: Store) -> None:
         fold, t, p = self.fold, self.touched, self.fold.platform
-        if t.full_refresh:
-            for table in ("balances", "statements", "values", "digests"):
-                c.execute(d.sql(f"DELETE FROM peerledger_{table} WHERE platform = ?"), (p,))
-            balances: Iterable[tuple[str, str]] = fold.balances.keys()
-            statements: Iterable[tuple[str, str, str]] = fold.statements.keys()
-            values: Iterable[str] = fold.values.keys()
-        else:
-            balances, statements, values = t.balances, t.statements, t.values
         c.executemany(d.sql(UPSERT_BALANCE), [
             (p, a, cur, *(_money(d, x) for x in (f.earned, f.reversed, f.paid, f.balance)))
-            for a, cur in balances
+            for a, cur in t.balances
             for f in (fold.balances[(a, cur)],)
         ])
         c.executemany(d.sql(UPSERT_STATEMENT), [
             (p, a, month, cur, *(_money(d, x) for x in (f.earned, f.reversed, f.paid)))
-            for a, month, cur in statements
+            for a, month, cur in t.statements
             for f in (fold.statements[(a, month, cur)],)
         ])
         c.executemany(d.sql(UPSERT_VALUE), [
             (p, v.value, v.work, v.vector_version, v.fee_bps, v.amount_minor, v.currency,
              v.reversed_minor, v.seq)
-            for name in values
+            for name in t.values
             for v in (fold.values[name],)
         ])
         if t.vectors:
@@ -164,14 +198,10 @@ class ViewWriter:
                 (p, work, version, vector, explanation)
                 for (work, version), (vector, explanation) in t.vectors.items()
             ])
-        if t.full_refresh or fold.seq // DIGEST_EVERY_SEQ != t.first_seq // DIGEST_EVERY_SEQ:
+        if fold.seq // DIGEST_EVERY_SEQ != self.tracked_seq // DIGEST_EVERY_SEQ:
             digest = balances_digest(balance_rows(fold.balances))
             c.execute(d.sql(UPSERT_DIGEST), (p, fold.seq, digest))
         store.insert_tracking(c, tracking_name(p), fold.seq)
-
-    def committed(self) -> None:
-        self.stored_vectors.update(self.touched.vectors)
-        self.touched = Touched(first_seq=self.fold.seq)
 
 
 def stored_vector_keys(store: Store, platform: str) -> set[tuple[str, int]]:

@@ -132,12 +132,13 @@ def test_reversal_bookings_are_monotone_with_two_recipients(s, before, refund):
 
 def test_reversal_booking_can_be_positive_alabama_paradox():
     # Largest remainder is not monotone in the amount (the "Alabama
-    # paradox"), so the spec's alloc(T) - alloc(T + R) is "usually" negative:
-    # S = {a: 19/31, b: 3/31, c: 9/31}: alloc(5) = a 3, b 1, c 1 but
-    # alloc(6) = a 4, b 0, c 2 (exact 3.677, 0.581, 1.742: one leftover unit,
-    # to a's .677 ahead of c's .742? no -- floors 3+0+1 = 4, two left, to c
-    # (.742) and a (.677)).  Refunding the 6th unit of a 6-unit sale after 5
-    # were refunded... is alloc(5) - alloc(6): b gets +1.
+    # paradox"), which is why the spec says reversal bookings are "usually"
+    # negative.  S = {a: 19/31, b: 3/31, c: 9/31}:
+    #   X = 5: exact 3.065, 0.484, 1.452 -> floors 3, 0, 1; one unit left,
+    #          to the largest fraction, b (.484): a 3, b 1, c 1;
+    #   X = 6: exact 3.677, 0.581, 1.742 -> floors 3, 0, 1; two units left,
+    #          to c (.742) and a (.677): a 4, b 0, c 2.
+    # So refunding the 6th unit after 5 books alloc(5) - alloc(6): b gets +1.
     s = ShareVector(31, {"a": 19, "b": 3, "c": 9})
     assert allocate(5, s) == {"a": 3, "b": 1, "c": 1}
     assert allocate(6, s) == {"a": 4, "b": 0, "c": 2}
@@ -164,13 +165,13 @@ def test_amount_out_of_range_is_a_programming_error():
 
 
 @pytest.mark.parametrize(
-    "numerators",
-    [{}, {"a": 0, "b": 1}, {"a": -1, "b": 2}, {"a": 1, "b": 1}],
-    ids=["no-recipient", "zero-share", "negative-share", "sum-not-one"],
+    ("denominator", "numerators"),
+    [(1, {}), (1, {"a": 0, "b": 1}), (1, {"a": -1, "b": 2}), (3, {"a": 1, "b": 1}), (0, {})],
+    ids=["no-recipient", "zero-share", "negative-share", "sum-not-one", "zero-denominator"],
 )
-def test_share_vector_invariant_is_asserted(numerators):
+def test_share_vector_invariant_is_asserted(denominator, numerators):
     with pytest.raises(AssertionError):
-        ShareVector(1 if numerators != {"a": 1, "b": 1} else 3, numerators)
+        ShareVector(denominator, numerators)
 
 
 def test_share_vector_fee_edges():

@@ -41,7 +41,9 @@ class Ledger:
         self.ingestor = Ingestor(store)
 
     def offer(self, *events: dict[str, Any]) -> list[Outcome]:
-        return self.ingestor.ingest([Offered(orjson.dumps(e), "test") for e in events])
+        outcomes = self.ingestor.ingest([Offered(orjson.dumps(e), "test") for e in events])
+        self.ingestor.flush_views()  # read-after-write: the tests read the views at once
+        return outcomes
 
     def codes(self, *events: dict[str, Any]) -> list[str]:
         return [o.code or o.outcome for o in self.offer(*events)]

@@ -20,7 +20,8 @@ LINES = (EXAMPLES / "worked.jsonl").read_bytes().splitlines()
 @pytest.fixture
 def worked(db_url: str):
     with Store(db_url) as store:
-        outcomes = Ingestor(store).ingest([Offered(line, f"worked.jsonl:{i + 1}") for i, line in enumerate(LINES)])
+        with Ingestor(store) as ingestor:
+            outcomes = ingestor.ingest([Offered(line, f"worked.jsonl:{i + 1}") for i, line in enumerate(LINES)])
         yield store, outcomes
 
 

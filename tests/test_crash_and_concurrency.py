@@ -1,0 +1,109 @@
+"""A crash at any instant loses no acknowledged event and duplicates none;
+two writers on one PostgreSQL database end with the log one writer makes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ledger.generate import generate, generate_many, write_jsonl
+from ledger.replay import verify
+from ledger.store import Store
+from ledger.views import read_balances
+from projections.balances import balances_digest
+
+BASE_ENV = {k: v for k, v in os.environ.items() if k != "PEERLEDGER_DB"}
+
+
+def ingest_cmd(db: str, *files: str) -> list[str]:
+    return [sys.executable, "-m", "ledger.cli", "ingest", *files, "--json", "--db", db]
+
+
+def log_of(db: str, platform: str) -> list[bytes]:
+    with Store(db) as store:
+        return [e.state for e in store.read_log(platform)]
+
+
+def digest_of(db: str, platform: str) -> str:
+    with Store(db) as store:
+        return balances_digest(read_balances(store, platform))
+
+
+def reference(tmp_path: Path, stream: Path) -> dict[str, object]:
+    url = f"sqlite:///{tmp_path / 'reference.db'}"
+    r = subprocess.run(ingest_cmd(url, str(stream)), capture_output=True, text=True, env=BASE_ENV, timeout=600)
+    assert r.returncode in (0, 3), r.stderr
+    return {"url": url, "summary": json.loads(r.stdout)}
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("stream") / "stream.jsonl"
+    with open(path, "wb") as f:
+        write_jsonl(f, generate(11, 12_000, "crash", bad_fraction_ppm=3000))
+    return path
+
+
+@pytest.mark.slow
+def test_kill_9_during_ingest_then_ingest_again_gives_the_same_ledger(db_url: str, stream: Path, tmp_path: Path):
+    ref = reference(tmp_path, stream)
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(5):
+        proc = subprocess.Popen(ingest_cmd(db_url, str(stream)), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=BASE_ENV)
+        time.sleep(rng.uniform(0.8, 3.0))  # past start-up, somewhere inside the ingest
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 3, "the stream ingested too fast to be killed midway; make it longer"
+    final = subprocess.run(ingest_cmd(db_url, str(stream)), capture_output=True, text=True, env=BASE_ENV, timeout=600)
+    assert final.returncode in (0, 3), final.stderr
+    summary = json.loads(final.stdout)
+    # Everything accepted before a kill is now a duplicate, the rest accepted.
+    assert summary["accepted"] + summary["duplicate"] == ref["summary"]["accepted"] + ref["summary"]["duplicate"]
+    assert log_of(db_url, "crash") == log_of(ref["url"], "crash")  # nothing lost, nothing doubled, same order
+    assert digest_of(db_url, "crash") == digest_of(ref["url"], "crash")
+    with Store(db_url) as store:
+        assert verify(store, "crash").ok
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_ingest_processes_with_overlapping_input_make_the_log_of_one(pg_url: str, tmp_path: Path):
+    both = tmp_path / "both.jsonl"
+    with open(both, "wb") as f:
+        write_jsonl(f, generate_many(3, 9_000, ["alpha", "beta"]))
+    only_beta = tmp_path / "beta-and-gamma.jsonl"
+    lines = both.read_bytes().splitlines()
+    with open(only_beta, "wb") as f:
+        f.write(b"\n".join(line for line in lines if b'"platform":"beta"' in line) + b"\n")
+        write_jsonl(f, generate(4, 3_000, "gamma"))
+    ref = f"sqlite:///{tmp_path / 'one.db'}"
+    for path in (both, only_beta):
+        subprocess.run(ingest_cmd(ref, str(path)), check=False, capture_output=True, env=BASE_ENV, timeout=600)
+
+    procs = [subprocess.Popen(ingest_cmd(pg_url, str(p)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=BASE_ENV)
+             for p in (both, only_beta, both)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode in (0, 3) for p in procs), [r[1][-2000:] for r in results]
+    summaries = [json.loads(out) for out, _ in results]
+    for platform in ("alpha", "beta", "gamma"):
+        assert log_of(pg_url, platform) == log_of(ref, platform), platform
+        assert digest_of(pg_url, platform) == digest_of(ref, platform)
+        with Store(pg_url) as store:
+            report = verify(store, platform)
+            assert report.ok, report.difference
+    # Each event was accepted exactly once across the three processes.
+    total_lines = len(lines) * 2 + len(only_beta.read_bytes().splitlines())
+    assert sum(s["accepted"] for s in summaries) == sum(len(log_of(ref, p)) for p in ("alpha", "beta", "gamma"))
+    assert sum(s["accepted"] + s["duplicate"] + s["rejected"] for s in summaries) == total_lines
