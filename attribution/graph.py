@@ -28,8 +28,8 @@ A work reached along several paths is processed once, with the sum of all
 those paths' mass; that is exactly "a recipient reached along several paths
 gets the sum", by linearity of ``flow`` in ``s``.  Cost: O(nodes + edges).
 
-Exact integers, no gcds
------------------------
+Exact integers, no gcds of big numbers along the way
+----------------------------------------------------
 Mass is carried as integers over one common denominator G chosen before
 the propagation, so every step is an exact "multiply by a small weight,
 divide by a small number" on integers, never a Fraction addition (each of
@@ -80,17 +80,21 @@ CONTRIBUTION = "contribution"
 OUTPUT = "output"
 
 # Shape limits of EVENTS.md section 2.  The ledger rejects events beyond
-# them; the graph asserts them because its cost model assumes them (local
-# denominators stay below 10**4 * 10**9 * 6.4 * 10**7, about 2**80).
+# them; the graph asserts them because its cost model assumes them: a
+# work's local denominator (see _local_denominator) is at most
+# 10**4 * 10**9 (1000 components of weight 10**6) times 10**4 * 6.4 * 10**7
+# (64 authors of weight 10**6), below 2**83: a "small" integer.
 MAX_AUTHORS_PER_WORK = 64
 MAX_COMPONENTS_PER_OUTPUT = 1000
 MAX_WEIGHT = 1_000_000
 
 # Cache of flattened vectors of queried works: evicted least recently used
 # first once either bound would be exceeded.  A vector larger than the whole
-# budget is returned but not cached.  64 MiB and half a million recipient
-# entries hold e.g. ten vectors of a 3000-deep remix chain (6000 recipients
-# with 13 000-digit numerators each) or thousands of ordinary vectors.
+# budget is returned but not cached.  For scale (docs/attribution.md): a
+# 3000-deep remix chain's vector has 6001 recipients and takes 2.9 MB when
+# each step keeps 1/4 upstream (1807-digit denominator) and 30 MB at
+# 5001/20000 (12 904 digits); an output of 1000 contributions by 300 people,
+# about 30 KB.  64 MiB holds two of the former, thousands of the latter.
 CACHE_MAX_ENTRIES = 500_000
 CACHE_MAX_BYTES = 64 * 1024 * 1024
 # Estimated bytes per cached entry beside the numerator's own digits: the
@@ -163,8 +167,17 @@ def _canonical_weights(weights: Mapping[str, int], what: str, limit: int) -> tup
     assert len(items) <= limit, f"more than {limit} {what}"
     for key, weight in items:
         assert type(key) is str and key, f"{what} ids must be non-empty strings"
+        # "@..." names the system accounts; an author so named would merge
+        # with @platform or @unattributed (EVENTS.md reserves them).
+        assert not key.startswith("@"), f"{what} id {key!r} is reserved"
         assert type(weight) is int and 1 <= weight <= MAX_WEIGHT, f"{what} weights must be 1..{MAX_WEIGHT}"
     return items
+
+
+def _lowest(num: int, den: int) -> tuple[int, int]:
+    """num/den in lowest terms (small ints: a weight times basis points)."""
+    g = math.gcd(num, den)
+    return num // g, den // g
 
 
 def _product(factors: list[int]) -> int:
@@ -478,22 +491,23 @@ class WorkGraph:
                     for r, n in cached.numerators.items():
                         received[r] = received.get(r, 0) + scale * n
                     continue
+            # Each share is m * num // den with num/den the factor in lowest
+            # terms: one big-by-small multiply and one big-by-small exact
+            # division (single-digit divisors take CPython's fast path).
             if w.kind == CONTRIBUTION:
-                whole = w.author_weight
                 for p, a in w.authors:
-                    received[p] = received.get(p, 0) + m * a // whole
+                    num, den = _lowest(a, w.author_weight)
+                    received[p] = received.get(p, 0) + m * num // den
                 continue
             ub = w.upstream_bps
             if ub < BPS_PER_UNIT:
-                whole = BPS_PER_UNIT * w.author_weight
-                kept_part = m * (BPS_PER_UNIT - ub)
                 for p, a in w.authors:
-                    received[p] = received.get(p, 0) + kept_part * a // whole
+                    num, den = _lowest((BPS_PER_UNIT - ub) * a, BPS_PER_UNIT * w.author_weight)
+                    received[p] = received.get(p, 0) + m * num // den
             if ub > 0:
-                whole = BPS_PER_UNIT * w.component_weight
-                passed = m * ub
                 for c, k in w.components:
-                    mass[c] = mass.get(c, 0) + passed * k // whole
+                    num, den = _lowest(ub * k, BPS_PER_UNIT * w.component_weight)
+                    mass[c] = mass.get(c, 0) + m * num // den
         assert not mass, "propagation left mass behind"
         return g, kept, received
 

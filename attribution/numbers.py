@@ -7,8 +7,8 @@ Since Python 3.11, ``str(n)`` and ``int(s)`` refuse integers of more than
 application may lower it to 640).  The limit guards against the quadratic
 cost of CPython's base conversion.  Exact attribution produces denominators
 that are legitimately longer than that: a remix chain 3000 works deep whose
-every step keeps 5001/20000 of the value upstream has a denominator of about
-3000 * log10(20000) = 12 900 digits.  We must print and parse such numbers
+every step passes 5001/20000 of the value on to the previous remix has the
+denominator 20000**3000, about 3000 * log10(20000): 12 904 digits.  We must print and parse such numbers
 without switching the guard off for the whole process (which
 ``sys.set_int_max_str_digits`` would do: it is global state).
 

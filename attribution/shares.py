@@ -28,8 +28,8 @@ compares the stored integers, so compare ``reduced()`` forms or
 
 from __future__ import annotations
 
+import binascii
 import math
-import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -52,7 +52,7 @@ JSON_MAX_HEX_DIGITS = 4_000_000
 # entries is a generous bound that still refuses absurd blobs.
 JSON_MAX_RECIPIENTS = 1_000_000
 
-_HEX_RE = re.compile(r"[1-9a-f][0-9a-f]*\Z")
+_HEX_DIGITS = b"0123456789abcdef"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +153,14 @@ class ShareVector:
         return ShareVector(den, nums)
 
 
+def _hex(n: int) -> str:
+    # Same text as format(n, "x"), about four times faster on big ints:
+    # to_bytes and bytes.hex are single linear passes in C.  The first byte
+    # is non-zero, so at most one leading "0" nibble needs stripping.
+    text = n.to_bytes((n.bit_length() + 7) // 8, "big").hex()
+    return text[1:] if text[0] == "0" else text
+
+
 def to_json_obj(v: ShareVector) -> dict[str, Any]:
     """A JSON-ready form: ``{"d": "<hex>", "n": {recipient: "<hex>"}}``.
 
@@ -162,15 +170,27 @@ def to_json_obj(v: ShareVector) -> dict[str, Any]:
     JSON (with sorted keys, equal bytes).
     """
     return {
-        "d": format(v.denominator, "x"),
-        "n": {r: format(v.numerators[r], "x") for r in v.recipients()},
+        "d": _hex(v.denominator),
+        "n": {r: _hex(v.numerators[r]) for r in v.recipients()},
     }
 
 
 def _parse_hex(text: Any) -> int:
-    if type(text) is not str or len(text) > JSON_MAX_HEX_DIGITS or not _HEX_RE.match(text):
+    # int(text, 16) would also accept "0x", "_", "+", "-" and whitespace, so
+    # validate first: ASCII, only lower-case hex digits, no leading zero.
+    # bytes.translate and a2b_hex are linear passes in C (a regex is ~10x
+    # slower on the 10 000-digit numerators of deep chains).
+    if type(text) is not str or not 0 < len(text) <= JSON_MAX_HEX_DIGITS or text[0] == "0":
         raise ValueError("share vector JSON: expected canonical lower-case hex of a positive int")
-    return int(text, 16)
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError("share vector JSON: expected canonical lower-case hex of a positive int") from None
+    if raw.translate(None, _HEX_DIGITS):
+        raise ValueError("share vector JSON: expected canonical lower-case hex of a positive int")
+    if len(raw) % 2:
+        raw = b"0" + raw
+    return int.from_bytes(binascii.a2b_hex(raw), "big")
 
 
 def from_json_obj(obj: Any) -> ShareVector:

@@ -152,6 +152,7 @@ class _Gen:
         # --- values: id -> [work, amount, currency, reversed, payee or None, partially_reversed]
         self.values: dict[str, list[Any]] = {}
         self.value_ids: list[str] = []
+        self.partial: list[str] = []  # partially reversed values
         self.fee = FEE_START
         # --- payouts: conservative lower bound of what a prosumer can be paid, per currency
         self.payable: dict[tuple[str, str], int] = {}
@@ -408,7 +409,17 @@ class _Gen:
 
     def _reversal(self) -> dict | None:
         rng = self.rng
-        vid = self._pick_reversible()
+        vid = None
+        partial = self.partial
+        if partial and rng.random() < 0.3:  # the rest (or more) of an earlier partial refund
+            i = int(rng.random() * len(partial))
+            vid = partial[i]
+            partial[i] = partial[-1]
+            partial.pop()
+            if self.values[vid][3] >= self.values[vid][1]:
+                vid = None
+        if vid is None:
+            vid = self._pick_reversible()
         if vid is None:
             return None
         v = self.values[vid]
@@ -428,6 +439,8 @@ class _Gen:
                 key = (p, cur)
                 payable[key] = payable.get(key, 0) - 1
         v[3] += amount
+        if v[3] < v[1]:
+            partial.append(vid)
         if v[4] is not None:
             key = (v[4], v[2])
             self.payable[key] -= amount

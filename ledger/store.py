@@ -249,10 +249,11 @@ class Store:
             self.datastore = PostgresDatastore(
                 **parsed.pg, originator_id_type="text", pool_size=2, max_overflow=2
             )
-            self.recorder = _postgres_recorder_class()(self.datastore, events_table_name=EVENTS_TABLE)
-            self.recorder.create_table()
-            self.tracking = PostgresTrackingRecorder(self.datastore)
-            self.tracking.create_table()
+            with self.schema_lock():
+                self.recorder = _postgres_recorder_class()(self.datastore, events_table_name=EVENTS_TABLE)
+                self.recorder.create_table()
+                self.tracking = PostgresTrackingRecorder(self.datastore)
+                self.tracking.create_table()
 
     def close(self) -> None:
         if self._pg_lock_conn is not None:
@@ -361,6 +362,29 @@ class Store:
 
     # -- serialising writers of one platform --------------------------------
 
+    def _lock_connection(self) -> Any:
+        import psycopg
+
+        if self._pg_lock_conn is None or self._pg_lock_conn.closed:
+            assert self._pg is not None
+            self._pg_lock_conn = psycopg.connect(autocommit=True, **self._pg)
+        return self._pg_lock_conn
+
+    @contextlib.contextmanager
+    def schema_lock(self) -> Iterator[None]:
+        """Serialise CREATE … IF NOT EXISTS across processes: PostgreSQL's is
+        not atomic, and two processes starting at once on a new database
+        would otherwise collide on the catalog."""
+        if self.dialect is not POSTGRES:
+            yield
+            return
+        conn = self._lock_connection()
+        conn.execute("SELECT pg_advisory_lock(hashtextextended('peerledger:schema', 7))")
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended('peerledger:schema', 7))")
+
     @contextlib.contextmanager
     def platform_locks(self, platforms: Sequence[str]) -> Iterator[None]:
         """Hold an exclusive lock per platform while deciding and appending.
@@ -374,13 +398,8 @@ class Store:
         if self.dialect is not POSTGRES or not platforms:
             yield
             return
-        import psycopg
-
-        if self._pg_lock_conn is None or self._pg_lock_conn.closed:
-            assert self._pg is not None
-            self._pg_lock_conn = psycopg.connect(autocommit=True, **self._pg)
         keys = sorted(set(platforms))
-        conn = self._pg_lock_conn
+        conn = self._lock_connection()
         for key in keys:
             conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", ("peerledger:" + key,))
         try:

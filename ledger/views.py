@@ -66,7 +66,7 @@ def views_ddl(d: Dialect) -> list[str]:
 
 
 def create_views(store: Store) -> None:
-    with store.transaction(commit=True) as c:
+    with store.schema_lock(), store.transaction(commit=True) as c:
         for statement in views_ddl(store.dialect):
             c.execute(statement)
 

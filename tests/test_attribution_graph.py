@@ -391,6 +391,13 @@ def test_share_vector_json_round_trips_through_hex(m):
         {"d": "1", "n": {"a": "1"}, "x": 1},  # unknown key
         {"d": "0", "n": {}},  # zero
         {"d": "A", "n": {"a": "A"}},  # upper case
+        {"d": "1g", "n": {"a": "1g"}},  # not hex
+        {"d": "é", "n": {"a": "é"}},  # not ASCII
+        {"d": " 1", "n": {"a": " 1"}},  # whitespace
+        {"d": "1_0", "n": {"a": "1_0"}},  # separator int() would take
+        {"d": "", "n": {"a": ""}},  # empty
+        {"d": "-1", "n": {"a": "-1"}},  # sign
+        ["d", "n"],  # not an object
     ],
 )
 def test_share_vector_json_rejects_malformed_input(obj):

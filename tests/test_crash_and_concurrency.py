@@ -56,16 +56,28 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_kill_9_during_ingest_then_ingest_again_gives_the_same_ledger(db_url: str, stream: Path, tmp_path: Path):
     ref = reference(tmp_path, stream)
     rng = random.Random(5)
+    total = len(log_of(ref["url"], "crash"))
+    # Several random points, each later in the log than the last: the process
+    # is killed as soon as the log has grown past the point (mid-batch, or
+    # between a commit and the next, wherever it happens to be).
+    # One point per quarter of the log (minus its last batch), at least a
+    # batch apart, so each kill lands while events are still being appended.
+    quarter = (total - 1500) // 4
+    kill_points = [rng.randrange(i * quarter + 200, (i + 1) * quarter - 200) for i in range(4)]
     kills = 0
-    for _ in range(5):
-        proc = subprocess.Popen(ingest_cmd(db_url, str(stream)), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=BASE_ENV)
-        time.sleep(rng.uniform(0.8, 3.0))  # past start-up, somewhere inside the ingest
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-    assert kills >= 3, "the stream ingested too fast to be killed midway; make it longer"
+    with Store(db_url) as watcher:
+        for point in kill_points:
+            proc = subprocess.Popen(ingest_cmd(db_url, str(stream)), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env=BASE_ENV)
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and watcher.head("crash") < point and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait()
+            assert watcher.head("crash") < total, "the ingest finished before it could be killed"
+    assert kills == len(kill_points)
     final = subprocess.run(ingest_cmd(db_url, str(stream)), capture_output=True, text=True, env=BASE_ENV, timeout=600)
     assert final.returncode in (0, 3), final.stderr
     summary = json.loads(final.stdout)

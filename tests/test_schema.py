@@ -273,6 +273,12 @@ def test_unknown_envelope_field_is_invalid():
     bad(ev(seq=1), "seq: unknown field")
 
 
+@pytest.mark.parametrize("name", ["[key]", "", "é", "a.b", "0", "data.x"])
+def test_unknown_field_with_any_name_is_invalid(name):
+    bad(ev() | {name: None}, "unknown field")
+    bad(with_data("policy.set", **{name: None}), "unknown field")
+
+
 def test_unknown_field_in_data_is_invalid():
     bad(with_data("work.retracted", note="x"), "data.note: unknown field")
 

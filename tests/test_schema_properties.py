@@ -41,7 +41,7 @@ amounts = st.one_of(st.integers(1, 2**63 - 1), st.sampled_from([1, 2**31, 2**53 
 bps = st.integers(0, 10_000)
 TRICKY = ['"', "\\", "/", "\n", "\r", "\t", "\b", "\f", "\x00", "\x1f", "\x7f", "\x85", "\u2028", "\u2029",
           "\ufeff", "\ufffd", "\uffff", "\U0001F600", "\U0010FFFF", "é", ":", "{", "}", ",", "\\u003a", "\\u"]
-PIECES = st.one_of(st.characters(), st.sampled_from(TRICKY))  # TRICKY holds a few multi-character pieces
+PIECES = st.one_of(st.characters(codec="utf-8"), st.sampled_from(TRICKY))  # TRICKY holds a few multi-character pieces
 texts = st.lists(PIECES, max_size=80).map(lambda p: "".join(p)[:200])
 
 
