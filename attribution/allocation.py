@@ -62,8 +62,8 @@ def allocate(amount_minor: int, shares: ShareVector) -> dict[str, int]:
     floors: dict[str, int] = {}
     remainders: list[tuple[int, str]] = []
     total = 0
-    for r in shares.recipients():
-        q, rem = divmod(amount_minor * shares.numerators[r], d)
+    for r, n in shares.ordered:
+        q, rem = divmod(amount_minor * n, d)
         floors[r] = q
         total += q
         if rem:

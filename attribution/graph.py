@@ -535,8 +535,8 @@ class WorkGraph:
         assert work in self._works, f"unknown work {work!r}"
         assert type(max_paths) is int and 0 <= max_paths <= EXPLAIN_MAX_PATHS_LIMIT
         assert type(max_works) is int and 0 <= max_works <= EXPLAIN_MAX_WORKS_LIMIT
-        paths, truncated = self._largest_paths(work, max_paths)
         g, masses, _ = self._propagate(work, use_cache=False, keep_masses=True)
+        paths, truncated = self._largest_paths(work, max_paths, g)
         top_works = heapq.nsmallest(max_works, masses.items(), key=lambda kv: (-kv[1], kv[0]))
         return Explanation(
             paths=paths,
@@ -545,27 +545,35 @@ class WorkGraph:
             total_works=len(masses),
         )
 
-    def _largest_paths(self, top: str, max_paths: int) -> tuple[tuple[PathShare, ...], bool]:
-        """Best-first search for the ``max_paths`` largest paths (see explain)."""
+    def _largest_paths(self, top: str, max_paths: int, g: int) -> tuple[tuple[PathShare, ...], bool]:
+        """Best-first search for the ``max_paths`` largest paths (see explain).
+
+        Shares are integers over ``g``, the common denominator of the
+        uncached propagation: a path visits each level of that propagation at
+        most once (levels are longest distances from the top), and ``g`` is
+        the product of the levels' lcms, so every path's share times ``g`` is
+        an integer.  Integer keys make the queue an order of magnitude
+        cheaper than Fractions, and stay exact.
+        """
         if max_paths == 0:
             return (), True  # there is always at least one path
-        # Queue items: (-share, sequence number, recipient or None, link).
+        # Queue items: (-share·g, sequence number, recipient or None, link).
         # A link is a cons cell (work, parent link) naming the path so far,
         # O(1) to extend; it is spelled out only for paths we return.  The
         # sequence number makes items totally ordered without comparing
         # links, and deterministic (push order is: authors then components,
         # each sorted by id).
-        queue: list[tuple[Fraction, int, str | None, tuple]] = []
+        queue: list[tuple[int, int, str | None, tuple]] = []
         pushes = 0
         steps = 0
-        found: list[PathShare] = []
+        found: list[tuple[int, str, tuple[str, ...]]] = []
         truncated = False
-        heapq.heappush(queue, (Fraction(-1), pushes, None, (top, None)))
+        heapq.heappush(queue, (-g, pushes, None, (top, None)))
         pushes += 1
         while queue:
             neg_share, _, recipient, link = heapq.heappop(queue)
             share = -neg_share
-            if len(found) >= max_paths and share < found[max_paths - 1].share:
+            if len(found) >= max_paths and share < found[max_paths - 1][0]:
                 truncated = True  # this and every queued item are smaller
                 break
             if recipient is not None:
@@ -579,7 +587,7 @@ class WorkGraph:
                     truncated = True
                     break
                 works.reverse()
-                found.append(PathShare(tuple(works), recipient, share))
+                found.append((share, recipient, tuple(works)))
                 continue
             items = self._path_steps(link[0], share)
             if pushes + len(items) > EXPLAIN_MAX_QUEUE_PUSHES:
@@ -589,29 +597,30 @@ class WorkGraph:
                 child_link = link if child_work is None else (child_work, link)
                 heapq.heappush(queue, (-child_share, pushes, child_recipient, child_link))
                 pushes += 1
-        found.sort(key=lambda p: (-p.share, p.recipient, p.works))
+        found.sort(key=lambda p: (-p[0], p[1], p[2]))
         if len(found) > max_paths:
             truncated = True
             del found[max_paths:]
-        return tuple(found), truncated
+        return tuple(PathShare(works, r, Fraction(share, g)) for share, r, works in found), truncated
 
-    def _path_steps(self, node: str, share: Fraction) -> list[tuple[Fraction, str | None, str | None]]:
-        """Where the value on a path reaching ``node`` with ``share`` goes next:
-        (share, recipient, None) for a terminal, (share, None, component) to
-        go on.  Only positive shares."""
+    def _path_steps(self, node: str, share: int) -> list[tuple[int, str | None, str | None]]:
+        """Where the value on a path reaching ``node`` with ``share`` (an
+        integer over the propagation's g) goes next: (share, recipient, None)
+        for a terminal, (share, None, component) to go on.  Only positive
+        shares; every division is exact (see _largest_paths)."""
         w = self._works[node]
         if w.retracted:
             return [(share, UNATTRIBUTED, None)]
         if w.kind == CONTRIBUTION:
-            return [(share * Fraction(a, w.author_weight), p, None) for p, a in w.authors]
-        steps: list[tuple[Fraction, str | None, str | None]] = []
+            return [(share * a // w.author_weight, p, None) for p, a in w.authors]
+        steps: list[tuple[int, str | None, str | None]] = []
         ub = w.upstream_bps
         if ub < BPS_PER_UNIT:
-            kept = share * Fraction(BPS_PER_UNIT - ub, BPS_PER_UNIT * w.author_weight)
-            steps.extend((kept * a, p, None) for p, a in w.authors)
+            den = BPS_PER_UNIT * w.author_weight
+            steps.extend((share * (BPS_PER_UNIT - ub) * a // den, p, None) for p, a in w.authors)
         if ub > 0:
-            passed = share * Fraction(ub, BPS_PER_UNIT * w.component_weight)
-            steps.extend((passed * k, None, c) for c, k in w.components)
+            den = BPS_PER_UNIT * w.component_weight
+            steps.extend((share * ub * k // den, None, c) for c, k in w.components)
         return steps
 
     # -- the cache ------------------------------------------------------------

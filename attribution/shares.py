@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import binascii
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -72,6 +72,9 @@ class ShareVector:
 
     denominator: int
     numerators: dict[str, int]
+    # (recipient, numerator) in recipient order, computed once: a vector is
+    # allocated once per sale, and sorting there would dominate small ones.
+    ordered: tuple[tuple[str, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         assert type(self.denominator) is int and self.denominator > 0, "denominator must be a positive int"
@@ -79,6 +82,7 @@ class ShareVector:
             type(n) is int and n > 0 and type(r) is str for r, n in self.numerators.items()
         ), "numerators must be positive ints keyed by str"
         assert sum(self.numerators.values()) == self.denominator, "shares must sum to exactly 1"
+        object.__setattr__(self, "ordered", tuple(sorted(self.numerators.items())))
 
     def share(self, recipient: str) -> Fraction:
         """S[recipient] as a reduced Fraction (0 for a non-recipient)."""
@@ -86,7 +90,7 @@ class ShareVector:
 
     def recipients(self) -> list[str]:
         """The recipients, sorted by Unicode code point (Python's str order)."""
-        return sorted(self.numerators)
+        return [r for r, _ in self.ordered]
 
     def as_fractions(self) -> dict[str, Fraction]:
         """recipient -> reduced Fraction, in recipient order.

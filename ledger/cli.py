@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ledger.ingest import ACCEPTED, DUPLICATE, REJECTED, Ingestor, Offered, batches, read_lines
+from ledger.project import Projector, ProjectorProcess
 from ledger.replay import replay, verify
 from ledger.store import DEFAULT_DB_URL, Store
 from ledger.views import create_views, read_balances, read_explain, read_statement
@@ -71,11 +72,22 @@ def _offered(paths: Sequence[str], stack: ExitStack, progress: Any) -> Iterator[
             yield item
 
 
+# Inputs at least this large are projected by a second process while they
+# are appended (two cores busy); smaller ones are projected afterwards, in
+# process, which is quicker than starting a process.
+PARALLEL_PROJECTION_MIN_BYTES = 4 * 1024 * 1024
+
+
 def ingest_paths(store: Store, paths: Sequence[str], show_progress: bool) -> dict[str, Any]:
+    """Ingest files (or stdin), then bring the read models to the log's head."""
     counts: Counter[str] = Counter()
     by_code: Counter[str] = Counter()
+    size_bytes = sum(os.path.getsize(p) for p in paths if p != "-")
+    parallel = "-" in paths or size_bytes >= PARALLEL_PROJECTION_MIN_BYTES
     with ExitStack() as stack:
-        ingestor = stack.enter_context(Ingestor(store))
+        if parallel:
+            stack.enter_context(ProjectorProcess(store.url))
+        ingestor = Ingestor(store)
         progress = None
         if show_progress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
@@ -88,6 +100,8 @@ def ingest_paths(store: Store, paths: Sequence[str], show_progress: bool) -> dic
                 counts[outcome.outcome] += 1
                 if outcome.code:
                     by_code[outcome.code] += 1
+    if not parallel:
+        Projector(store).catch_up()
     return {
         ACCEPTED: counts[ACCEPTED],
         DUPLICATE: counts[DUPLICATE],
@@ -226,6 +240,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_project(args: argparse.Namespace) -> int:
+    import threading
+
+    with _open(args) as store:
+        projector = Projector(store)
+        if not args.follow:
+            n = projector.catch_up()
+            print(f"projected {n} events")
+            return EXIT_OK
+        import signal
+
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        projector.follow(stop)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ledger.demo import run_demo
 
@@ -235,7 +267,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- the parser -------------------------------------------------------------
 
 
-def parser() -> argparse.ArgumentParser:
+def parent_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+    """(--db, --json, --platform): the options every command family shares."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", default=os.environ.get("PEERLEDGER_DB", DEFAULT_DB_URL),
                         help="sqlite:///FILE (default sqlite:///peerledger.db) or postgresql://user@host:port/db; "
@@ -244,7 +277,11 @@ def parser() -> argparse.ArgumentParser:
     jsonf.add_argument("--json", action="store_true", help="machine-readable output")
     plat = argparse.ArgumentParser(add_help=False)
     plat.add_argument("--platform", required=True)
+    return common, jsonf, plat
 
+
+def parser() -> argparse.ArgumentParser:
+    common, jsonf, plat = parent_parsers()
     p = argparse.ArgumentParser(prog="peerledger", description="Event-sourced contribution ledger with exact value attribution.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -278,6 +315,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("verify", parents=[common], help="rebuild from the log and compare with the live ledger")
     s.add_argument("--platform")
     s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("project", parents=[common], help="bring the read models to the log's head")
+    s.add_argument("--follow", action="store_true", help="keep following the logs until SIGINT/SIGTERM")
+    s.set_defaults(func=cmd_project)
 
     s = sub.add_parser("demo", parents=[common], help="generate, ingest and explain a realistic stream")
     s.add_argument("--events", type=int, default=60_000)

@@ -8,9 +8,9 @@ A batch of raw lines (or already-parsed JSON values) goes through:
    index, then `ledger.rules.check` on the fold's current state, and applies
    each accepted event to the fold at once, so later events in the same
    batch see it;
-3. one transaction appends the accepted events, their id records, every
-   reject and the read-model rows; only after it commits are outcomes
-   returned (that is the acknowledgement).
+3. one transaction appends the accepted events, their id records and every
+   reject; only after it commits are outcomes returned (that is the
+   acknowledgement).  The read models follow the log (`ledger.project`).
 
 If the transaction fails, nothing of the batch happened: the writers of the
 batch's platforms are dropped (their folds moved ahead of the log) and
@@ -36,7 +36,6 @@ from eventsourcing.persistence import StoredEvent
 from ledger import rules
 from ledger.schema import MAX_LINE_BYTES, InvalidEvent, ParsedEvent, parse_event, validate_event_obj
 from ledger.store import AppendConflict, IdRecord, RejectRecord, Store, leaf_hash
-from ledger.views import ViewWriter, create_views, stored_vector_keys, tracking_name
 from projections.fold import PlatformFold
 
 ACCEPTED = "accepted"
@@ -93,8 +92,6 @@ class PlatformWriter:
         # event id -> leaf hash of the accepted canonical bytes: equal hashes
         # are equal JSON values (canonical bytes are a function of the value).
         self.ids: dict[str, bytes] = {}
-        self.views = ViewWriter(self.fold, stored_vector_keys(store, platform),
-                                store.tracked_seq(tracking_name(platform)))
         self.catch_up(store)
 
     def catch_up(self, store: Store) -> int:
@@ -102,13 +99,10 @@ class PlatformWriter:
         start_seq = self.fold.seq
         if store.head(self.fold.platform) == start_seq:
             return 0
-        views = self.views
         for stored in store.read_log(self.fold.platform, after_seq=start_seq):
             event = orjson.loads(stored.state)
-            applied = self.fold.apply(event, stored.originator_version)
+            self.fold.apply(event, stored.originator_version)
             self.ids[event["id"]] = leaf_hash(stored.state)
-            if applied.seq > views.tracked_seq:  # read models not yet written for it
-                views.note(applied.value, applied.month, applied.bookings)
         return self.fold.seq - start_seq
 
 
@@ -117,15 +111,7 @@ class Ingestor:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        create_views(store)
         self.writers: dict[str, PlatformWriter] = {}
-
-    def __enter__(self) -> "Ingestor":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self.flush_views()
 
     def writer(self, platform: str) -> PlatformWriter:
         w = self.writers.get(platform)
@@ -201,23 +187,12 @@ class Ingestor:
             seq = w.fold.seq + 1
             applied = w.fold.apply(event, seq)
             w.ids[event_id] = leaf
-            w.views.note(applied.value, applied.month, applied.bookings)
             events.append(StoredEvent(item.platform, seq, event["type"], item.canonical))
             id_records.append(IdRecord(item.platform, event_id, seq, leaf, applied.effect_hash(), now))
             outcomes.append(Outcome(ACCEPTED, event_id, item.platform, seq=seq))
 
         self.store.append(events, id_records, rejects)
-        for w in writers.values():
-            if w.views.due():
-                w.views.flush(self.store)
         return outcomes
-
-    def flush_views(self) -> None:
-        """Bring every read model this process holds up to its log."""
-        for platform, w in sorted(self.writers.items()):
-            with self.store.platform_locks([platform]):
-                w.catch_up(self.store)
-                w.views.flush(self.store)
 
 
 def _raw(payload: bytes | object) -> bytes:

@@ -1,22 +1,17 @@
 """Read models in the database, written with their tracking record.
 
-The fold (`projections.fold.PlatformFold`) holds the exact figures; this
-module writes the rows a batch touched, as absolute values, inside the same
-transaction that appends the batch's events, and records the platform's
-position with eventsourcing's tracking recorder (application name
-`views:<platform>`, notification id = seq).  Because rows and position
-commit together, a read model is never half-applied, and a process that
-restarts resumes from the tracked seq: nothing is applied twice.
-
-A platform whose tracked seq is behind its log (views dropped for a rebuild,
-or written by an older version) is refreshed whole: every row rewritten from
-a fold replayed from the log.  Queries read these tables; `as_of` queries and
-`verify` replay the log instead.
+The fold (`projections.fold.PlatformFold`) holds the exact figures; the
+projector (`ledger.project`) writes the rows its events touched, as absolute
+values, and records the platform's position with eventsourcing's tracking
+recorder (application name `views:<platform>`, notification id = seq) in the
+same transaction.  Because rows and position commit together, a read model
+is never half-applied, and a restarted projector resumes from the tracked
+seq: nothing is applied twice.  Queries read these tables; `--as-of`
+queries and `verify` replay the log instead.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -26,16 +21,15 @@ from attribution.shares import from_json_obj, to_json_obj
 from ledger.store import Dialect, Store
 from projections.balances import balances_digest, balance_rows
 from projections.explain import explain_value, work_explanation
-from projections.fold import PlatformFold, ValueRecord
+from projections.fold import Applied, PlatformFold
 
 # A balances digest is recorded whenever a flush crosses a multiple of this
 # seq; `verify` compares its replay with every recorded one.
 DIGEST_EVERY_SEQ = 10_000
-# Read models are written every this many events or milliseconds, whichever
-# comes first: rows of hot accounts are written once per flush instead of
-# once per batch (ten times fewer writes at 1000-event batches).
+# Read models are written at least every this many events: rows of hot
+# accounts are written once per flush instead of once per event, and the
+# touched-key sets (the flush's memory) stay bounded.
 VIEWS_FLUSH_EVENTS = 20_000
-VIEWS_FLUSH_MS = 1_000
 
 
 def tracking_name(platform: str) -> str:
@@ -120,28 +114,28 @@ class ViewWriter:
 
     `note` records what each applied event touched; `flush` writes those rows
     (absolute figures from the fold) and the tracking record in one
-    transaction.  Flushing is decoupled from appending: the read models may
-    lag the log by up to VIEWS_FLUSH_EVENTS events or VIEWS_FLUSH_MS, never
-    by a half-applied event, and a restarted writer re-notes every event past
-    the tracked seq while it replays the log, so a crash loses no view update.
+    transaction, so the read models are always those of one seq.
     """
+
+    flush_every_events = VIEWS_FLUSH_EVENTS
 
     def __init__(self, fold: PlatformFold, stored_vectors: set[tuple[str, int]], tracked_seq: int) -> None:
         self.fold = fold
         self.stored_vectors = stored_vectors
         self.tracked_seq = tracked_seq
         self.touched = Touched()
-        self.last_flush_s = time.monotonic()
 
     @property
     def pending_events(self) -> int:
         return self.fold.seq - self.tracked_seq
 
-    def note(self, value: ValueRecord | None, month: str, bookings: Iterable[Any]) -> None:
+    def note(self, applied: Applied) -> None:
         t = self.touched
-        for b in bookings:
-            t.balances.add((b.account, b.currency))
-            t.statements.add((b.account, month, b.currency))
+        currency, month = applied.currency, applied.month
+        for account in applied.bookings:
+            t.balances.add((account, currency))
+            t.statements.add((account, month, currency))
+        value = applied.value
         if value is not None:
             t.values.add(value.value)
             key = (value.work, value.vector_version)
@@ -151,19 +145,15 @@ class ViewWriter:
                     orjson.dumps(work_explanation(self.fold.graph, value.work)),
                 )
 
-    def due(self) -> bool:
-        return self.pending_events >= VIEWS_FLUSH_EVENTS or (
-            self.pending_events > 0 and (time.monotonic() - self.last_flush_s) * 1000 >= VIEWS_FLUSH_MS
-        )
-
     def flush(self, store: Store) -> None:
         """Write the touched rows and the fold's seq as the tracking record."""
         if self.pending_events <= 0:
             return
-        # Another writer of this platform may have written the views past
-        # our seq meanwhile (PostgreSQL, two processes): ours are then older.
-        if store.tracked_seq(tracking_name(self.fold.platform)) >= self.fold.seq:
-            self._reset(store.tracked_seq(tracking_name(self.fold.platform)))
+        # Another projector may have written the views past our seq
+        # meanwhile: ours are then older, and theirs include our events.
+        tracked_now = store.tracked_seq(tracking_name(self.fold.platform))
+        if tracked_now >= self.fold.seq:
+            self._reset(tracked_now)
             return
         with store.transaction(commit=True) as c:
             self._write(c, store.dialect, store)
@@ -173,7 +163,6 @@ class ViewWriter:
         self.stored_vectors.update(self.touched.vectors)
         self.touched = Touched()
         self.tracked_seq = tracked_seq
-        self.last_flush_s = time.monotonic()
 
     def _write(self, c: Any, d: Dialect, store: Store) -> None:
         fold, t, p = self.fold, self.touched, self.fold.platform

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from projections.periods import utc_month
 from attribution import (
@@ -35,21 +35,6 @@ from attribution import (
 EARNED = "earned"
 REVERSED = "reversed"
 PAID = "paid"
-
-
-@dataclass(frozen=True, slots=True)
-class Booking:
-    """One signed movement of minor units on (account, currency).
-
-    `kind` says which balance column it lands in: earned (value.realized),
-    reversed (value.reversed, usually negative) or paid (payout.issued).
-    A booking of 0 units is still a booking: it gives the account a row.
-    """
-
-    account: str
-    currency: str
-    kind: str
-    amount_minor: int
 
 
 @dataclass(slots=True)
@@ -79,32 +64,40 @@ class Figures:
     def balance(self) -> int:
         return self.earned + self.reversed - self.paid
 
-    def add(self, kind: str, amount_minor: int) -> None:
-        if kind == EARNED:
-            self.earned += amount_minor
-        elif kind == REVERSED:
-            self.reversed += amount_minor
-        else:
-            assert kind == PAID, kind
-            self.paid += amount_minor
+
+NO_BOOKINGS: dict[str, int] = {}
 
 
 @dataclass(slots=True)
 class Applied:
-    """What applying one event changed, for the read models."""
+    """What applying one event booked, for the read models.
+
+    An event books into one column (`kind`: earned for value.realized,
+    reversed for value.reversed, usually negative, paid for payout.issued)
+    of one currency; `bookings` maps each account to its signed minor
+    units, in account order.  A booking of 0 units is still a booking: it
+    gives the account a row.
+    """
 
     seq: int
     month: str  # statement period: UTC month of the event's `at`
-    bookings: list[Booking]
+    kind: str = ""
+    currency: str = ""
+    bookings: dict[str, int] = field(default_factory=lambda: NO_BOOKINGS)
     value: ValueRecord | None = None  # the value created or reversed
 
     def effect_hash(self) -> bytes:
         """A digest of this event's bookings, recorded per seq when the event
         is appended, so a replay can name the first seq whose effect differs."""
-        h = hashlib.blake2b(digest_size=16)
-        for b in self.bookings:
-            h.update(f"{b.account}\x1f{b.currency}\x1f{b.kind}\x1f{b.amount_minor}\x1e".encode())
-        return h.digest()
+        if not self.bookings:
+            return EMPTY_EFFECT
+        text = f"{self.kind}\x1f{self.currency}\x1e" + "\x1e".join(
+            f"{account}\x1f{units}" for account, units in self.bookings.items()
+        )
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+EMPTY_EFFECT = hashlib.blake2b(b"", digest_size=16).digest()
 
 
 @dataclass
@@ -141,16 +134,22 @@ class PlatformFold:
         assert event["platform"] == self.platform
         data = event["data"]
         kind = event["type"]
-        applied = Applied(seq=seq, month=utc_month(event["at"]), bookings=[])
+        applied = Applied(seq, utc_month(event["at"]))
         if kind == "value.realized":
-            applied.value, applied.bookings = self._realize(data, seq)
+            record = applied.value = self._realize(data, seq)
+            applied.kind, applied.currency = EARNED, record.currency
+            applied.bookings = allocate(record.amount_minor, record.shares)
         elif kind == "value.reversed":
-            applied.value, applied.bookings = self._reverse(data)
+            record = applied.value = self.values[data["value"]]
+            reversal_minor = data["amount"]
+            assert record.reversed_minor + reversal_minor <= record.amount_minor
+            applied.kind, applied.currency = REVERSED, record.currency
+            applied.bookings = reversal_bookings(record.shares, record.reversed_minor, reversal_minor)
+            record.reversed_minor += reversal_minor
         elif kind == "payout.issued":
             self.payouts.add(data["payout"])
-            applied.bookings = [
-                Booking(data["prosumer"], data["currency"], PAID, data["amount"])
-            ]
+            applied.kind, applied.currency = PAID, data["currency"]
+            applied.bookings = {data["prosumer"]: data["amount"]}
         elif kind == "prosumer.registered":
             self.prosumers.add(data["prosumer"])
         elif kind == "contribution.recorded":
@@ -172,7 +171,8 @@ class PlatformFold:
             self.graph.reassign(data["work"], data["authors"])
         else:  # the schema admits exactly the ten types
             raise AssertionError(f"unknown event type {kind!r}")
-        self._book(applied.bookings, applied.month)
+        if applied.bookings:
+            self._book(applied)
         self.seq = seq
         return applied
 
@@ -187,15 +187,13 @@ class PlatformFold:
             self._fee_vectors[key] = shares
         return shares, version
 
-    def _realize(self, data: dict[str, Any], seq: int) -> tuple[ValueRecord, list[Booking]]:
+    def _realize(self, data: dict[str, Any], seq: int) -> ValueRecord:
         shares, version = self._shares(data["work"])
-        amount_minor = data["amount"]
-        currency = data["currency"]
         record = ValueRecord(
             value=data["value"],
             work=data["work"],
-            amount_minor=amount_minor,
-            currency=currency,
+            amount_minor=data["amount"],
+            currency=data["currency"],
             fee_bps=self.fee_bps,
             shares=shares,
             vector_version=version,
@@ -203,34 +201,31 @@ class PlatformFold:
             seq=seq,
         )
         self.values[record.value] = record
-        allocation = allocate(amount_minor, shares)
-        return record, [
-            Booking(account, currency, EARNED, units)
-            for account, units in allocation.items()
-        ]
+        return record
 
-    def _reverse(self, data: dict[str, Any]) -> tuple[ValueRecord, list[Booking]]:
-        record = self.values[data["value"]]
-        reversal_minor = data["amount"]
-        assert record.reversed_minor + reversal_minor <= record.amount_minor
-        deltas = reversal_bookings(record.shares, record.reversed_minor, reversal_minor)
-        record.reversed_minor += reversal_minor
-        return record, [
-            Booking(account, record.currency, REVERSED, units)
-            for account, units in deltas.items()
-        ]
-
-    def _book(self, bookings: Iterable[Booking], month: str) -> None:
-        for b in bookings:
-            figures = self.balances.get((b.account, b.currency))
+    def _book(self, applied: Applied) -> None:
+        # One event books one column of one currency: pick the column once,
+        # then it is two dict lookups and an add per account.
+        column = applied.kind
+        assert column in (EARNED, REVERSED, PAID), column
+        currency, month = applied.currency, applied.month
+        balances, statements = self.balances, self.statements
+        for account, units in applied.bookings.items():
+            figures = balances.get((account, currency))
             if figures is None:
-                figures = self.balances[(b.account, b.currency)] = Figures()
-            figures.add(b.kind, b.amount_minor)
-            key = (b.account, month, b.currency)
-            period = self.statements.get(key)
+                figures = balances[(account, currency)] = Figures()
+            period = statements.get((account, month, currency))
             if period is None:
-                period = self.statements[key] = Figures()
-            period.add(b.kind, b.amount_minor)
+                period = statements[(account, month, currency)] = Figures()
+            if column == EARNED:
+                figures.earned += units
+                period.earned += units
+            elif column == REVERSED:
+                figures.reversed += units
+                period.reversed += units
+            else:
+                figures.paid += units
+                period.paid += units
 
 
 # Sales of one work at one graph state and fee share one vector object; the
@@ -244,7 +239,6 @@ __all__ = [
     "PLATFORM",
     "REVERSED",
     "Applied",
-    "Booking",
     "Figures",
     "PlatformFold",
     "ValueRecord",

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from ledger.ingest import Ingestor, Offered, Outcome
+from ledger.project import Projector
 from ledger.replay import verify
 from ledger.store import Store
 from ledger.views import read_balances, read_statement
@@ -39,10 +40,11 @@ class Ledger:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.ingestor = Ingestor(store)
+        self.projector = Projector(store)
 
     def offer(self, *events: dict[str, Any]) -> list[Outcome]:
         outcomes = self.ingestor.ingest([Offered(orjson.dumps(e), "test") for e in events])
-        self.ingestor.flush_views()  # read-after-write: the tests read the views at once
+        self.projector.catch_up()  # read-after-write: the tests read the views at once
         return outcomes
 
     def codes(self, *events: dict[str, Any]) -> list[str]:

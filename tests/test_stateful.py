@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ledger.ingest import Ingestor, Offered
+from ledger.project import Projector
 from ledger.replay import verify
 from ledger.store import Store
 from ledger.views import read_balances
@@ -95,7 +96,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ids = itertools.count(1)
 
     def teardown(self) -> None:
-        self.ingestor.flush_views()
+        Projector(self.store).catch_up()
         rows = read_balances(self.store, "p")
         assert {(r["account"], r["currency"]): [r["earned"], r["reversed"], r["paid"]] for r in rows} == self.model.balances
         if self.accepted:

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import EXAMPLES
 from ledger.ingest import Ingestor, Offered
+from ledger.project import Projector
 from ledger.replay import replay, verify
 from ledger.store import Store
 from ledger.views import read_balances, read_explain
@@ -20,8 +21,8 @@ LINES = (EXAMPLES / "worked.jsonl").read_bytes().splitlines()
 @pytest.fixture
 def worked(db_url: str):
     with Store(db_url) as store:
-        with Ingestor(store) as ingestor:
-            outcomes = ingestor.ingest([Offered(line, f"worked.jsonl:{i + 1}") for i, line in enumerate(LINES)])
+        outcomes = Ingestor(store).ingest([Offered(line, f"worked.jsonl:{i + 1}") for i, line in enumerate(LINES)])
+        Projector(store).catch_up()
         yield store, outcomes
 
 
