@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from projections.periods import utc_instant
 from typing import Annotated, Any, Literal, NotRequired, Union
 
 import orjson
@@ -52,7 +52,6 @@ __all__ = [
     "parse_event",
     "validate_event_obj",
     "canonical_bytes",
-    "utc_month",
     "has_duplicate_keys",
     "ID_PATTERN",
     "PLATFORM_PATTERN",
@@ -411,35 +410,10 @@ def _at_error(at: str) -> str | None:
         # Year 0 and instants whose UTC time leaves 0001..9999 cannot be statemented
         # with Python datetimes.
         try:
-            _to_utc(at)
+            utc_instant(at)
         except (ValueError, OverflowError):
             return f"at: instant out of range (UTC years 0001-9999), got {_show(at)}"
     return None
-
-
-def _to_utc(at: str) -> datetime:
-    local = datetime(int(at[0:4]), int(at[5:7]), int(at[8:10]), int(at[11:13]), int(at[14:16]), int(at[17:19]))
-    if at[-1] == "Z":
-        return local
-    minutes = int(at[-5:-3]) * 60 + int(at[-2:])
-    delta = timedelta(minutes=minutes)
-    return local - delta if at[-6] == "+" else local + delta
-
-
-def utc_month(at: str) -> str:
-    """"YYYY-MM" of the instant `at` in UTC, e.g. "2026-11-01T00:30:00+01:00" -> "2026-10".
-
-    Raises ValueError if `at` is not a valid `at` value (see module docstring).
-    """
-    if type(at) is not str:
-        raise ValueError(f"at must be a string, got {type(at).__name__}")
-    problem = _at_error(at)
-    if problem is not None:
-        raise ValueError(problem)
-    if at[-1] == "Z" or at.endswith("+00:00") or at.endswith("-00:00"):
-        return at[0:7]
-    u = _to_utc(at)
-    return f"{u.year:04d}-{u.month:02d}"
 
 
 # ------------------------------------------------------------ duplicate keys

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from projections.periods import utc_month
 from ledger.schema import (
     EVENT_TYPES,
     InvalidEvent,
     canonical_bytes,
     has_duplicate_keys,
     parse_event,
-    utc_month,
     validate_event_obj,
 )
 
