@@ -10,10 +10,11 @@ from typing import Iterator
 
 import pytest
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
-if not SPEC.exists():  # CI lays shared/ beside the clone
-    SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "spec"
+# The contract lives in shared/spec beside the repository (as CI lays it out);
+# PEERLEDGER_SPEC_DIR points elsewhere.
+SPEC = Path(os.environ.get("PEERLEDGER_SPEC_DIR") or Path(__file__).resolve().parents[2] / "shared" / "spec")
 EXAMPLES = SPEC / "examples"
+assert EXAMPLES.is_dir(), f"the spec's examples are not at {EXAMPLES}: set PEERLEDGER_SPEC_DIR"
 
 PG_BASE = os.environ.get("PEERLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
