@@ -39,6 +39,27 @@ class Refusal:
     message: str
 
 
+# The id each creating event type creates: (field, namespace).  Works share
+# one namespace: contributions and outputs (EVENTS.md §2).
+CREATES = {
+    "prosumer.registered": ("prosumer", "prosumers"),
+    "contribution.recorded": ("work", "works"),
+    "output.composed": ("work", "works"),
+    "value.realized": ("value", "values"),
+    "payout.issued": ("payout", "payouts"),
+}
+
+
+def _exists(fold: PlatformFold, namespace: str, name: str) -> bool:
+    if namespace == "works":
+        return fold.graph.has(name)
+    if namespace == "prosumers":
+        return name in fold.prosumers
+    if namespace == "values":
+        return name in fold.values
+    return name in fold.payouts
+
+
 def _first_unregistered(fold: PlatformFold, prosumers: Iterable[str]) -> str | None:
     for prosumer in prosumers:
         if prosumer not in fold.prosumers:
@@ -53,16 +74,10 @@ def check(fold: PlatformFold, event: dict[str, Any]) -> Refusal | None:
     graph = fold.graph
 
     # 1. already_exists: the id the event creates is taken.
-    created = {
-        "prosumer.registered": ("prosumer", fold.prosumers.__contains__),
-        "contribution.recorded": ("work", graph.has),
-        "output.composed": ("work", graph.has),
-        "value.realized": ("value", fold.values.__contains__),
-        "payout.issued": ("payout", fold.payouts.__contains__),
-    }.get(kind)
+    created = CREATES.get(kind)
     if created is not None:
-        name, exists = created
-        if exists(data[name]):
+        name, namespace = created
+        if _exists(fold, namespace, data[name]):
             return Refusal(ALREADY_EXISTS, f"{name} {data[name]!r} exists already")
 
     # 2. unknown_reference: everything referred to must exist already.

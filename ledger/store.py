@@ -14,6 +14,9 @@ events they describe, the store keeps:
   of an id impossible even for two processes racing on PostgreSQL;
 * `peerledger_rejects`: every rejected event with its code, message, the raw
   line (bounded) and where it came from;
+* `peerledger_merkle_nodes`: the hash of every perfect aligned subtree
+  (level >= 1) of the platform's RFC 9162 tree that the batch completed
+  (`ledger.audit`; level 0 is `leaf_hash` above);
 and, written by `ledger.views` in their own transactions, the read models
 with their eventsourcing tracking record (the seq they reflect).
 
@@ -25,7 +28,6 @@ write them inside the library's insert transaction.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -37,6 +39,8 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
     SQLiteTrackingRecorder,
 )
+
+from projections.merkle import leaf_hash as leaf_hash  # re-exported: the write side hashes here
 
 DEFAULT_DB_URL = "sqlite:///peerledger.db"
 EVENTS_TABLE = "peerledger_events"
@@ -51,11 +55,6 @@ REPLAY_CHUNK_EVENTS = 20_000
 
 class AppendConflict(Exception):
     """Another writer appended to the same platform first; nothing was written."""
-
-
-def leaf_hash(canonical: bytes) -> bytes:
-    """RFC 9162 leaf hash of an accepted event (AUDIT.md §1)."""
-    return hashlib.sha256(b"\x00" + canonical).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +126,9 @@ def ledger_ddl(d: Dialect) -> list[str]:
         "received_at TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS peerledger_rejects_platform "
         "ON peerledger_rejects (platform, reject_id)",
+        "CREATE TABLE IF NOT EXISTS peerledger_merkle_nodes ("
+        f"platform TEXT NOT NULL, level INTEGER NOT NULL, idx BIGINT NOT NULL, hash {d.blob} NOT NULL, "
+        "PRIMARY KEY (platform, level, idx))",
     ]
 
 
@@ -135,6 +137,7 @@ INSERT_ID = (
     "(platform, event_id, seq, leaf_hash, effect_hash, accepted_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+INSERT_MERKLE_NODE = "INSERT INTO peerledger_merkle_nodes (platform, level, idx, hash) VALUES (?, ?, ?, ?)"
 INSERT_REJECT = (
     "INSERT INTO peerledger_rejects (platform, event_id, code, message, raw, "
     "raw_truncated, source, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -154,6 +157,10 @@ def _write_extras(c: Any, d: Dialect, kwargs: dict[str, Any]) -> None:
     rejects: Sequence[RejectRecord] = kwargs.get("rejects", ())
     if rejects:
         c.executemany(d.sql(INSERT_REJECT), [r.row() for r in rejects])
+    # (platform, level, idx, hash) of the subtrees the batch's leaves completed.
+    nodes: Sequence[tuple[str, int, int, bytes]] = kwargs.get("merkle_nodes", ())
+    if nodes:
+        c.executemany(d.sql(INSERT_MERKLE_NODE), nodes)
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -288,13 +295,15 @@ class Store:
         events: Sequence[StoredEvent],
         id_records: Sequence[IdRecord],
         rejects: Sequence[RejectRecord],
+        merkle_nodes: Sequence[tuple[str, int, int, bytes]] = (),
     ) -> None:
-        """Append events, their id records and rejects in one transaction.  Raises AppendConflict when a seq or id was taken by
+        """Append events, their id records, rejects and completed Merkle tree
+        nodes in one transaction.  Raises AppendConflict when a seq or id was taken by
         another writer meanwhile (the whole transaction is rolled back)."""
         assert len(events) == len(id_records)
         try:
             self.recorder.insert_events(
-                events, id_records=id_records, rejects=rejects
+                events, id_records=id_records, rejects=rejects, merkle_nodes=merkle_nodes
             )
         except IntegrityError as e:
             raise AppendConflict(str(e)) from e
