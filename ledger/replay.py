@@ -4,8 +4,10 @@
 fold and compares, in this order, and stops at the first difference:
 
 1. per seq: the stored event is well-formed, its id is new, the ledger rules
-   allow it at that point (the write side decided the same), and the leaf
-   hash and effect hash recorded when it was appended equal the replay's;
+   allow it at that point (the write side decided the same), the leaf
+   hash and effect hash recorded when it was appended equal the replay's,
+   and every Merkle tree node the event completes equals the stored one
+   (`ledger.audit.TreeCheck`), as does the root at each signed checkpoint;
 2. per recorded seq: the balances digest recorded by the live ledger;
 3. at the end: the live read models (balances, statements, values, tracking)
    equal the rebuilt ones, row for row.
@@ -19,6 +21,7 @@ from typing import Iterator
 import orjson
 
 from ledger import rules
+from ledger.audit import TreeCheck
 from ledger.schema import InvalidEvent, parse_event
 from ledger.store import Store, leaf_hash
 from ledger.views import read_balances, recorded_digests, tracking_name
@@ -54,6 +57,7 @@ def verify(store: Store, platform: str) -> VerifyReport:
         return VerifyReport(platform, False, fold.seq, "", message, checked)
 
     ids: Iterator[tuple[str, int, bytes, bytes, str]] = store.id_records(platform)
+    tree = TreeCheck(store, platform)
     for stored in store.read_log(platform):
         seq = stored.originator_version
         record = next(ids, None)
@@ -77,6 +81,8 @@ def verify(store: Store, platform: str) -> VerifyReport:
             return fail(f"seq {seq}: id record missing or for another event")
         if record[2] != leaf_hash(stored.state):
             return fail(f"seq {seq}: leaf hash recorded at append differs from the stored bytes'")
+        if problem := tree.leaf(seq, record[2]):
+            return fail(problem)
         if record[3] != applied.effect_hash():
             return fail(f"seq {seq}: bookings differ from those recorded when the event was appended")
         if seq in digests:
@@ -86,6 +92,8 @@ def verify(store: Store, platform: str) -> VerifyReport:
                 return fail(f"seq {seq}: balances digest {replayed} differs from recorded {digests[seq]}")
     if next(ids, None) is not None:
         return fail(f"seq {fold.seq + 1}: id record without an event (event removed?)")
+    if problem := tree.finish():
+        return fail(problem)
     if max(digests, default=0) > fold.seq:
         return fail(f"seq {max(digests)}: a digest was recorded beyond the log's end ({fold.seq})")
 

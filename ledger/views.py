@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import orjson
+from eventsourcing.persistence import IntegrityError
 
 from attribution.shares import from_json_obj, to_json_obj
 from ledger.store import Dialect, Store
@@ -155,8 +156,17 @@ class ViewWriter:
         if tracked_now >= self.fold.seq:
             self._reset(tracked_now)
             return
-        with store.transaction(commit=True) as c:
-            self._write(c, store.dialect, store)
+        try:
+            with store.transaction(commit=True) as c:
+                self._write(c, store.dialect, store)
+        except IntegrityError:
+            # Lost the race to a projector at the same or a later seq: the
+            # tracking insert refused to go backwards and rolled our rows back.
+            tracked_now = store.tracked_seq(tracking_name(self.fold.platform))
+            if tracked_now < self.fold.seq:
+                raise  # not that race: keep our pending rows, fail loudly
+            self._reset(tracked_now)
+            return
         self._reset(self.fold.seq)
 
     def _reset(self, tracked_seq: int) -> None:
