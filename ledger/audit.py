@@ -37,7 +37,6 @@ from projections.merkle import (
     inclusion_ranges,
     nodes_of,
     range_hash,
-    root_hash,
 )
 
 # `checkpoints` lists at most this many (the newest) unless asked for fewer.
@@ -56,24 +55,26 @@ class StoredTree:
         self.platform = platform
 
     def fetch(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
-        """The hashes of `keys` (O(log n) of them): two queries by primary key."""
-        found: dict[NodeKey, bytes] = {}
-        leaves = [idx for level, idx in keys if level == 0]
-        if leaves:
-            rows = self.store.query(
-                "SELECT seq, leaf_hash FROM peerledger_event_ids WHERE platform = ? AND seq IN ("
-                + ", ".join("?" * len(leaves)) + ")",
-                (self.platform, *(idx + 1 for idx in leaves)),
-            )
-            found.update(((0, int(seq) - 1), bytes(h)) for seq, h in rows)
-        nodes = [key for key in keys if key[0] > 0]
-        if nodes:
-            rows = self.store.query(
-                "SELECT level, idx, hash FROM peerledger_merkle_nodes WHERE platform = ? AND ("
-                + " OR ".join(["(level = ? AND idx = ?)"] * len(nodes)) + ")",
-                (self.platform, *(x for key in nodes for x in key)),
-            )
-            found.update(((int(level), int(idx)), bytes(h)) for level, idx, h in rows)
+        """The hashes of `keys` (O(log n) of them) in one round trip.
+
+        The keys go in as a VALUES list joined to each table by primary key:
+        one index lookup per key.  (SQLite's planner scans the platform's
+        whole index for an OR of (level, idx) pairs or a row-value IN list;
+        a UNION ALL of point queries costs PostgreSQL a plan per branch.)
+        """
+        if not keys:
+            return {}
+        statement = (
+            "WITH k (level, idx) AS (VALUES " + ", ".join(["(?, ?)"] * len(keys)) + ") "
+            "SELECT k.level, k.idx, n.hash FROM k JOIN peerledger_merkle_nodes n "
+            "ON n.platform = ? AND n.level = k.level AND n.idx = k.idx "
+            "UNION ALL "
+            "SELECT k.level, k.idx, e.leaf_hash FROM k JOIN peerledger_event_ids e "
+            "ON e.platform = ? AND k.level = 0 AND e.seq = k.idx + 1"
+        )
+        params = [x for key in keys for x in key] + [self.platform, self.platform]
+        # Named columns: PostgreSQL rows come back as dicts, keyed by column name.
+        found = {(int(level), int(idx)): bytes(h) for level, idx, h in self.store.query(statement, params)}
         missing = [key for key in keys if key not in found]
         if missing:
             level, idx = missing[0]

@@ -211,7 +211,8 @@ def audit_export(
 
     checks += _log_checks(checkpoint, frontier, replay, beyond)
     if previous is not None:
-        checks += _previous_checks(previous, checkpoint, frontier.size, old_root, old_digest, replay,
+        root_ok = next(c.ok for c in checks if c.name == "root")
+        checks += _previous_checks(previous, checkpoint, root_ok, frontier.size, old_root, old_digest, replay,
                                    [range_hash(s, e, lambda lv, ix: kept[(lv, ix)]) for s, e in proof_ranges]
                                    if frontier.size == size else None)
     return checks
@@ -247,7 +248,7 @@ def _log_checks(checkpoint: dict[str, Any], frontier: Frontier, replay: _Replay,
 
 
 def _previous_checks(
-    previous: dict[str, Any], checkpoint: dict[str, Any], read: int, old_root: bytes | None,
+    previous: dict[str, Any], checkpoint: dict[str, Any], root_ok: bool, read: int, old_root: bytes | None,
     old_digest: str | None, replay: _Replay, proof: list[bytes] | None,
 ) -> list[Check]:
     m, n = previous["size"], checkpoint["size"]
@@ -265,8 +266,10 @@ def _previous_checks(
         checks.append(Check("previous root", False, f"the export ends at seq {read}, before size {m}", read + 1))
     else:
         same = old_root.hex() == previous["root"]
-        where = ("" if same else f": some event at seq ≤ {m} was changed, removed or reordered since the "
-                                 "previous checkpoint")
+        if not same:
+            where = f": some event at seq ≤ {m} was changed, removed or reordered since the previous checkpoint"
+        else:
+            where = "" if root_ok else f": the export differs from the signed log only after seq {m}"
         checks.append(Check("previous root", same, f"the export's first {m} events hash to {old_root.hex()}, "
                                                    f"the previous checkpoint signed {previous['root']}{where}"))
     if old_digest is None:

@@ -20,11 +20,13 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from ledger.api import reject_docs, statement_doc
+from ledger.audit import ledger_instant, reversed_as_of, seq_at_time
 from ledger.ingest import ACCEPTED, DUPLICATE, REJECTED, Ingestor, Offered, batches, read_lines
 from ledger.project import Projector, ProjectorProcess
 from ledger.replay import replay, verify
 from ledger.store import DEFAULT_DB_URL, Store
-from ledger.views import create_views, read_balances, read_explain, read_statement
+from ledger.views import create_views, read_balances, read_explain
 from projections.balances import balance_rows, balances_digest
 
 EXIT_OK = 0
@@ -129,9 +131,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 # -- queries ----------------------------------------------------------------
 
 
+def _as_of_seq(store: Store, args: argparse.Namespace) -> int | None:
+    """--as-of SEQ, or for --as-of-time T the seq after the last event accepted at or before T."""
+    if args.as_of_time is not None:
+        return seq_at_time(store, args.platform, args.as_of_time)
+    return args.as_of
+
+
 def _balances(store: Store, args: argparse.Namespace) -> list[dict[str, Any]]:
-    if args.as_of is not None:
-        return balance_rows(replay(store, args.platform, args.as_of).balances, args.currency)
+    as_of = _as_of_seq(store, args)
+    if as_of is not None:
+        return balance_rows(replay(store, args.platform, as_of).balances, args.currency)
     return read_balances(store, args.platform, args.currency)
 
 
@@ -141,7 +151,8 @@ def cmd_balances(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
         return EXIT_OK
-    t = Table(title=f"balances of {args.platform}" + (f" as of seq {args.as_of}" if args.as_of else ""))
+    t = Table(title=f"balances of {args.platform}" + (f" as of seq {args.as_of}" if args.as_of else "")
+              + (f" as of {args.as_of_time}" if args.as_of_time else ""))
     for col in ("account", "currency", "earned", "reversed", "paid", "balance"):
         t.add_column(col, justify="left" if col in ("account", "currency") else "right")
     for r in rows:
@@ -161,8 +172,14 @@ def cmd_digest(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     with _open(args) as store:
         ex = read_explain(store, args.platform, args.value)
+        as_of = _as_of_seq(store, args)
+        if ex is not None and as_of is not None:
+            # A value's split is fixed when it is realized; only its reversals move on.
+            ex = None if ex["seq"] > as_of else {
+                **ex, "reversed": reversed_as_of(store, args.platform, args.value, as_of)}
     if ex is None:
-        err.print(f"no value {args.value!r} in platform {args.platform!r}")
+        when = f" as of seq {as_of}" if as_of is not None else ""
+        err.print(f"no value {args.value!r} in platform {args.platform!r}{when}")
         return EXIT_NOT_FOUND
     if args.json:
         _print_json(ex)
@@ -189,8 +206,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_statement(args: argparse.Namespace) -> int:
     with _open(args) as store:
-        periods = read_statement(store, args.platform, args.prosumer, args.period)
-    doc = {"platform": args.platform, "prosumer": args.prosumer, "periods": periods}
+        doc = statement_doc(store, args.platform, args.prosumer, args.period)
+    periods = doc["periods"]
     if args.json:
         _print_json(doc)
         return EXIT_OK
@@ -206,12 +223,7 @@ def cmd_statement(args: argparse.Namespace) -> int:
 def cmd_rejects(args: argparse.Namespace) -> int:
     with _open(args) as store:
         rows = store.rejects(args.platform, args.limit)
-    docs = [
-        {"reject_id": int(rid), "platform": p, "id": eid, "code": code, "message": msg,
-         "raw": bytes(raw).decode("utf-8", "replace"), "raw_truncated": bool(trunc),
-         "source": src, "received_at": at}
-        for rid, p, eid, code, msg, raw, trunc, src, at in rows
-    ]
+    docs = reject_docs(rows)
     if args.json:
         _print_json(docs)
         return EXIT_OK
@@ -280,6 +292,20 @@ def parent_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, 
     return common, jsonf, plat
 
 
+def _instant(text: str) -> str:
+    try:
+        return ledger_instant(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _as_of_options(s: argparse.ArgumentParser) -> None:
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--as-of", type=int, metavar="SEQ", help="the state after the event at SEQ")
+    g.add_argument("--as-of-time", type=_instant, metavar="T",
+                   help="RFC 3339: the state after the last event the ledger accepted at or before T")
+
+
 def parser() -> argparse.ArgumentParser:
     common, jsonf, plat = parent_parsers()
     p = argparse.ArgumentParser(prog="peerledger", description="Event-sourced contribution ledger with exact value attribution.")
@@ -291,15 +317,16 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("balances", parents=[common, jsonf, plat], help="balances per account and currency")
     s.add_argument("--currency")
-    s.add_argument("--as-of", type=int, metavar="SEQ")
+    _as_of_options(s)
     s.set_defaults(func=cmd_balances)
 
     s = sub.add_parser("digest", parents=[common, plat], help="the balances digest (EVENTS.md §5)")
-    s.add_argument("--as-of", type=int, metavar="SEQ")
+    _as_of_options(s)
     s.set_defaults(func=cmd_digest)
 
     s = sub.add_parser("explain", parents=[common, jsonf, plat], help="why a value was split as it was")
     s.add_argument("--value", required=True)
+    _as_of_options(s)
     s.set_defaults(func=cmd_explain)
 
     s = sub.add_parser("statement", parents=[common, jsonf, plat], help="a prosumer's statement by UTC month")
@@ -324,6 +351,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--events", type=int, default=60_000)
     s.add_argument("--seed", type=int, default=7)
     s.set_defaults(func=cmd_demo)
+
+    # The auditor's commands build on this module's helpers: their module is
+    # imported once this one is complete.
+    from ledger.cli_audit import register
+
+    register(sub, common, jsonf, plat)
+    from ledger import cli_http
+
+    cli_http.register(sub, common, jsonf, plat)
+    from ledger import cli_kafka
+
+    cli_kafka.register(sub, common, jsonf, plat)
+    from ledger import cli_insights
+
+    cli_insights.register(sub, common, jsonf, plat)
     return p
 
 

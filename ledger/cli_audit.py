@@ -16,9 +16,12 @@ failed check, 2 bad usage, 4 not found (a seq or size beyond the log).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import Any
+
+from rich.table import Table
 
 from ledger.audit import (
     CHECKPOINTS_LIST_MAX,
@@ -29,7 +32,15 @@ from ledger.audit import (
     record_checkpoint,
 )
 from ledger.auditor import audit_export
-from ledger.cli import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_OK, _open, _print_json, err, out
+from ledger.cli import (
+    EXIT_FAILURE,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    _open,
+    _print_json,
+    err,
+    out,
+)
 from ledger.ingest import ledger_time
 from ledger.replay import replay
 from ledger.signing import (
@@ -41,7 +52,7 @@ from ledger.signing import (
     public_pem,
     sign_checkpoint,
 )
-from ledger.store import Store
+from ledger.store import LogGap, Store
 from ledger.views import read_balances, tracking_name
 from projections.balances import balance_rows, balances_digest
 
@@ -135,8 +146,6 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(checkpoints)
         return EXIT_OK
-    from rich.table import Table
-
     t = Table(title=f"checkpoints of {args.platform}")
     for col in ("issued_at", "size", "root", "balances_digest", "key_id"):
         t.add_column(col, justify="right" if col == "size" else "left")
@@ -204,18 +213,25 @@ def cmd_export(args: argparse.Namespace) -> int:
             return _usage("--to must be ≥ 1")
         if head == 0 or upto > head:
             return _not_found(f"platform {args.platform!r} has {head} events, not {upto}")
-        if args.output is None:
-            written = _write_export(store, args.platform, upto, sys.stdout.buffer)
-        else:
+        try:
+            if args.output is None:
+                _write_export(store, args.platform, upto, sys.stdout.buffer)
+                return EXIT_OK
             # Written beside the target and renamed when complete: a file
             # named FILE is never a truncated export.
             partial = f"{args.output}.partial"
-            with open(partial, "wb") as f:
-                written = _write_export(store, args.platform, upto, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, args.output)
-            err.print(f"exported {written:,} events of {args.platform} to {args.output}")
+            try:
+                with open(partial, "wb") as f:
+                    written = _write_export(store, args.platform, upto, f)
+                    os.fsync(f.fileno())
+                os.replace(partial, args.output)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(partial)
+        except LogGap as gap:
+            err.print(f"peerledger: {gap}; run `peerledger verify`")
+            return EXIT_FAILURE
+    err.print(f"exported {written:,} events of {args.platform} to {args.output}")
     return EXIT_OK
 
 

@@ -3,8 +3,9 @@
 Generates a realistic peer-production stream (ledger.generate), writes it as
 JSON Lines, ingests it with a progress bar, then shows who earned what, the
 platform's take, how much value reached contributors through recombination,
-and the result of `verify`.  Running it twice shows idempotency: the second
-run's events are all duplicates and every figure is unchanged.
+the headline insights (`peerledger insights`) and the result of `verify`.
+Running it twice shows idempotency: the second run's events are all
+duplicates and every figure is unchanged.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from attribution import PLATFORM, UNATTRIBUTED
+from ledger.cli_insights import replay_insights, summary_table
 from ledger.generate import generate, write_jsonl
-from ledger.replay import replay, verify
+from ledger.replay import verify
 from ledger.store import Store
 from ledger.views import create_views
 
@@ -51,12 +53,15 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"[green]{summary['accepted']:,} accepted[/], {summary['duplicate']:,} duplicate, "
                 f"[red]{summary['rejected']:,} rejected[/] {summary['rejected_by_code']}"
             )
-            fold = replay(store, DEMO_PLATFORM)
+            # The insights fold wraps the ledger's own fold: one replay serves both.
+            insights = replay_insights(store, DEMO_PLATFORM)
+            fold = insights.fold
             report = verify(store, DEMO_PLATFORM)
 
     _top_earners(console, fold)
     _platform_take(console, fold)
     _recombination(console, fold)
+    console.print(summary_table(insights.report()))
     if report.ok:
         console.print(f"[bold green]verify: OK[/] {report.events:,} events replayed, "
                       f"{report.digests_checked} recorded digests matched; digest {report.digest}")

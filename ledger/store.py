@@ -57,6 +57,14 @@ class AppendConflict(Exception):
     """Another writer appended to the same platform first; nothing was written."""
 
 
+class LogGap(Exception):
+    """A seq is missing from a stored log: only tampering with the database makes one."""
+
+    def __init__(self, platform: str, seq: int) -> None:
+        super().__init__(f"{platform}: seq {seq} is missing from the stored log")
+        self.seq = seq
+
+
 @dataclass(frozen=True, slots=True)
 class IdRecord:
     platform: str
@@ -332,7 +340,8 @@ class Store:
             if not chunk:
                 return
             for stored in chunk:
-                assert stored.originator_version == position + 1, "gap in the log"
+                if stored.originator_version != position + 1:
+                    raise LogGap(platform, position + 1)
                 position = stored.originator_version
                 yield stored
 
@@ -395,8 +404,9 @@ class Store:
             conn.execute("SELECT pg_advisory_unlock(hashtextextended('peerledger:schema', 7))")
 
     @contextlib.contextmanager
-    def platform_locks(self, platforms: Sequence[str]) -> Iterator[None]:
-        """Hold an exclusive lock per platform while deciding and appending.
+    def platform_locks(self, platforms: Sequence[str], purpose: str = "append") -> Iterator[None]:
+        """Hold an exclusive lock per platform while deciding and appending
+        (or, with purpose "views", while writing its read models).
 
         On PostgreSQL, session advisory locks, taken in sorted order so two
         processes can never deadlock; they die with the connection, so a
@@ -409,10 +419,11 @@ class Store:
             return
         keys = sorted(set(platforms))
         conn = self._lock_connection()
-        for key in keys:
-            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", ("peerledger:" + key,))
+        names = [f"peerledger:{purpose}:{key}" for key in keys]
+        for name in names:
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (name,))
         try:
             yield
         finally:
-            for key in reversed(keys):
-                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", ("peerledger:" + key,))
+            for name in reversed(names):
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (name,))

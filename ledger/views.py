@@ -150,6 +150,12 @@ class ViewWriter:
         """Write the touched rows and the fold's seq as the tracking record."""
         if self.pending_events <= 0:
             return
+        # Projectors of one platform write one at a time: two flushes
+        # upserting overlapping rows in different orders would deadlock.
+        with store.platform_locks([self.fold.platform], purpose="views"):
+            self._flush_locked(store)
+
+    def _flush_locked(self, store: Store) -> None:
         # Another projector may have written the views past our seq
         # meanwhile: ours are then older, and theirs include our events.
         tracked_now = store.tracked_seq(tracking_name(self.fold.platform))
@@ -178,24 +184,24 @@ class ViewWriter:
         fold, t, p = self.fold, self.touched, self.fold.platform
         c.executemany(d.sql(UPSERT_BALANCE), [
             (p, a, cur, *(_money(d, x) for x in (f.earned, f.reversed, f.paid, f.balance)))
-            for a, cur in t.balances
+            for a, cur in sorted(t.balances)
             for f in (fold.balances[(a, cur)],)
         ])
         c.executemany(d.sql(UPSERT_STATEMENT), [
             (p, a, month, cur, *(_money(d, x) for x in (f.earned, f.reversed, f.paid)))
-            for a, month, cur in t.statements
+            for a, month, cur in sorted(t.statements)
             for f in (fold.statements[(a, month, cur)],)
         ])
         c.executemany(d.sql(UPSERT_VALUE), [
             (p, v.value, v.work, v.vector_version, v.fee_bps, v.amount_minor, v.currency,
              v.reversed_minor, v.seq)
-            for name in t.values
+            for name in sorted(t.values)
             for v in (fold.values[name],)
         ])
         if t.vectors:
             c.executemany(d.sql(INSERT_VECTOR), [
                 (p, work, version, vector, explanation)
-                for (work, version), (vector, explanation) in t.vectors.items()
+                for (work, version), (vector, explanation) in sorted(t.vectors.items())
             ])
         if fold.seq // DIGEST_EVERY_SEQ != self.tracked_seq // DIGEST_EVERY_SEQ:
             digest = balances_digest(balance_rows(fold.balances))

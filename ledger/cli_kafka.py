@@ -1,0 +1,125 @@
+"""`peerledger consume` and `peerledger produce`: the Kafka commands (docs/kafka.md).
+
+Kept apart from `ledger.cli` so that the other commands never import
+kafka-python; `ledger.kafka` is imported only when one of these runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any
+
+import orjson
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+# The codecs kafka-python speaks; all but gzip need an optional package
+# (python-snappy, lz4, zstandard).
+COMPRESSIONS = ("gzip", "snappy", "lz4", "zstd", "none")
+
+
+def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.ArgumentParser,
+             plat: argparse.ArgumentParser) -> None:
+    """Add `consume` and `produce` to the `peerledger` subcommands.
+
+    `plat` is accepted for symmetry with the other command families: a
+    consumer serves every platform on its topic, so neither command takes one.
+    """
+    del plat
+    kafka = argparse.ArgumentParser(add_help=False)
+    kafka.add_argument("--bootstrap-servers", required=True, metavar="HOST:PORT[,HOST:PORT...]")
+    kafka.add_argument("--topic", required=True)
+
+    s = sub.add_parser(
+        "consume", parents=[common, jsonf, kafka],
+        help="consume a Kafka topic into the ledger (effectively once) until SIGTERM/SIGINT",
+        description="Consume events (value: one v1 event as JSON, key: its platform id) in a consumer "
+                    "group; offsets are committed only after the events are appended and every "
+                    "rejected message is acknowledged by the dead-letter topic. SIGTERM/SIGINT: "
+                    "finish the batch in hand, commit, leave the group, exit 0.")
+    s.add_argument("--group", default="peerledger", help="consumer group id (default peerledger)")
+    s.add_argument("--dead-letter-topic", metavar="TOPIC",
+                   help="where rejected messages are copied with reason headers (default TOPIC.rejected)")
+    s.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics")
+    s.add_argument("--stop-when-idle", type=float, metavar="SECONDS",
+                   help="exit 0 once the group has committed the whole topic and no message arrived "
+                        "for SECONDS (tests, back-fills); default: run until a signal")
+    s.add_argument("--session-timeout-ms", type=int, default=10_000, metavar="MS",
+                   help="after this long without a heartbeat the group reassigns a consumer's "
+                        "partitions (default 10000)")
+    s.add_argument("--projector", choices=("process", "inline"), default="process",
+                   help="keep the read models at the head from a second process (default) or in "
+                        "this one after each batch (one core, about half the rate)")
+    s.add_argument("--api-version", metavar="X.Y",
+                   help="speak this Kafka version's protocol instead of negotiating it with the brokers")
+    s.set_defaults(func=cmd_consume)
+
+    s = sub.add_parser("produce", parents=[jsonf, kafka],
+                       help="publish JSON Lines files to a Kafka topic, keyed by platform")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--compression", choices=COMPRESSIONS, default="gzip",
+                   help="batch compression (default gzip; snappy, lz4 and zstd need their Python package)")
+    s.set_defaults(func=cmd_produce)
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.flush()
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("peerledger").setLevel(logging.INFO)
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from ledger import metrics
+    from ledger.kafka import ConsumerSettings, LedgerConsumer
+    from ledger.store import Store
+
+    _log_to_stderr()
+    settings = ConsumerSettings(
+        bootstrap_servers=args.bootstrap_servers,
+        topic=args.topic,
+        group_id=args.group,
+        dead_letter_topic=args.dead_letter_topic,
+        session_timeout_ms=args.session_timeout_ms,
+        stop_when_idle_seconds=args.stop_when_idle,
+        projector=args.projector,
+        api_version=args.api_version,
+    )
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port)
+    with Store(args.db) as store:
+        consumer = LedgerConsumer(store, settings)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: consumer.stop())
+        summary = consumer.run()
+    if args.json:
+        _print_json(summary.as_json())
+    else:
+        print(f"consumed {summary.consumed}: accepted {summary.accepted}, duplicate {summary.duplicate}, "
+              f"rejected {summary.rejected} {summary.rejected_by_code or ''} "
+              f"(dead-lettered to {settings.dead_letter_topic}: {summary.dead_lettered})")
+    return EXIT_OK
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from ledger.kafka import produce_files
+
+    _log_to_stderr()
+    compression = None if args.compression == "none" else args.compression
+    summary = produce_files(args.files, args.bootstrap_servers, args.topic, compression)
+    if args.json:
+        _print_json(summary.as_json())
+    else:
+        print(f"sent {summary.sent} messages to {args.topic} ({summary.unkeyed} without a platform key), "
+              f"{summary.failed} failed")
+        for source in summary.too_long:
+            print(f"  not sent, longer than 1 MiB: {source}", file=sys.stderr)
+    return EXIT_FAILURE if summary.failed else EXIT_OK
