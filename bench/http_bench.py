@@ -221,6 +221,8 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory(prefix="peerledger-http-bench-")
     db_url = args.db or f"sqlite:///{Path(tmp.name) / 'bench.db'}"
 
+    # The machine may be shared: the load before and after says how much the figures can be trusted.
+    load_before = os.getloadavg()
     print(f"set-up: {args.prosumers:,} prosumers into {db_url} …", flush=True)
     started = time.perf_counter()
     stream = Path(tmp.name) / "setup.jsonl"
@@ -288,7 +290,9 @@ def main() -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=ROOT).stdout.strip(),
-        "machine": {"cpus": os.cpu_count(), "python": platform_mod.python_version(), "system": platform_mod.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform_mod.python_version(), "system": platform_mod.platform(),
+                    "load_average_1_5_15_before": [round(x, 2) for x in load_before],
+                    "load_average_1_5_15_after": [round(x, 2) for x in os.getloadavg()]},
         "database": "sqlite (file)" if db_url.startswith("sqlite") else "postgresql",
         "prosumers": args.prosumers, "setup_events": n_setup, "setup_seconds": round(setup_s, 1),
         "phase_seconds": args.seconds, "post_events": POST_EVENTS,
