@@ -20,14 +20,22 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from ledger.api import reject_docs, statement_doc
-from ledger.audit import ledger_instant, reversed_as_of, seq_at_time
-from ledger.ingest import ACCEPTED, DUPLICATE, REJECTED, Ingestor, Offered, batches, read_lines
+from ledger.api import as_of_seq, balances_doc, explain_doc, reject_docs, statement_doc
+from ledger.audit import ledger_instant
+from ledger.ingest import (
+    ACCEPTED,
+    DUPLICATE,
+    REJECTED,
+    Ingestor,
+    Offered,
+    batches,
+    read_lines,
+)
 from ledger.project import Projector, ProjectorProcess
-from ledger.replay import replay, verify
+from ledger.replay import verify
 from ledger.store import DEFAULT_DB_URL, Store
-from ledger.views import create_views, read_balances, read_explain
-from projections.balances import balance_rows, balances_digest
+from ledger.views import create_views
+from projections.balances import balances_digest
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -92,7 +100,13 @@ def ingest_paths(store: Store, paths: Sequence[str], show_progress: bool) -> dic
         ingestor = Ingestor(store)
         progress = None
         if show_progress:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
 
             progress = stack.enter_context(Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), TransferSpeedColumn(),
@@ -132,17 +146,23 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _as_of_seq(store: Store, args: argparse.Namespace) -> int | None:
-    """--as-of SEQ, or for --as-of-time T the seq after the last event accepted at or before T."""
-    if args.as_of_time is not None:
-        return seq_at_time(store, args.platform, args.as_of_time)
-    return args.as_of
+    return as_of_seq(store, args.platform, args.as_of, args.as_of_time)
 
 
 def _balances(store: Store, args: argparse.Namespace) -> list[dict[str, Any]]:
-    as_of = _as_of_seq(store, args)
-    if as_of is not None:
-        return balance_rows(replay(store, args.platform, as_of).balances, args.currency)
-    return read_balances(store, args.platform, args.currency)
+    return balances_doc(store, args.platform, args.currency, _as_of_seq(store, args))
+
+
+def _money_table(title: str, keys: Sequence[str], figures: Sequence[str], rows: Sequence[dict[str, Any]]) -> Table:
+    """Key columns left, money columns right with thousands separators."""
+    t = Table(title=title)
+    for col in keys:
+        t.add_column(col)
+    for col in figures:
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(*(str(r[k]) for k in keys), *(f"{r[c]:,}" for c in figures))
+    return t
 
 
 def cmd_balances(args: argparse.Namespace) -> int:
@@ -151,13 +171,9 @@ def cmd_balances(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
         return EXIT_OK
-    t = Table(title=f"balances of {args.platform}" + (f" as of seq {args.as_of}" if args.as_of else "")
-              + (f" as of {args.as_of_time}" if args.as_of_time else ""))
-    for col in ("account", "currency", "earned", "reversed", "paid", "balance"):
-        t.add_column(col, justify="left" if col in ("account", "currency") else "right")
-    for r in rows:
-        t.add_row(r["account"], r["currency"], *(f"{r[c]:,}" for c in ("earned", "reversed", "paid", "balance")))
-    out.print(t)
+    title = f"balances of {args.platform}" + (f" as of seq {args.as_of}" if args.as_of else "") + (
+        f" as of {args.as_of_time}" if args.as_of_time else "")
+    out.print(_money_table(title, ("account", "currency"), ("earned", "reversed", "paid", "balance"), rows))
     return EXIT_OK
 
 
@@ -171,12 +187,8 @@ def cmd_digest(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     with _open(args) as store:
-        ex = read_explain(store, args.platform, args.value)
         as_of = _as_of_seq(store, args)
-        if ex is not None and as_of is not None:
-            # A value's split is fixed when it is realized; only its reversals move on.
-            ex = None if ex["seq"] > as_of else {
-                **ex, "reversed": reversed_as_of(store, args.platform, args.value, as_of)}
+        ex = explain_doc(store, args.platform, args.value, as_of)
     if ex is None:
         when = f" as of seq {as_of}" if as_of is not None else ""
         err.print(f"no value {args.value!r} in platform {args.platform!r}{when}")
@@ -211,12 +223,8 @@ def cmd_statement(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(doc)
         return EXIT_OK
-    t = Table(title=f"statement of {args.prosumer} on {args.platform}")
-    for col in ("period", "currency", "earned", "reversed", "paid", "net"):
-        t.add_column(col, justify="left" if col in ("period", "currency") else "right")
-    for r in periods:
-        t.add_row(r["period"], r["currency"], *(f"{r[c]:,}" for c in ("earned", "reversed", "paid", "net")))
-    out.print(t)
+    out.print(_money_table(f"statement of {args.prosumer} on {args.platform}", ("period", "currency"),
+                           ("earned", "reversed", "paid", "net"), periods))
     return EXIT_OK
 
 

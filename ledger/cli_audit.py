@@ -23,6 +23,7 @@ from typing import Any
 
 from rich.table import Table
 
+from ledger.api import consistency_doc, inclusion_doc
 from ledger.audit import (
     CHECKPOINTS_LIST_MAX,
     StoredTree,
@@ -169,8 +170,7 @@ def cmd_prove_inclusion(args: argparse.Namespace) -> int:
         if args.seq > size:
             return _usage(f"--seq {args.seq} is not in the tree of size {size}")
         leaf, path = StoredTree(store, args.platform).inclusion(args.seq, size)
-    proof = {"platform": args.platform, "seq": args.seq, "tree_size": size, "leaf_hash": leaf.hex(),
-             "path": [h.hex() for h in path]}
+    proof = inclusion_doc(args.platform, args.seq, size, leaf, path)
     _print_proof(args, proof)
     return EXIT_OK
 
@@ -186,7 +186,7 @@ def cmd_prove_consistency(args: argparse.Namespace) -> int:
         if args.first > second:
             return _usage(f"need --from ≤ --to, got {args.first} > {second}")
         path = StoredTree(store, args.platform).consistency(args.first, second)
-    proof = {"platform": args.platform, "first": args.first, "second": second, "path": [h.hex() for h in path]}
+    proof = consistency_doc(args.platform, args.first, second, path)
     _print_proof(args, proof)
     return EXIT_OK
 

@@ -214,6 +214,8 @@ class ConsumerSettings:
                 raise ValueError(f"bad topic name {name!r}: 1 to 249 of A-Z a-z 0-9 . _ -")
         if self.dead_letter_topic == self.topic:
             raise ValueError("the dead-letter topic must not be the topic consumed")
+        if self.api_version is not None and not re.fullmatch(r"\d+(\.\d+){1,2}", self.api_version):
+            raise ValueError(f"bad Kafka API version {self.api_version!r}: X.Y or X.Y.Z")
 
     def client_config(self) -> dict[str, Any]:
         """What the consumer and the dead-letter producer share."""
@@ -433,7 +435,7 @@ class LedgerConsumer:
             self.store.append([], [], mis_keyed)
         outcomes = self._ingestor.ingest(offered) if offered else []
         metrics.BATCH_APPEND_LATENCY.labels(SOURCE).observe(time.perf_counter() - started)
-        for r, outcome in zip(offered_records, outcomes):
+        for r, outcome in zip(offered_records, outcomes, strict=True):
             if outcome.outcome == REJECTED:
                 dead.append(_DeadLetter(r, outcome.code or rules.INVALID, outcome.message or ""))
         self._count(outcomes, len(mis_keyed))
@@ -491,7 +493,7 @@ class LedgerConsumer:
             key = r.key[:1024] if r.key is not None else None  # keys are platform ids; a huge one is garbage
             futures.append(self._producer.send(topic, key=key, value=value, headers=headers))
         self._producer.flush(timeout=DEAD_LETTER_FLUSH_TIMEOUT_SECONDS)
-        for f, d in zip(futures, dead):
+        for f, d in zip(futures, dead, strict=True):
             f.get(timeout=0)  # raises the send's error, if any
             metrics.KAFKA_DEAD_LETTERS.labels(topic, d.code).inc()
         self.summary.dead_lettered += len(dead)
@@ -562,7 +564,8 @@ class LedgerConsumer:
         self._last_idle_check_at = now
         consumer = self._consumer
         assert consumer is not None
-        partitions = [TopicPartition(self.settings.topic, p) for p in sorted(consumer.partitions_for_topic(self.settings.topic))]
+        topic = self.settings.topic
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         if not partitions:
             return False
         ends = consumer.end_offsets(partitions)

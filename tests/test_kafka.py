@@ -434,19 +434,19 @@ def test_rejected_and_unparseable_messages_are_dead_lettered_with_reasons_and_ke
     assert kept == {f"kafka:{topic}/0/{offset}": [code] for offset, code, _ in expected}
 
 
-def test_a_message_keyed_by_another_platform_is_rejected_invalid(mock_kafka: MockKafka, sqlite_url: str):
+def test_a_message_keyed_by_another_platform_is_rejected_invalid(mock_kafka: MockKafka, db_url: str):
     bootstrap = mock_kafka.bootstrap_servers
     topic = mock_kafka.new_topic("keys")
     registered = event("east", "e1", "prosumer.registered", {"prosumer": "ann"})
     send_raw(bootstrap, topic, [(b"north", registered), (None, registered), (b"east", registered)])
-    consumer = consume_in_process(bootstrap, topic, sqlite_url)
+    consumer = consume_in_process(bootstrap, topic, db_url)
     # Mis-keyed: rejected; unkeyed: accepted (keys are for ordering); then a duplicate.
     assert (consumer.summary.rejected, consumer.summary.accepted, consumer.summary.duplicate) == (1, 1, 1)
     [dead] = read_topic(bootstrap, topic + ".rejected")
     h = headers(dead)
     assert h[HEADER_REASON_CODE] == "invalid" and h[HEADER_SOURCE_OFFSET] == "0"
     assert "key 'north' differs from the event's platform 'east'" in h[HEADER_REASON_MESSAGE]
-    with Store(sqlite_url) as store:
+    with Store(db_url) as store:
         [row] = store.rejects("east", 10)
     assert row[3] == "invalid" and "differs" in row[4] and bytes(row[5]) == registered
 
