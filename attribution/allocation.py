@@ -67,7 +67,9 @@ def allocate(amount_minor: int, shares: ShareVector) -> dict[str, int]:
         floors[r] = q
         total += q
         if rem:
-            remainders.append((rem, r))
+            # Negated so a plain tuple sort is "largest remainder first, then
+            # recipient id ascending", with no per-item key function.
+            remainders.append((-rem, r))
     leftover = amount_minor - total
     # sum(rem) == leftover * d and every rem < d, so there are more than
     # `leftover` positive remainders whenever leftover > 0: the units always
@@ -75,7 +77,7 @@ def allocate(amount_minor: int, shares: ShareVector) -> dict[str, int]:
     assert 0 <= leftover <= len(remainders), "largest remainder invariant broken"
     if leftover:
         # Largest remainder first; equal remainders by recipient id ascending.
-        remainders.sort(key=lambda item: (-item[0], item[1]))
+        remainders.sort()
         for _, r in remainders[:leftover]:
             floors[r] += 1
     assert sum(floors.values()) == amount_minor
