@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# peerledger Kafka consume benchmark", "",
         f"- date: {started_at:%Y-%m-%d %H:%M:%S} UTC (took {took:.0f} s)",
-        f"- command: `python bench/kafka_bench.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
+        "- command: `" + " ".join(["python bench/kafka_bench.py", *(argv if argv is not None else sys.argv[1:])]) + "`",
         f"- machine: nproc {machine['nproc']}, {machine['cpu']}, Python {machine['python']}, "
         f"kafka-python {machine['kafka-python']}, confluent-kafka {machine['confluent-kafka']}"
         + (f", PostgreSQL {pg.version}" if pg is not None else ""),

@@ -47,7 +47,7 @@ sees duplicates.  Nothing is ever committed for a message that was not
 appended.
 
 The read models follow the log: by default a projector process runs beside
-the consumer for its lifetime (the second core; `_ProjectorChild`), and
+the consumer for its lifetime (the second core; `ledger.project.ProjectorProcess`), and
 stopping the consumer waits for it to reach the head, so balances and
 digests are current when `peerledger consume` exits.  With
 `projector="inline"` this process projects after each committed batch
@@ -57,10 +57,7 @@ instead (one core; see bench/results/kafka.json for the cost).
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 import re
-import signal
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
@@ -90,7 +87,7 @@ from ledger.ingest import (
     ledger_time,
     read_lines,
 )
-from ledger.project import Projector
+from ledger.project import Projector, ProjectorProcess
 from ledger.schema import ID_PATTERN, MAX_LINE_BYTES, PLATFORM_PATTERN
 from ledger.store import RejectRecord, Store
 from ledger.views import create_views
@@ -302,7 +299,7 @@ class LedgerConsumer:
         with ExitStack() as stack:
             projector: Projector | None = None
             if s.projector == "process":
-                stack.enter_context(_ProjectorChild(self.store.url))
+                stack.enter_context(ProjectorProcess(self.store.url))
             else:
                 projector = Projector(self.store)
                 projector.catch_up()
@@ -587,68 +584,6 @@ def _chunks(records: Sequence[Any], max_events: int, max_bytes: int) -> Iterator
         size += n
     if chunk:
         yield chunk
-
-
-class _ProjectorChild:
-    """The projector (`ledger.project.Projector.follow`) in a child process
-    for the consumer's lifetime, like `ledger.project.ProjectorProcess`, with
-    two differences a long-running consumer needs:
-
-    * the child ignores SIGINT and SIGTERM: a terminal's Ctrl-C and a
-      supervisor's SIGTERM reach the whole process group, and the child must
-      outlive them so that the consumer can finish its batch and then stop
-      the projector at the log's head.  (The signals are blocked while the
-      child starts, since blocked signals survive fork and exec, and
-      unblocked once it ignores them; anything sent to the consumer
-      meanwhile is delivered to it then, not lost.)
-    * the child stops by itself, at the log's head, when the consumer dies
-      (kill -9): it never follows the logs as an orphan.
-    """
-
-    def __init__(self, db_url: str) -> None:
-        ctx = multiprocessing.get_context("spawn")  # no inherited connections
-        self._stop = ctx.Event()
-        self._process = ctx.Process(target=_follow_while_parent_lives, args=(db_url, self._stop, os.getpid()),
-                                    name="peerledger-projector", daemon=True)
-
-    def __enter__(self) -> _ProjectorChild:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        try:
-            self._process.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._process.join()
-        if self._process.exitcode != 0 and exc[0] is None:
-            raise RuntimeError(f"the projector process failed (exit code {self._process.exitcode})")
-
-
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-class _StopOrOrphaned:
-    """A stop event that is also set when the parent process is gone."""
-
-    def __init__(self, stop: Any, parent_pid: int) -> None:
-        self.stop = stop
-        self.parent_pid = parent_pid
-
-    def is_set(self) -> bool:
-        return self.stop.is_set() or os.getppid() != self.parent_pid
-
-    def wait(self, timeout_seconds: float) -> bool:
-        return self.stop.wait(timeout_seconds)
-
-
-def _follow_while_parent_lives(db_url: str, stop: Any, parent_pid: int) -> None:
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    with Store(db_url) as store:
-        Projector(store).follow(_StopOrOrphaned(stop, parent_pid))
 
 
 # -- producing -----------------------------------------------------------------

@@ -18,6 +18,8 @@ log's head before it returns, so queries after an ingest see every event.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 from typing import Any
 
 import orjson
@@ -77,25 +79,36 @@ class Projector:
         self.catch_up()
 
 
-def _follow_in_child(db_url: str, stop: Any) -> None:
-    with Store(db_url) as store:
-        Projector(store).follow(stop)
-
-
 class ProjectorProcess:
-    """A projector in a child process, for the duration of a `with` block.
+    """A projector (`Projector.follow`) in a child process, for the duration
+    of a `with` block.  On leaving the block the child is told to stop,
+    catches up with the log and exits; leaving waits for that, so the read
+    models are at the head.  Two more properties a long-running writer
+    (ingest, a Kafka consumer) needs:
 
-    On leaving the block the child is told to stop, catches up with the log
-    and exits; leaving waits for that, so the read models are at the head.
+    * the child ignores SIGINT and SIGTERM: a terminal's Ctrl-C and a
+      supervisor's SIGTERM reach the whole process group, and the child must
+      outlive them so that the writer can finish its batch and then stop
+      the projector at the log's head.  (The signals are blocked while the
+      child starts, since blocked signals survive fork and exec, and
+      unblocked once it ignores them; anything sent to the writer
+      meanwhile is delivered to it then, not lost.)
+    * the child stops by itself, at the log's head, when the writer dies
+      (kill -9): it never follows the logs as an orphan.
     """
 
     def __init__(self, db_url: str) -> None:
         ctx = multiprocessing.get_context("spawn")  # no inherited connections
         self._stop = ctx.Event()
-        self._process = ctx.Process(target=_follow_in_child, args=(db_url, self._stop), daemon=True)
+        self._process = ctx.Process(target=_follow_while_parent_lives, args=(db_url, self._stop, os.getpid()),
+                                    name="peerledger-projector", daemon=True)
 
     def __enter__(self) -> "ProjectorProcess":
-        self._process.start()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            self._process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -103,3 +116,28 @@ class ProjectorProcess:
         self._process.join()
         if self._process.exitcode != 0 and exc[0] is None:
             raise RuntimeError(f"the projector process failed (exit code {self._process.exitcode})")
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class _StopOrOrphaned:
+    """A stop event that is also set when the parent process is gone."""
+
+    def __init__(self, stop: Any, parent_pid: int) -> None:
+        self.stop = stop
+        self.parent_pid = parent_pid
+
+    def is_set(self) -> bool:
+        return self.stop.is_set() or os.getppid() != self.parent_pid
+
+    def wait(self, timeout_seconds: float) -> bool:
+        return self.stop.wait(timeout_seconds)
+
+
+def _follow_while_parent_lives(db_url: str, stop: Any, parent_pid: int) -> None:
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    with Store(db_url) as store:
+        Projector(store).follow(_StopOrOrphaned(stop, parent_pid))

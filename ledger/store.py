@@ -247,16 +247,19 @@ class Store:
         self.dialect = parsed.dialect
         self._pg_lock_conn: Any = None
         self._pg = parsed.pg
+        self._sqlite_path = ""
         if parsed.dialect is SQLITE:
             self.datastore: Any = SQLiteDatastore(
                 db_name=parsed.sqlite_path,
                 originator_id_type="text",
                 lock_timeout=30,
             )
-            self.recorder: Any = SQLiteLedgerRecorder(self.datastore, events_table_name=EVENTS_TABLE)
-            self.recorder.create_table()
-            self.tracking: Any = SQLiteTrackingRecorder(self.datastore)
-            self.tracking.create_table()
+            self._sqlite_path = parsed.sqlite_path
+            with self.schema_lock():
+                self.recorder: Any = SQLiteLedgerRecorder(self.datastore, events_table_name=EVENTS_TABLE)
+                self.recorder.create_table()
+                self.tracking: Any = SQLiteTrackingRecorder(self.datastore)
+                self.tracking.create_table()
         else:
             from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 
@@ -392,9 +395,18 @@ class Store:
     def schema_lock(self) -> Iterator[None]:
         """Serialise CREATE … IF NOT EXISTS across processes: PostgreSQL's is
         not atomic, and two processes starting at once on a new database
-        would otherwise collide on the catalog."""
+        would otherwise collide on the catalog; on SQLite, eventsourcing's
+        tracking-table set-up reads then writes, and two processes creating
+        one new file at once would both try to record its migration."""
         if self.dialect is not POSTGRES:
-            yield
+            if self._sqlite_path.startswith(":memory:") or "mode=memory" in self._sqlite_path:
+                yield
+                return
+            import fcntl
+
+            with open(self._sqlite_path + ".lock", "a") as lock_file:
+                fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file is closed
+                yield
             return
         conn = self._lock_connection()
         conn.execute("SELECT pg_advisory_lock(hashtextextended('peerledger:schema', 7))")
