@@ -19,6 +19,7 @@ demo: $(STAMP)
 ## make test: every test, against SQLite and the local PostgreSQL
 test: $(STAMP)
 	scripts/ensure-postgres
+	scripts/ensure-chromium
 	$(PY) -m pytest
 
 ## make bench: the ingest/replay benchmark (writes bench/results/)
