@@ -21,12 +21,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.table import Table
 
 from attribution import parse_decimal
 from ledger.cli import EXIT_NOT_FOUND, EXIT_OK, _is_period, _print_json, err, out
+from ledger.replay import fold_log
 from ledger.store import Store
 from projections.insights import DEPTHS_LISTED, InsightsFold
 
@@ -39,10 +39,7 @@ TABLE_DEPTHS = 3
 
 def replay_insights(store: Store, platform: str, upto_seq: int | None = None) -> InsightsFold:
     """The insights of the first ``upto_seq`` events of the log (all when None)."""
-    insights = InsightsFold(platform)
-    for stored in store.read_log(platform, upto_seq=upto_seq):
-        insights.apply(orjson.loads(stored.state), stored.originator_version)
-    return insights
+    return fold_log(store, InsightsFold(platform), upto_seq)
 
 
 def cmd_insights(args: argparse.Namespace) -> int:

@@ -69,7 +69,7 @@ from ledger import api, dashboard, rules
 from ledger.audit import StoredTree, TreeError, create_audit_tables, ledger_instant, list_checkpoints
 from ledger.http_metrics import HttpMetrics, MetricsMiddleware
 from ledger.ingest import BATCH_MAX_EVENTS, REJECTED, Ingestor, Offered, Outcome, ledger_time
-from ledger.project import FOLLOW_POLL_MS, PlatformProjection, Projector
+from ledger.project import FOLLOW_POLL_MS, Projector
 from ledger.schema import (
     AT_PATTERN,
     EVENT_TYPES,
@@ -335,10 +335,7 @@ def _project_until_stopped(db_url: str, stop: Any, appended: Any) -> None:
                 while len(platforms) < PROJECTOR_DRAIN_MAX:
                     platforms.add(appended.get_nowait())
             for platform in sorted(platforms):
-                projection = projector.platforms.get(platform)
-                if projection is None:
-                    projection = projector.platforms[platform] = PlatformProjection(store, platform)
-                projection.advance(store)
+                projector.advance(platform)
             if time.monotonic() - last_full_pass >= PROJECTOR_FULL_PASS_S:
                 projector.catch_up()
                 last_full_pass = time.monotonic()

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from ledger.replay import fold_log
 from ledger.store import Store
 from ledger.views import ViewWriter, create_views, stored_vector_keys, tracking_name
 from projections.fold import PlatformFold
@@ -37,8 +38,7 @@ class PlatformProjection:
         tracked_seq = store.tracked_seq(tracking_name(platform))
         self.fold = PlatformFold(platform)
         self.views = ViewWriter(self.fold, stored_vector_keys(store, platform), tracked_seq)
-        for stored in store.read_log(platform, upto_seq=tracked_seq):
-            self.fold.apply(orjson.loads(stored.state), stored.originator_version)
+        fold_log(store, self.fold, tracked_seq)
 
     def advance(self, store: Store) -> int:
         """Apply and write everything the log holds past the fold; returns the count."""
@@ -60,16 +60,20 @@ class Projector:
         create_views(store)
         self.platforms: dict[str, PlatformProjection] = {}
 
+    def advance(self, platform: str) -> int:
+        """Bring one platform's read models to its log's head; returns how many
+        events were applied.  Cheaper than `catch_up` when the caller knows
+        which platform moved: no scan of the log for its platforms."""
+        projection = self.platforms.get(platform)
+        if projection is None:
+            projection = self.platforms[platform] = PlatformProjection(self.store, platform)
+        if self.store.head(platform) > projection.fold.seq:
+            return projection.advance(self.store)
+        return 0
+
     def catch_up(self) -> int:
         """One pass over every platform; returns how many events were applied."""
-        applied = 0
-        for platform in self.store.platforms():
-            projection = self.platforms.get(platform)
-            if projection is None:
-                projection = self.platforms[platform] = PlatformProjection(self.store, platform)
-            if self.store.head(platform) > projection.fold.seq:
-                applied += projection.advance(self.store)
-        return applied
+        return sum(self.advance(platform) for platform in self.store.platforms())
 
     def follow(self, stop: Any) -> None:
         """Catch up until `stop` is set, then once more, so nothing is left behind."""
