@@ -141,6 +141,19 @@ class PathShare(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class ExactExplanation:
+    """An Explanation with its shares as integers over ``denominator``:
+    ``paths`` holds (works, recipient, numerator), ``works`` work ->
+    numerator (see ``WorkGraph.explain_exact``)."""
+
+    denominator: int
+    paths: tuple[tuple[tuple[str, ...], str, int], ...]
+    works: dict[str, int]
+    truncated_paths: bool
+    total_works: int
+
+
+@dataclass(frozen=True, slots=True)
 class Explanation:
     """Why a work's vector is what it is, bounded in size.
 
@@ -368,7 +381,7 @@ class WorkGraph:
             return hit[0]
         assert work in self._works, f"unknown work {work!r}"
         g, _masses, received = self._propagate(work, use_cache=True, keep_masses=False)
-        result = ShareVector(g, received).reduced()
+        result = ShareVector.in_lowest_terms(g, received)
         self._cache_put(work, result)
         return result
 
@@ -532,20 +545,39 @@ class WorkGraph:
         Inflows per work are exact, from the same mass propagation as
         ``vector`` but without cache shortcuts (every work is accounted).
         """
+        ex = self.explain_exact(work, max_paths, max_works)
+        g = ex.denominator
+        return Explanation(
+            paths=tuple(PathShare(works, r, Fraction(n, g)) for works, r, n in ex.paths),
+            works={w: Fraction(m, g) for w, m in ex.works.items()},
+            truncated_paths=ex.truncated_paths,
+            total_works=ex.total_works,
+        )
+
+    def explain_exact(self, work: str, max_paths: int = 10, max_works: int = 50) -> ExactExplanation:
+        """``explain`` with every share an integer over one ``denominator``.
+
+        For callers that store or print the shares: they skip building a
+        Fraction (a gcd and a Python-level constructor) per path and per work,
+        which was most of the cost of explaining a newly sold work.
+        """
         assert work in self._works, f"unknown work {work!r}"
         assert type(max_paths) is int and 0 <= max_paths <= EXPLAIN_MAX_PATHS_LIMIT
         assert type(max_works) is int and 0 <= max_works <= EXPLAIN_MAX_WORKS_LIMIT
         g, masses, _ = self._propagate(work, use_cache=False, keep_masses=True)
         paths, truncated = self._largest_paths(work, max_paths, g)
         top_works = heapq.nsmallest(max_works, masses.items(), key=lambda kv: (-kv[1], kv[0]))
-        return Explanation(
+        return ExactExplanation(
+            denominator=g,
             paths=paths,
-            works={w: Fraction(m, g) for w, m in top_works},
+            works=dict(top_works),
             truncated_paths=truncated,
             total_works=len(masses),
         )
 
-    def _largest_paths(self, top: str, max_paths: int, g: int) -> tuple[tuple[PathShare, ...], bool]:
+    def _largest_paths(
+        self, top: str, max_paths: int, g: int
+    ) -> tuple[tuple[tuple[tuple[str, ...], str, int], ...], bool]:
         """Best-first search for the ``max_paths`` largest paths (see explain).
 
         Shares are integers over ``g``, the common denominator of the
@@ -601,7 +633,7 @@ class WorkGraph:
         if len(found) > max_paths:
             truncated = True
             del found[max_paths:]
-        return tuple(PathShare(works, r, Fraction(share, g)) for share, r, works in found), truncated
+        return tuple((works, r, share) for share, r, works in found), truncated
 
     def _path_steps(self, node: str, share: int) -> list[tuple[int, str | None, str | None]]:
         """Where the value on a path reaching ``node`` with ``share`` (an
@@ -661,6 +693,7 @@ __all__ = [
     "EXPLAIN_MAX_PATH_STEPS",
     "EXPLAIN_MAX_QUEUE_PUSHES",
     "EXPLAIN_MAX_WORKS_LIMIT",
+    "ExactExplanation",
     "Explanation",
     "OUTPUT",
     "PathShare",

@@ -36,6 +36,7 @@ Both are iterative (no recursion) and bounded by ``MAX_DECIMAL_DIGITS``.
 from __future__ import annotations
 
 import decimal
+import math
 from fractions import Fraction
 
 # Pieces handed to str()/int() stay below this many decimal digits.  640 is
@@ -198,4 +199,16 @@ def fraction_str(f: Fraction) -> str:
     return f"{decimal_str(f.numerator)}/{decimal_str(f.denominator)}"
 
 
-__all__ = ["MAX_DECIMAL_DIGITS", "SAFE_CHUNK_DIGITS", "decimal_str", "fraction_str", "parse_decimal"]
+def ratio_str(numerator: int, denominator: int) -> str:
+    """fraction_str(Fraction(numerator, denominator)) without the Fraction.
+
+    >>> ratio_str(6, 15)
+    '2/5'
+    """
+    if denominator <= 0:
+        raise ValueError("ratio_str needs a positive denominator")
+    g = math.gcd(numerator, denominator)
+    return f"{decimal_str(numerator // g)}/{decimal_str(denominator // g)}"
+
+
+__all__ = ["MAX_DECIMAL_DIGITS", "SAFE_CHUNK_DIGITS", "decimal_str", "fraction_str", "parse_decimal", "ratio_str"]

@@ -77,12 +77,15 @@ class ShareVector:
     ordered: tuple[tuple[str, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Every vector of a sale is built here, so the checks run as C loops
+        # (map, set, min, sum) rather than a Python-level generator.
+        numerators = self.numerators
         assert type(self.denominator) is int and self.denominator > 0, "denominator must be a positive int"
-        assert all(
-            type(n) is int and n > 0 and type(r) is str for r, n in self.numerators.items()
-        ), "numerators must be positive ints keyed by str"
-        assert sum(self.numerators.values()) == self.denominator, "shares must sum to exactly 1"
-        object.__setattr__(self, "ordered", tuple(sorted(self.numerators.items())))
+        assert set(map(type, numerators.values())) == {int} and min(numerators.values()) > 0, \
+            "numerators must be positive ints"
+        assert set(map(type, numerators)) == {str}, "recipients must be str"
+        assert sum(numerators.values()) == self.denominator, "shares must sum to exactly 1"
+        object.__setattr__(self, "ordered", tuple(sorted(numerators.items())))
 
     def share(self, recipient: str) -> Fraction:
         """S[recipient] as a reduced Fraction (0 for a non-recipient)."""
@@ -102,29 +105,19 @@ class ShareVector:
         return {r: Fraction(self.numerators[r], d) for r in self.recipients()}
 
     def reduced(self) -> ShareVector:
-        """The same shares over the least common denominator.
-
-        The common factor is gcd(D, n_1, n_2, ...).  We start from the
-        *smallest* numerator: gcd(D, n_min) is at most n_min, so every later
-        gcd is "huge mod small" (linear time) instead of a quadratic gcd of
-        two huge numbers.  This matters on deep remix chains, where the
-        numerators near the top share long runs of factors with D and a
-        gcd taken in the wrong order stays huge for thousands of steps.
-        """
-        if len(self.numerators) == 1:
-            # One recipient holds everything: n == D, the share is 1/1.
-            if self.denominator == 1:
-                return self
-            return ShareVector(1, {r: 1 for r in self.numerators})
-        smallest = min(self.numerators.values(), key=int.bit_length)
-        g = math.gcd(self.denominator, smallest)
-        if g == 1:
+        """The same shares over the least common denominator (``self`` if it is)."""
+        if _common_factor(self.denominator, self.numerators) == 1:
             return self
-        for n in self.numerators.values():
-            g = math.gcd(g, n)
-            if g == 1:
-                return self
-        return ShareVector(self.denominator // g, {r: n // g for r, n in self.numerators.items()})
+        return ShareVector.in_lowest_terms(self.denominator, self.numerators)
+
+    @staticmethod
+    def in_lowest_terms(denominator: int, numerators: dict[str, int]) -> ShareVector:
+        """ShareVector(denominator, numerators) over the least common
+        denominator, built (and checked) once."""
+        g = _common_factor(denominator, numerators)
+        if g == 1:
+            return ShareVector(denominator, numerators)
+        return ShareVector(denominator // g, {r: n // g for r, n in numerators.items()})
 
     def with_fee(self, fee_bps: int) -> ShareVector:
         """S' = {PLATFORM: f} + (1 - f) * self, with f = fee_bps / 10 000.
@@ -155,6 +148,25 @@ class ShareVector:
         nums = {r: n * keep_scaled for r, n in self.numerators.items()}
         nums[PLATFORM] = nums.get(PLATFORM, 0) + fee_num * (self.denominator // g)
         return ShareVector(den, nums)
+
+
+def _common_factor(denominator: int, numerators: dict[str, int]) -> int:
+    """gcd(D, n_1, n_2, ...).
+
+    We start from the *smallest* numerator: gcd(D, n_min) is at most n_min,
+    so every later gcd is "huge mod small" (linear time) instead of a
+    quadratic gcd of two huge numbers.  This matters on deep remix chains,
+    where the numerators near the top share long runs of factors with D and
+    a gcd taken in the wrong order stays huge for thousands of steps.
+    """
+    if len(numerators) == 1:
+        return denominator  # one recipient holds everything: n == D, 1/1
+    g = math.gcd(denominator, min(numerators.values(), key=int.bit_length))
+    for n in numerators.values():
+        if g == 1:
+            break
+        g = math.gcd(g, n)
+    return g
 
 
 def _hex(n: int) -> str:

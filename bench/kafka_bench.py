@@ -7,7 +7,7 @@ beside a bare kafka-python poll loop over the same topic, in the same run.
     .venv/bin/python bench/kafka_bench.py --no-postgres
 
 The cluster is librdkafka's mock (3 brokers, in this process, started as in
-the tests: tests/test_kafka_mock.py), the topic has 6 partitions, and the
+the tests: tests/kafka_mock.py), the topic has 6 partitions, and the
 stream is `generate_many(seed, n, ["east", "north", "south"])` (default
 100 000 events), published keyed by platform, gzip-compressed, with
 librdkafka (murmur2 partitioner, so the platforms land on partitions 0, 2
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(WORKERS[args.worker](json.loads(args.spec))))
         return 0
 
-    from test_kafka_mock import MockKafka
+    from kafka_mock import MockKafka
 
     from ledger.generate import generate_many, write_jsonl
 

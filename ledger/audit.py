@@ -200,10 +200,12 @@ def audit_ddl(serial_pk: str) -> list[str]:
     ]
 
 
+# Bump when the statements change: existing databases then run them once more.
+AUDIT_SCHEMA_VERSION = 1
+
+
 def create_audit_tables(store: Store) -> None:
-    with store.schema_lock(), store.transaction(commit=True) as c:
-        for statement in audit_ddl(store.dialect.serial_pk):
-            c.execute(statement)
+    store.ensure_schema("audit", AUDIT_SCHEMA_VERSION, audit_ddl(store.dialect.serial_pk))
 
 
 CHECKPOINT_COLUMNS = ("platform", "size", "root", "balances_digest", "issued_at", "key_id", "signature")

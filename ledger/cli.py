@@ -33,12 +33,24 @@ from ledger.ingest import (
 )
 from ledger.project import Projector, ProjectorProcess
 from ledger.replay import verify
+from ledger.runtime import tune_gc
 from ledger.store import DEFAULT_DB_URL, Store
 from ledger.views import create_views
 from projections.balances import balances_digest
 
+# Every environment variable peerledger reads, and what for.  The deploy
+# files may set these and no others (tests/test_deploy_files.py).
+DB_ENV = "PEERLEDGER_DB"
+ENVIRONMENT: dict[str, str] = {
+    DB_ENV: "the database URL when --db is not given",
+    "PGUSER": "the PostgreSQL user when the database URL names none (default postgres)",
+    "PGPASSWORD": "the PostgreSQL password when the database URL has none: keep it in a secret, not in the URL",
+    "PEERLEDGER_SIGNING_KEY": "the checkpoint signing key's file when --key-file is not given (ledger.signing)",
+}
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_USAGE = 2
 EXIT_SOME_REJECTED = 3
 EXIT_NOT_FOUND = 4
 
@@ -261,20 +273,31 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
+    import signal
     import threading
 
+    from ledger import metrics
+    from ledger.claims import open_claims
+
+    if args.metrics_port is not None and not args.follow:
+        err.print("peerledger: --metrics-port is for a projector that keeps running (--follow)")
+        return EXIT_USAGE
     with _open(args) as store:
-        projector = Projector(store)
         if not args.follow:
-            n = projector.catch_up()
+            n = Projector(store).catch_up()
             print(f"projected {n} events")
             return EXIT_OK
-        import signal
-
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        projector.follow(stop)
+        if args.metrics_port is not None:
+            metrics.serve(args.metrics_port, checks=(metrics.database_check(args.db),))
+        claims = open_claims(args.db)  # several workers on one PostgreSQL split the platforms
+        try:
+            Projector(store, claims).follow(stop)
+        finally:
+            if claims is not None:
+                claims.close()
     return EXIT_OK
 
 
@@ -290,9 +313,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def parent_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
     """(--db, --json, --platform): the options every command family shares."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", default=os.environ.get("PEERLEDGER_DB", DEFAULT_DB_URL),
+    common.add_argument("--db", default=os.environ.get(DB_ENV, DEFAULT_DB_URL),
                         help="sqlite:///FILE (default sqlite:///peerledger.db) or postgresql://user@host:port/db; "
-                             "env PEERLEDGER_DB")
+                             f"env {DB_ENV}")
     jsonf = argparse.ArgumentParser(add_help=False)
     jsonf.add_argument("--json", action="store_true", help="machine-readable output")
     plat = argparse.ArgumentParser(add_help=False)
@@ -352,7 +375,11 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("project", parents=[common], help="bring the read models to the log's head")
-    s.add_argument("--follow", action="store_true", help="keep following the logs until SIGINT/SIGTERM")
+    s.add_argument("--follow", action="store_true",
+                   help="keep following the logs until SIGINT/SIGTERM; on PostgreSQL, several followers "
+                        "split the platforms between them (docs/scaling.md)")
+    s.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="with --follow: serve /metrics, /healthz and /readyz on http://0.0.0.0:PORT")
     s.set_defaults(func=cmd_project)
 
     s = sub.add_parser("demo", parents=[common], help="generate, ingest and explain a realistic stream")
@@ -374,10 +401,14 @@ def parser() -> argparse.ArgumentParser:
     from ledger import cli_insights
 
     cli_insights.register(sub, common, jsonf, plat)
+    from ledger import cluster
+
+    cluster.register(sub, common, jsonf, plat)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_gc()
     args = parser().parse_args(argv)
     if getattr(args, "period", None) and not _is_period(args.period):
         err.print(f"--period must be YYYY-MM, got {args.period!r}")

@@ -1,6 +1,6 @@
 """The HTTP service's commands: `serve` and `tokens`.
 
-    peerledger serve [--host H] [--port N] [--db URL]
+    peerledger serve [--host H] [--port N] [--db URL] [--projector process|none]
     peerledger tokens create --platform P --role ingest|operator|auditor [--label L] [--json]
     peerledger tokens create --all-platforms --role admin [--label L] [--json]
     peerledger tokens list [--json]
@@ -34,7 +34,8 @@ def _store(args: argparse.Namespace) -> Store:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ledger.http import serve
 
-    serve(args.db, args.host, args.port, log_level=args.log_level, access_log=not args.no_access_log)
+    serve(args.db, args.host, args.port, log_level=args.log_level, access_log=not args.no_access_log,
+          projector=args.projector == "process")
     return EXIT_OK
 
 
@@ -93,6 +94,9 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
     s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    s.add_argument("--projector", choices=("process", "none"), default="process",
+                   help="keep the read models at the head from a process of this service (default), or "
+                        "leave that to projection workers (peerledger project --follow)")
     s.set_defaults(func=cmd_serve)
 
     tokens = sub.add_parser("tokens", help="bearer tokens of the HTTP API").add_subparsers(

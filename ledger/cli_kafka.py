@@ -44,16 +44,18 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
     s.add_argument("--dead-letter-topic", metavar="TOPIC",
                    help="where rejected messages are copied with reason headers (default TOPIC.rejected)")
     s.add_argument("--metrics-port", type=int, metavar="PORT",
-                   help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics")
+                   help="serve /metrics, /healthz and /readyz (database reachable, in the group, polling) "
+                        "on http://0.0.0.0:PORT")
     s.add_argument("--stop-when-idle", type=float, metavar="SECONDS",
                    help="exit 0 once the group has committed the whole topic and no message arrived "
                         "for SECONDS (tests, back-fills); default: run until a signal")
     s.add_argument("--session-timeout-ms", type=int, default=10_000, metavar="MS",
                    help="after this long without a heartbeat the group reassigns a consumer's "
                         "partitions (default 10000)")
-    s.add_argument("--projector", choices=("process", "inline"), default="process",
-                   help="keep the read models at the head from a second process (default) or in "
-                        "this one after each batch (one core, about half the rate)")
+    s.add_argument("--projector", choices=("process", "inline", "none"), default="process",
+                   help="keep the read models at the head from a second process (default), in "
+                        "this one after each batch (one core, about half the rate), or not at all "
+                        "(projection workers of their own: peerledger project --follow)")
     s.add_argument("--api-version", metavar="X.Y",
                    help="speak this Kafka version's protocol instead of negotiating it with the brokers")
     s.set_defaults(func=cmd_consume)
@@ -93,12 +95,12 @@ def cmd_consume(args: argparse.Namespace) -> int:
         projector=args.projector,
         api_version=args.api_version,
     )
-    if args.metrics_port is not None:
-        metrics.serve(args.metrics_port)
     with Store(args.db) as store:
         consumer = LedgerConsumer(store, settings)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: consumer.stop())
+        if args.metrics_port is not None:
+            metrics.serve(args.metrics_port, checks=(metrics.database_check(args.db), consumer.not_ready))
         summary = consumer.run()
     if args.json:
         _print_json(summary.as_json())

@@ -12,7 +12,10 @@ stay quick while events stream in:
   each).  One writer serialises the decisions, as `peerledger ingest` does;
 * the **projector** (one process): `ledger.project`'s projections, told by
   the writer which platform it appended to after every batch (a bounded
-  queue), keep the read models at the log's head.
+  queue), keep the read models at the log's head.  `serve --projector none`
+  leaves that to projection workers of their own (`peerledger project
+  --follow`, as in deploy/): the freshness guarantee below then rests on
+  them, and they poll every `FOLLOW_POLL_MS`.
 
 Freshness guarantee.  A POST answers after its events are durable (the
 append committed) **and** the read models include them (the projector's
@@ -70,6 +73,7 @@ from ledger.audit import StoredTree, TreeError, create_audit_tables, ledger_inst
 from ledger.http_metrics import HttpMetrics, MetricsMiddleware
 from ledger.ingest import BATCH_MAX_EVENTS, REJECTED, Ingestor, Offered, Outcome, ledger_time
 from ledger.project import FOLLOW_POLL_MS, Projector
+from ledger.runtime import tune_gc
 from ledger.schema import (
     AT_PATTERN,
     EVENT_TYPES,
@@ -301,6 +305,7 @@ _writer: RequestWriter | None = None
 
 def _writer_start(db_url: str, appended: Any) -> None:
     global _writer
+    tune_gc()
     _writer = RequestWriter(Store(db_url), appended)
 
 
@@ -324,6 +329,7 @@ def _project_until_stopped(db_url: str, stop: Any, appended: Any) -> None:
 
     Unlike `Projector.follow`, a pass for one platform does not list every
     platform of the log first: that scan grows with the log."""
+    tune_gc()
     with Store(db_url) as store:
         projector = Projector(store)
         projector.catch_up()
@@ -343,10 +349,12 @@ def _project_until_stopped(db_url: str, stop: Any, appended: Any) -> None:
 
 
 class Backend:
-    """The front's state: its read store and its two helper processes."""
+    """The front's state: its read store and its two helper processes (one
+    without its projector)."""
 
-    def __init__(self, db_url: str, metrics: HttpMetrics) -> None:
+    def __init__(self, db_url: str, metrics: HttpMetrics, projector: bool = True) -> None:
         self.db_url = db_url
+        self.runs_projector = projector
         self.store = Store(db_url)
         create_views(self.store)
         create_tokens_table(self.store)
@@ -362,7 +370,8 @@ class Backend:
         self.posts = asyncio.Semaphore(POSTS_IN_FLIGHT_MAX)
 
     def start(self) -> None:
-        self._start_projector()
+        if self.runs_projector:
+            self._start_projector()
         self._start_writer()
 
     def _start_projector(self) -> None:
@@ -392,14 +401,14 @@ class Backend:
             return "the writer is catching up with the log"
         if self._warm.exception() is not None:
             return f"the writer failed to start: {self._warm.exception()}"
-        if not self._projector.is_alive():
+        if self.runs_projector and not self._projector.is_alive():
             return "the projector is not running"
         return None
 
     async def ingest(self, job: IngestJob) -> IngestReply:
         assert self._executor is not None
-        if not self._projector.is_alive():  # it died (and logged why): a new one resumes from its tracking
-            self._start_projector()
+        if self.runs_projector and not self._projector.is_alive():
+            self._start_projector()  # it died (and logged why): a new one resumes from its tracking
         try:
             return await asyncio.wrap_future(self._executor.submit(_writer_ingest, job))
         except BrokenProcessPool:
@@ -627,15 +636,16 @@ Currency = Annotated[str, Query(pattern=r"^[A-Z]{3}$")]
 # -- the app ------------------------------------------------------------------------
 
 
-def create_app(db_url: str) -> FastAPI:
+def create_app(db_url: str, projector: bool = True) -> FastAPI:
     """The ASGI app on the database at `db_url`; its lifespan starts the
-    writer and projector processes and stops them on shutdown."""
+    writer and (unless `projector` is false) projector processes and stops
+    them on shutdown."""
 
     metrics = HttpMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backend = Backend(db_url, metrics)
+        backend = Backend(db_url, metrics, projector)
         anyio.to_thread.current_default_thread_limiter().total_tokens = READ_THREADS[backend.store.dialect.name]
         backend.start()
         app.state.backend = backend
@@ -965,11 +975,26 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return doc
 
 
-def serve(db_url: str, host: str, port: int, log_level: str = "info", access_log: bool = True) -> None:
+def _exit_0(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def serve(db_url: str, host: str, port: int, log_level: str = "info", access_log: bool = True,
+          projector: bool = True) -> None:
     """Run the service until SIGINT/SIGTERM (uvicorn, one front process)."""
+    import signal
+
     import uvicorn
 
-    uvicorn.run(create_app(db_url), host=host, port=port, log_level=log_level, access_log=access_log,
+    # SIGTERM/SIGINT end the process with status 0, like every other
+    # peerledger process (supervisors, `peerledger cluster`, read a non-zero
+    # exit as a crash): before uvicorn takes the signals over, at once
+    # (nothing has started); after its graceful shutdown, uvicorn restores
+    # this handler and raises the signal again, which would otherwise end
+    # the process "killed by SIGTERM" (143).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_0)
+    uvicorn.run(create_app(db_url, projector), host=host, port=port, log_level=log_level, access_log=access_log,
                 limit_concurrency=CONNECTIONS_MAX, timeout_graceful_shutdown=int(PROJECTION_WAIT_MAX_S),
                 server_header=False)
 

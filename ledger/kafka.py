@@ -51,7 +51,12 @@ the consumer for its lifetime (the second core; `ledger.project.ProjectorProcess
 stopping the consumer waits for it to reach the head, so balances and
 digests are current when `peerledger consume` exits.  With
 `projector="inline"` this process projects after each committed batch
-instead (one core; see bench/results/kafka.json for the cost).
+instead (one core; see bench/results/kafka.json for the cost).  With
+`projector="none"` it only appends: a deployment runs the projection as
+workers of their own (`peerledger project --follow`, deploy/).
+
+`not_ready` says whether the consumer is doing its job (in the group,
+polling): `peerledger consume --metrics-port` answers `/readyz` with it.
 """
 
 from __future__ import annotations
@@ -127,6 +132,11 @@ DEAD_LETTER_VALUE_MAX_BYTES = 900 * 1024
 # With --stop-when-idle, the group's committed offsets are compared with the
 # topic's end offsets at most this often (a few requests each time).
 IDLE_CHECK_INTERVAL_SECONDS = 1.0
+# A consumer that has not completed a poll for this long is not ready: an
+# idle one polls every POLL_TIMEOUT_MS, a busy one between batches of about
+# 0.2 s, so only a stuck database (or a stuck broker) gets this far.
+READY_POLL_MAX_AGE_SECONDS = 60.0
+PROJECTORS = ("process", "inline", "none")
 
 # Headers of a dead letter (values UTF-8).
 HEADER_REASON_CODE = "peerledger.reason.code"
@@ -190,7 +200,7 @@ class ConsumerSettings:
     # Stop once the group has committed the whole topic and nothing has
     # arrived for this long (tests, one-off back-fills); None: run until a signal.
     stop_when_idle_seconds: float | None = None
-    projector: str = "process"  # "process" (a second process) or "inline"
+    projector: str = "process"  # "process" (a second process), "inline" or "none" (workers of their own)
     # The Kafka version whose protocol to speak, e.g. "2.3", instead of
     # negotiating each API's version with the brokers (kafka-python's
     # `api_version`): for brokers, or mocks, that mis-handle a newer version.
@@ -202,8 +212,8 @@ class ConsumerSettings:
             raise ValueError(f"batch_max_events must be 1 to {BATCH_MAX_EVENTS}")
         if not MAX_LINE_BYTES < self.batch_max_bytes <= BATCH_MAX_BYTES:
             raise ValueError(f"batch_max_bytes must be over {MAX_LINE_BYTES} and at most {BATCH_MAX_BYTES}")
-        if self.projector not in ("process", "inline"):
-            raise ValueError("projector must be 'process' or 'inline'")
+        if self.projector not in PROJECTORS:
+            raise ValueError(f"projector must be one of {', '.join(PROJECTORS)}")
         if self.dead_letter_topic is None:
             self.dead_letter_topic = self.topic + DEAD_LETTER_SUFFIX
         for name in (self.topic, self.dead_letter_topic):
@@ -283,10 +293,23 @@ class LedgerConsumer:
         self._producer: KafkaProducer | None = None
         self._last_message_at = time.monotonic()
         self._last_idle_check_at = 0.0
+        self._joined = False  # given an assignment (possibly empty) by the group at least once
+        self._last_poll_at = time.monotonic()
 
     def stop(self) -> None:
         """Ask the loop to stop after the batch in hand (safe from a signal handler)."""
         self._stop_requested = True
+
+    def not_ready(self) -> str | None:
+        """Why this consumer is not doing its job now, or None: it must have
+        joined the group and completed a poll within
+        READY_POLL_MAX_AGE_SECONDS (safe from another thread)."""
+        if not self._joined:
+            return "not in the consumer group yet"
+        silent_seconds = time.monotonic() - self._last_poll_at
+        if silent_seconds > READY_POLL_MAX_AGE_SECONDS:
+            return f"no poll completed for {silent_seconds:.0f} s"
+        return None
 
     # -- the loop ------------------------------------------------------------
 
@@ -300,7 +323,7 @@ class LedgerConsumer:
             projector: Projector | None = None
             if s.projector == "process":
                 stack.enter_context(ProjectorProcess(self.store.url))
-            else:
+            elif s.projector == "inline":
                 projector = Projector(self.store)
                 projector.catch_up()
             self._producer = KafkaProducer(
@@ -358,6 +381,7 @@ class LedgerConsumer:
             time.sleep(POLL_RETRY_BACKOFF_SECONDS)
             return
         self._poll_failures = 0
+        self._last_poll_at = time.monotonic()
         if self._failure is not None:  # raised in a rebalance callback, which kafka-python swallows
             raise self._failure
         for tp, records in polled.items():
@@ -537,6 +561,7 @@ class LedgerConsumer:
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.summary.assignments += 1
+        self._joined = True
         self._last_message_at = time.monotonic()
         log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 

@@ -13,18 +13,28 @@ read models already past its fold's seq discards its own (older) rows.
 `peerledger ingest` runs a projector in a second process beside the
 appending one (the machine's second core), and waits for it to reach the
 log's head before it returns, so queries after an ingest see every event.
+
+`peerledger project --follow` is the projection worker of a deployment:
+given `PlatformClaims` (`ledger.claims`), several of them split the
+platforms between them.  Every projector reports its position and lag per
+platform in `ledger.metrics`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import time
 from typing import Any
 
 import orjson
 
+from ledger import metrics
+from ledger.claims import PlatformClaims
 from ledger.replay import fold_log
+from ledger.runtime import tune_gc
 from ledger.store import Store
 from ledger.views import ViewWriter, create_views, stored_vector_keys, tracking_name
 from projections.fold import PlatformFold
@@ -53,10 +63,12 @@ class PlatformProjection:
 
 
 class Projector:
-    """Keeps every platform's read models at its log's head."""
+    """Keeps every platform's read models at its log's head (with claims:
+    every platform this worker owns)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, claims: PlatformClaims | None = None) -> None:
         self.store = store
+        self.claims = claims
         create_views(store)
         self.platforms: dict[str, PlatformProjection] = {}
 
@@ -67,13 +79,30 @@ class Projector:
         projection = self.platforms.get(platform)
         if projection is None:
             projection = self.platforms[platform] = PlatformProjection(self.store, platform)
-        if self.store.head(platform) > projection.fold.seq:
-            return projection.advance(self.store)
-        return 0
+        head = self.store.head(platform)
+        applied = 0
+        if head > projection.fold.seq:
+            metrics.PROJECTION_LAG.labels(platform).set(head - projection.fold.seq)
+            started = time.perf_counter()
+            applied = projection.advance(self.store)
+            metrics.PROJECTION_BATCH_SECONDS.observe(time.perf_counter() - started)
+            metrics.PROJECTION_EVENTS.labels(platform).inc(applied)
+        metrics.PROJECTION_APPLIED_SEQ.labels(platform).set(projection.fold.seq)
+        metrics.PROJECTION_LAG.labels(platform).set(max(0, head - projection.fold.seq))
+        return applied
 
     def catch_up(self) -> int:
-        """One pass over every platform; returns how many events were applied."""
-        return sum(self.advance(platform) for platform in self.store.platforms())
+        """One pass over every platform (with claims: every owned one);
+        returns how many events were applied."""
+        if self.claims is None:
+            return sum(self.advance(platform) for platform in self.store.platforms())
+        owned, released = self.claims.update(self.store.platforms)
+        for platform in released:  # another worker owns it now: drop its fold and its series
+            self.platforms.pop(platform, None)
+            for gauge in (metrics.PROJECTION_APPLIED_SEQ, metrics.PROJECTION_LAG):
+                with contextlib.suppress(KeyError):  # never advanced here
+                    gauge.remove(platform)
+        return sum(self.advance(platform) for platform in owned)
 
     def follow(self, stop: Any) -> None:
         """Catch up until `stop` is set, then once more, so nothing is left behind."""
@@ -143,5 +172,6 @@ def _follow_while_parent_lives(db_url: str, stop: Any, parent_pid: int) -> None:
     for signum in _STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    tune_gc()
     with Store(db_url) as store:
         Projector(store).follow(_StopOrOrphaned(stop, parent_pid))

@@ -78,10 +78,12 @@ def tokens_ddl(blob: str) -> list[str]:
     ]
 
 
+# Bump when the statements change: existing databases then run them once more.
+TOKENS_SCHEMA_VERSION = 1
+
+
 def create_tokens_table(store: Store) -> None:
-    with store.schema_lock(), store.transaction(commit=True) as c:
-        for statement in tokens_ddl(store.dialect.blob):
-            c.execute(statement)
+    store.ensure_schema("tokens", TOKENS_SCHEMA_VERSION, tokens_ddl(store.dialect.blob))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ queries and `verify` replay the log instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Iterable
 
 import orjson
@@ -60,10 +61,12 @@ def views_ddl(d: Dialect) -> list[str]:
     ]
 
 
+# Bump when the statements change: existing databases then run them once more.
+VIEWS_SCHEMA_VERSION = 1
+
+
 def create_views(store: Store) -> None:
-    with store.schema_lock(), store.transaction(commit=True) as c:
-        for statement in views_ddl(store.dialect):
-            c.execute(statement)
+    store.ensure_schema("views", VIEWS_SCHEMA_VERSION, views_ddl(store.dialect))
 
 
 def _money(d: Dialect, value: int) -> Any:
@@ -132,10 +135,11 @@ class ViewWriter:
 
     def note(self, applied: Applied) -> None:
         t = self.touched
-        currency, month = applied.currency, applied.month
-        for account in applied.bookings:
-            t.balances.add((account, currency))
-            t.statements.add((account, month, currency))
+        if applied.bookings:
+            # zip/repeat build the keys in C: this runs for every booking.
+            currency, month = repeat(applied.currency), repeat(applied.month)
+            t.balances.update(zip(applied.bookings, currency))
+            t.statements.update(zip(applied.bookings, month, currency))
         value = applied.value
         if value is not None:
             t.values.add(value.value)

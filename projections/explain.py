@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from attribution import WorkGraph, allocate, fraction_str, parse_decimal
+from attribution import WorkGraph, allocate, fraction_str, parse_decimal, ratio_str
 from attribution.shares import ShareVector
 
 # Paths and per-work summaries kept per explained work: "bounded: the largest
@@ -20,10 +20,11 @@ def work_explanation(graph: WorkGraph, work: str) -> dict[str, Any]:
     Computed when a work is first sold at a given graph state and stored
     with its share vector, so later retractions never rewrite history.
     """
-    ex = graph.explain(work, max_paths=EXPLAIN_MAX_PATHS, max_works=EXPLAIN_MAX_WORKS)
+    ex = graph.explain_exact(work, max_paths=EXPLAIN_MAX_PATHS, max_works=EXPLAIN_MAX_WORKS)
+    g = ex.denominator
     return {
-        "paths": [[list(path), recipient, fraction_str(share)] for path, recipient, share in ex.paths],
-        "works": {w: fraction_str(s) for w, s in ex.works.items()},
+        "paths": [[list(path), recipient, ratio_str(share, g)] for path, recipient, share in ex.paths],
+        "works": {w: ratio_str(s, g) for w, s in ex.works.items()},
         "truncated_paths": ex.truncated_paths,
         "total_works": ex.total_works,
     }

@@ -1,4 +1,4 @@
-"""Shared fixtures: real databases (an SQLite file, the local PostgreSQL)."""
+"""Shared fixtures: real databases (an SQLite file, the local PostgreSQL) and a mock Kafka cluster."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from kafka_mock import MockKafka
 
 # The contract lives in shared/spec beside the repository (as CI lays it out);
 # PEERLEDGER_SPEC_DIR points elsewhere.
@@ -62,3 +63,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     else:
         with fresh_pg_database() as url:
             yield url
+
+
+@pytest.fixture(scope="session")
+def mock_kafka() -> Iterator[MockKafka]:
+    """One in-process mock cluster (3 brokers) for the session; tests take fresh topics of it."""
+    cluster = MockKafka()
+    try:
+        yield cluster
+    finally:
+        cluster.close()

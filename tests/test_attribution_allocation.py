@@ -192,3 +192,11 @@ def test_with_fee_is_exact_and_keeps_reduced_vectors_reduced(v, fee_bps):
     expected["@platform"] = expected.get("@platform", 0) + f
     assert got.as_fractions() == {r: x for r, x in sorted(expected.items()) if x}
     assert got.reduced() == got
+
+
+def test_in_lowest_terms_divides_out_the_common_factor_once():
+    # 10/30 and 20/30 are 1/3 and 2/3; one recipient holds everything: 1/1.
+    assert ShareVector.in_lowest_terms(30, {"a": 10, "b": 20}) == ShareVector(3, {"a": 1, "b": 2})
+    assert ShareVector.in_lowest_terms(7, {"a": 7}) == ShareVector(1, {"a": 1})
+    already = ShareVector(5, {"a": 2, "b": 3})
+    assert already.reduced() is already

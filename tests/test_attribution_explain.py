@@ -43,6 +43,16 @@ def test_worked_example_paths_by_hand():
     assert not ex.truncated_paths and ex.total_works == 3
 
 
+def test_explain_exact_is_explain_over_one_denominator():
+    # The projector stores this form: integers over G, printed reduced.
+    g = worked_graph()
+    exact, ex = g.explain_exact("o1"), g.explain("o1")
+    d = exact.denominator
+    assert [(works, r, Fraction(n, d)) for works, r, n in exact.paths] == [tuple(p) for p in ex.paths]
+    assert {w: Fraction(n, d) for w, n in exact.works.items()} == ex.works
+    assert (exact.truncated_paths, exact.total_works) == (ex.truncated_paths, ex.total_works)
+
+
 def test_worked_example_with_c2_retracted_ends_the_path_at_c2():
     g = worked_graph()
     g.retract("c2")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attribution import decimal_str, fraction_str, parse_decimal
+from attribution import decimal_str, fraction_str, parse_decimal, ratio_str
 from attribution.numbers import MAX_DECIMAL_DIGITS
 
 SETTINGS = settings(max_examples=200, deadline=None)
@@ -100,3 +100,13 @@ def test_type_errors():
         parse_decimal(5)
     with pytest.raises(TypeError):
         fraction_str(0.5)
+
+
+@SETTINGS
+@given(st.integers(0, 10**60), st.integers(1, 10**60))
+def test_ratio_str_is_the_reduced_fraction_text(numerator, denominator):
+    assert ratio_str(numerator, denominator) == fraction_str(Fraction(numerator, denominator))
+
+
+def test_ratio_str_worked_example():
+    assert ratio_str(6, 15) == "2/5" and ratio_str(0, 7) == "0/1" and ratio_str(4, 4) == "1/1"

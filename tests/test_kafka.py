@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from test_kafka_mock import MockKafka, mock_kafka  # noqa: F401  (the fixture)
+from kafka_mock import MockKafka, produce_with_librdkafka
 
 from ledger import metrics
 from ledger.generate import generate_many, write_jsonl
@@ -170,26 +170,6 @@ def event(platform: str, event_id: str, type_: str, data: dict[str, Any]) -> byt
 
 
 # -- the 100 000-event stream, produced once, consumed once ---------------------
-
-
-def produce_with_librdkafka(bootstrap: str, topic: str, path: Path) -> int:
-    """Publish a JSON Lines file as a platform would with librdkafka: several
-    times faster than kafka-python's producer, and with another default
-    partitioner (CRC32, not murmur2): all the ledger needs is one partition
-    per key."""
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                         "compression.type": "gzip", "linger.ms": 20, "queue.buffering.max.messages": 200_000})
-    sent = 0
-    with open(path, "rb") as f:
-        for line in f:
-            line = line.rstrip(b"\n")
-            producer.produce(topic, key=orjson.loads(line)["platform"].encode(), value=line)
-            producer.poll(0)
-            sent += 1
-    assert producer.flush(60) == 0
-    return sent
 
 
 @pytest.fixture(scope="module")
