@@ -33,7 +33,8 @@ dropped WITH (FORCE) at the end):
 
 Each in-process measurement runs in a fresh interpreter (this script with
 `--worker`), so no measurement inherits another's heap, caches or
-connections.  The table is printed as markdown and written, with the
+connections; the peerledger ones (append-only, replay) with the GC
+thresholds every peerledger process sets (`ledger.runtime.tune_gc`).  The table is printed as markdown and written, with the
 machine, the date and the git revision, to bench/results/ingest.md and
 bench/results/ingest.json (a `--quick` run writes ingest-quick.* instead, so
 it never overwrites the full run's results).  `--profile` adds a cProfile of
@@ -495,6 +496,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.worker:
+        if args.worker in ("append", "replay"):
+            # The ledger's own processes run with these GC thresholds
+            # (ledger/runtime.py); in-process measurements must too.
+            from ledger.runtime import tune_gc
+
+            tune_gc()
         result = WORKERS[args.worker](json.loads(args.spec))
         sys.stdout.write(json.dumps(result) + "\n")
         return 0

@@ -333,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
+        # The ledger's own processes run with these GC thresholds
+        # (ledger/runtime.py); the in-process measurements must too.
+        from ledger.runtime import tune_gc
+
+        tune_gc()
         print(json.dumps(WORKERS[args.worker](json.loads(args.spec))))
         return 0
 

@@ -6,13 +6,14 @@ A fold holds a large, long-lived heap of small containers (works, share
 vectors, values, figures: millions of objects on a big platform), and the
 hot paths allocate many short-lived tuples and dicts per event.  With
 CPython's default thresholds (700, 10, 10) the cyclic collector runs every
-700 allocations and keeps re-scanning that long-lived heap: measured on the
-200 000-event bench stream, 25-30 % of the fold's time and 90 % of the time
-of one `balance_rows` over 16 700 balances (bench/README.md, "GC").  Nothing
-the ledger keeps is cyclic garbage, so collecting less often costs no
-correctness and little memory: a young generation of 100 000 objects (a few
-MB) is still collected, just 140 times less often, and full collections
-keep CPython's own rule (only once a quarter of the old heap is new).
+700 allocations and keeps re-scanning that long-lived heap: on the
+200 000-event bench stream, about a quarter of the fold's time and most of
+the time of one digest of 16 700 balances (`bench/gc_bench.py`, results in
+bench/results/gc.md).  Nothing the ledger keeps is cyclic garbage, so
+collecting less often costs no correctness and little memory: a young
+generation of 100 000 objects (a few MB) is still collected, just 140 times
+less often, and full collections keep CPython's own rule (only once a
+quarter of the old heap is new).
 """
 
 from __future__ import annotations

@@ -147,3 +147,20 @@ def test_verify_notices_a_changed_read_model(worked_db: str):
     _tamper(worked_db, "UPDATE peerledger_balances SET earned = '764', balance = '64' WHERE account = 'carol'")
     r = run("verify", "--platform", "demo", db=worked_db)
     assert r.returncode == 1 and "balances" in r.stdout
+
+
+def test_every_cli_process_collects_garbage_at_the_ledger_thresholds(capsys):
+    # ledger/runtime.py: a fold's heap made CPython's default GC thresholds
+    # cost a quarter of the fold's time.  main() applies the ledger's first.
+    import gc
+
+    from ledger.cli import main
+    from ledger.runtime import GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    try:
+        with pytest.raises(SystemExit):
+            main(["digest"])  # argparse refuses the missing --platform after main() started
+        assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.set_threshold(*before)
