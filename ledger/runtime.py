@@ -7,13 +7,12 @@ vectors, values, figures: millions of objects on a big platform), and the
 hot paths allocate many short-lived tuples and dicts per event.  With
 CPython's default thresholds (700, 10, 10) the cyclic collector runs every
 700 allocations and keeps re-scanning that long-lived heap: on the
-200 000-event bench stream, about a quarter of the fold's time and most of
-the time of one digest of 16 700 balances (`bench/gc_bench.py`, results in
-bench/results/gc.md).  Nothing the ledger keeps is cyclic garbage, so
-collecting less often costs no correctness and little memory: a young
-generation of 100 000 objects (a few MB) is still collected, just 140 times
-less often, and full collections keep CPython's own rule (only once a
-quarter of the old heap is new).
+200 000-event bench stream, about a fifth of the fold's CPU time
+(`bench/gc_bench.py`, results in bench/results/gc.md).  Nothing the ledger
+keeps is cyclic garbage, so collecting less often costs no correctness and
+little memory: a young generation of 100 000 objects (a few MB) is still
+collected, just 140 times less often, and full collections keep CPython's
+own rule (only once a quarter of the old heap is new).
 """
 
 from __future__ import annotations

@@ -259,6 +259,7 @@ class Store:
         self.dialect = parsed.dialect
         self._pg_lock_conn: Any = None
         self._pg = parsed.pg
+        self._tuple_rows: Any = None  # psycopg's tuple_row on PostgreSQL
         self._sqlite_path = ""
         if parsed.dialect is SQLITE:
             self.datastore: Any = SQLiteDatastore(
@@ -271,6 +272,9 @@ class Store:
             self.tracking: Any = SQLiteTrackingRecorder(self.datastore)
         else:
             from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+            from psycopg.rows import tuple_row
+
+            self._tuple_rows = tuple_row
 
             assert parsed.pg is not None
             self.datastore = PostgresDatastore(
@@ -400,17 +404,18 @@ class Store:
             f"SELECT originator_version, topic, state FROM {EVENTS_TABLE} WHERE {where} "
             "ORDER BY originator_version LIMIT ?"
         )
-        dict_rows = self.dialect is POSTGRES
         while upto_seq is None or position < upto_seq:
             params = (platform, position, upto_seq, REPLAY_CHUNK_EVENTS) if upto_seq is not None else (
                 platform, position, REPLAY_CHUNK_EVENTS)
             with self.transaction(commit=False) as c:
+                if self._tuple_rows is not None:
+                    c.row_factory = self._tuple_rows  # not the library's dict per row
                 c.execute(statement, params)
                 rows = c.fetchall()
             if not rows:
                 return
             for row in rows:
-                entry = LogEntry(*row.values()) if dict_rows else LogEntry(*row)
+                entry = LogEntry(*row)
                 if type(entry.state) is not bytes:  # a row someone rewrote as TEXT: verify must see it
                     entry = entry._replace(state=str(entry.state).encode("utf-8", "surrogateescape"))
                 if entry.originator_version != position + 1:

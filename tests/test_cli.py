@@ -151,7 +151,7 @@ def test_verify_notices_a_changed_read_model(worked_db: str):
 
 def test_every_cli_process_collects_garbage_at_the_ledger_thresholds(capsys):
     # ledger/runtime.py: a fold's heap made CPython's default GC thresholds
-    # cost a quarter of the fold's time.  main() applies the ledger's first.
+    # cost a fifth of the fold's CPU time.  main() applies the ledger's first.
     import gc
 
     from ledger.cli import main
