@@ -282,12 +282,14 @@ class Store:
             )
             self.recorder = _postgres_recorder_class()(self.datastore, events_table_name=EVENTS_TABLE)
             self.tracking = PostgresTrackingRecorder(self.datastore)
-        if not self._schema_part_ready("log", LOG_SCHEMA_VERSION):
-            with self.schema_lock():
-                if not self._schema_part_ready("log", LOG_SCHEMA_VERSION):
-                    self.recorder.create_table()
-                    self.tracking.create_table()
-                    self._record_schema_part("log", LOG_SCHEMA_VERSION)
+        # Under the lock from the first query on: the first connection to a
+        # new SQLite file switches it to WAL, which two processes must not
+        # race to do.
+        with self.schema_lock():
+            if not self._schema_part_ready("log", LOG_SCHEMA_VERSION):
+                self.recorder.create_table()
+                self.tracking.create_table()
+                self._record_schema_part("log", LOG_SCHEMA_VERSION)
         if self.dialect is POSTGRES:
             self.datastore.register_type_adapters()  # what create_table would have done
 

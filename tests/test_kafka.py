@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from http_helpers import free_port
 from kafka_mock import MockKafka, produce_with_librdkafka
 
 from ledger import metrics
@@ -284,30 +285,58 @@ def test_kill_9_at_random_points_then_restart_loses_nothing_and_doubles_nothing(
     assert topic_offsets(bootstrap, topic, "crash") == topic_offsets(bootstrap, topic)
 
 
+@pytest.fixture(scope="module")
+def pair_stream(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Long enough that a second member joins, and the group rebalances
+    (the mock needs up to a session timeout for it), well before the end."""
+    tmp = tmp_path_factory.mktemp("pair")
+    stream = tmp / "stream.jsonl"
+    write_jsonl(stream, generate_many(19, 60_000, PLATFORMS, bad_fraction_ppm=3000))
+    return {"path": stream, "reference": ingest_reference(stream, tmp / "reference.db")}
+
+
+def accepted_by(port: int) -> float:
+    """The events a running consumer has appended itself (its own counter)."""
+    try:
+        text = scrape(port)
+    except OSError:
+        return 0.0  # not serving yet
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith('peerledger_events_accepted_total{source="kafka"}'))
+
+
 @pytest.mark.slow
 # librdkafka's mock cluster now and then fails a group's sync with a fatal
 # error while a member dies mid-rebalance (a mock quirk, see docs/kafka.md);
 # one more run separates that from a ledger fault, which would fail every run.
 @pytest.mark.flaky(reruns=1)
 def test_two_consumers_in_one_group_one_killed_midway_give_the_same_digests(
-        crash_stream: dict[str, Any], mock_kafka: MockKafka, tmp_path: Path):
+        pair_stream: dict[str, Any], mock_kafka: MockKafka, tmp_path: Path):
     bootstrap = mock_kafka.bootstrap_servers
     topic = mock_kafka.new_topic("pair")
-    produce(bootstrap, topic, crash_stream["path"])
+    produce(bootstrap, topic, pair_stream["path"])
     db = f"sqlite:///{tmp_path / 'ledger.db'}"
-    total = sum(len(v) for v in logs(crash_stream["reference"]).values())
+    total = sum(len(v) for v in logs(pair_stream["reference"]).values())
     with Store(db) as store:  # two processes creating one new SQLite file at once collide
         create_views(store)
-    survivor = start_consumer(consume_cmd(bootstrap, topic, db, "pair"))
-    victim = start_consumer(consume_cmd(bootstrap, topic, db, "pair"))
-    wait_for_log(db, victim, total // 3)
+    ports = {"survivor": free_port(), "victim": free_port()}
+    survivor = start_consumer(consume_cmd(bootstrap, topic, db, "pair", "--metrics-port", str(ports["survivor"])))
+    victim = start_consumer(consume_cmd(bootstrap, topic, db, "pair", "--metrics-port", str(ports["victim"])))
+    # Kill the victim once both have appended events of their own: they
+    # shared the partitions, and the victim leaves work behind.
+    deadline = time.monotonic() + 120
+    while not (accepted_by(ports["survivor"]) > 0 and accepted_by(ports["victim"]) > 0):
+        assert survivor.poll() is None and victim.poll() is None, "a consumer finished before both had appended"
+        assert time.monotonic() < deadline, "the two consumers never both appended"
+        time.sleep(0.02)
     kill_9(victim)
+    assert appended(db) < total, "the kill came after the end: nothing was left to take over"
     out, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err[-3000:]
     summary = json.loads(out)
     assert 0 < summary["accepted"] < total  # the victim appended the rest
     assert summary["assignments"] >= 2  # it took over the victim's partitions
-    assert_same_ledger_and_every_reject_dead_lettered(db, crash_stream["reference"], bootstrap, topic)
+    assert_same_ledger_and_every_reject_dead_lettered(db, pair_stream["reference"], bootstrap, topic)
     assert topic_offsets(bootstrap, topic, "pair") == topic_offsets(bootstrap, topic)
 
 
