@@ -5,7 +5,8 @@ A batch of raw lines (or already-parsed JSON values) goes through:
 1. shape: `ledger.schema` parses and validates each one (`invalid`);
 2. the platform's writer, under the platform's lock and caught up with the
    log head, decides in input order: `duplicate` or `conflict` by the id
-   index, then `ledger.rules.check` on the fold's current state, and applies
+   records (looked up once per batch, plus the ids accepted earlier in the
+   batch), then `ledger.rules.check` on the fold's current state, and applies
    each accepted event to the fold at once, so later events in the same
    batch see it;
 3. one transaction appends the accepted events, their id records and every
@@ -92,14 +93,13 @@ def ledger_time() -> str:
 
 
 class PlatformWriter:
-    """The write side of one platform: its fold at the log head, its ids and
-    the right edge of its Merkle tree."""
+    """The write side of one platform: its fold at the log head and the right
+    edge of its Merkle tree.  Event ids are looked up in the store, one query
+    per batch (`Store.known_ids`), not held in memory: a platform accepts
+    millions of them."""
 
     def __init__(self, platform: str, store: Store) -> None:
         self.fold = PlatformFold(platform)
-        # event id -> leaf hash of the accepted canonical bytes: equal hashes
-        # are equal JSON values (canonical bytes are a function of the value).
-        self.ids: dict[str, bytes] = {}
         # Rebuilt from the leaves while catching up (the log is read for the
         # fold anyway); appends report the tree nodes each batch completes.
         self.tree = Frontier()
@@ -111,10 +111,8 @@ class PlatformWriter:
         if store.head(self.fold.platform) == start_seq:
             return 0
         for stored in store.read_log(self.fold.platform, after_seq=start_seq):
-            event = orjson.loads(stored.state)
-            self.fold.apply(event, stored.originator_version)
-            leaf = self.ids[event["id"]] = leaf_hash(stored.state)
-            self.tree.append(leaf)  # its nodes were stored by whoever appended it
+            self.fold.apply(orjson.loads(stored.state), stored.originator_version)
+            self.tree.append(leaf_hash(stored.state))  # its nodes were stored by whoever appended it
         return self.fold.seq - start_seq
 
 
@@ -168,6 +166,12 @@ class Ingestor:
         writers = {p: self.writer(p) for p in platforms}
         for w in writers.values():
             w.catch_up(self.store)
+        # event id -> leaf hash of the accepted canonical bytes, per platform:
+        # equal hashes are equal JSON values (canonical bytes are a function
+        # of the value).  Ids accepted earlier in this batch are added below.
+        known_ids = {p: self.store.known_ids(p, sorted({item.event["id"] for item in parsed
+                                                         if isinstance(item, ParsedEvent) and item.platform == p}))
+                     for p in platforms}
         events: list[StoredEvent] = []
         id_records: list[IdRecord] = []
         outcomes: list[Outcome] = []
@@ -183,7 +187,7 @@ class Ingestor:
             event = item.event
             event_id = event["id"]
             leaf = leaf_hash(item.canonical)
-            known = w.ids.get(event_id)
+            known = known_ids[item.platform].get(event_id)
             refusal: rules.Refusal | None
             if known == leaf:
                 outcomes.append(Outcome(DUPLICATE, event_id, item.platform))
@@ -199,7 +203,7 @@ class Ingestor:
                 continue
             seq = w.fold.seq + 1
             applied = w.fold.apply(event, seq)
-            w.ids[event_id] = leaf
+            known_ids[item.platform][event_id] = leaf
             merkle_nodes.extend((item.platform, level, idx, h) for level, idx, h in w.tree.append(leaf))
             events.append(StoredEvent(item.platform, seq, event["type"], item.canonical))
             id_records.append(IdRecord(item.platform, event_id, seq, leaf, applied.effect_hash(), now))

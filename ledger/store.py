@@ -51,6 +51,9 @@ EVENTS_TABLE = "peerledger_events"
 REJECT_RAW_MAX_BYTES = 64 * 1024
 # Rows fetched per round trip when replaying a log.
 REPLAY_CHUNK_EVENTS = 20_000
+# Ids looked up at once by `Store.known_ids`: one ingest batch (SQLite allows
+# 32 766 bound parameters per statement).
+KNOWN_IDS_MAX = 1000
 # Which parts of the schema a database has, and at which version (see
 # Store.ensure_schema).  Bump a part's version when its DDL changes.
 SCHEMA_TABLE = "peerledger_schema"
@@ -424,6 +427,27 @@ class Store:
                     raise LogGap(platform, position + 1)
                 position = entry.originator_version
                 yield entry
+
+    def known_ids(self, platform: str, event_ids: Sequence[str]) -> dict[str, bytes]:
+        """event id -> leaf hash of those of `event_ids` the platform accepted.
+
+        One indexed lookup per batch (the id records' primary key is
+        (platform, event_id)), so a writer needs no in-memory index of every
+        id its platform ever accepted.
+        """
+        assert len(event_ids) <= KNOWN_IDS_MAX, "look ids up one batch at a time"
+        if not event_ids:
+            return {}
+        if self.dialect is POSTGRES:
+            sql, params = ("SELECT event_id, leaf_hash FROM peerledger_event_ids "
+                           "WHERE platform = %s AND event_id = ANY(%s)"), (platform, list(event_ids))
+            with self.transaction(commit=False) as c:
+                c.execute(sql, params)
+                return {r["event_id"]: bytes(r["leaf_hash"]) for r in c.fetchall()}
+        marks = ", ".join("?" * len(event_ids))
+        rows = self.query(f"SELECT event_id, leaf_hash FROM peerledger_event_ids "
+                          f"WHERE platform = ? AND event_id IN ({marks})", (platform, *event_ids))
+        return {event_id: bytes(leaf) for event_id, leaf in rows}
 
     def id_records(self, platform: str, after_seq: int = 0) -> Iterator[tuple[str, int, bytes, bytes, str]]:
         """(event_id, seq, leaf_hash, effect_hash, accepted_at) in seq order."""

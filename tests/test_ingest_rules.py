@@ -92,6 +92,17 @@ def test_duplicate_means_equal_as_json_values_not_equal_bytes(ledger: Ledger):
     assert [o.outcome for o in outcomes] == ["accepted", "duplicate", "duplicate"]
 
 
+def test_a_new_writer_knows_every_accepted_id_from_the_store(alice_sells: Ledger):
+    # Writers hold no id index: a fresh one (a restarted process) looks the
+    # batch's ids up in peerledger_event_ids.
+    fresh = Ingestor(alice_sells.store)
+    outcomes = fresh.ingest([Offered(orjson.dumps(e), "t") for e in (reg("bob", id="b"), reg("bob", id="b"))])
+    assert [o.outcome for o in outcomes] == ["accepted", "duplicate"]
+    resent = Ingestor(alice_sells.store).ingest([Offered(orjson.dumps(reg("bob", id="b")), "t"),
+                                                  Offered(orjson.dumps(reg("carol", id="b")), "t")])
+    assert [o.code or o.outcome for o in resent] == ["duplicate", "conflict"]
+
+
 def test_same_id_with_different_content_is_a_conflict(ledger: Ledger):
     assert ledger.codes(reg("bob", id="e1"), reg("carol", id="e1")) == ["accepted", "conflict"]
 
