@@ -79,13 +79,13 @@ def main() -> int:
         print(json.dumps(worker(stream, tuple(int(x) for x in thresholds.split(",")))))  # type: ignore[arg-type]
         return 0
 
-    from ingest_bench import machine_info  # bench/ is this script's directory
+    from ingest_bench import loadavg, machine_info  # bench/ is this script's directory
 
     from ledger.generate import generate, write_jsonl
     from ledger.runtime import GC_THRESHOLDS
 
     settings = {"CPython default": CPYTHON_DEFAULT, "ledger.runtime.tune_gc": GC_THRESHOLDS}
-    started, load_start = time.time(), Path("/proc/loadavg").read_text().split()[:3]
+    started, load_start = time.time(), loadavg()
     best: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="peerledger-gc-bench-") as tmp:
         stream = str(Path(tmp) / "stream.jsonl")
@@ -121,8 +121,7 @@ def main() -> int:
         f"fold's CPU time; one digest of every balance took {default['digest_s'] * 1000:.0f} ms with CPython's "
         f"thresholds and {tuned['digest_s'] * 1000:.0f} ms with the ledger's (best of {args.rounds} rounds; "
         "settings alternate round by round).",
-        f"- load average (1, 5, 15 min) at start {' '.join(load_start)}, "
-        f"at end {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
+        f"- load average (1, 5, 15 min) at start {load_start}, at end {loadavg()}",
     ]
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)

@@ -394,7 +394,8 @@ def _filesystem(path: str) -> str:
         return "?"
 
 
-def _loadavg() -> str:
+def loadavg() -> str:
+    """The load average (1, 5, 15 min) as "a b c": how shared the machine was."""
     with contextlib.suppress(OSError):
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return "?"
@@ -513,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "ingest-quick" if args.quick else "ingest"
     started = datetime.datetime.now(datetime.timezone.utc)
     machine = machine_info()
-    load_start = _loadavg()
+    load_start = loadavg()
     print(f"# peerledger ingest benchmark: {_fmt_int(n)} events, seed {args.seed}", flush=True)
     print(f"machine: {machine['nproc']} cores, {machine['cpu']}, Python {machine['python']}, "
           f"git {machine['git_rev']}, load {load_start}", flush=True)
@@ -581,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    load_end = _loadavg()
+    load_end = loadavg()
     try:
         from ledger import cli as ledger_cli
 

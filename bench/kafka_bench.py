@@ -46,16 +46,15 @@ the machine is shared, so look at the load before trusting a number.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
-import platform as platform_mod
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +62,8 @@ ROOT = Path(__file__).resolve().parents[1]
 for path in (ROOT, ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+from ingest_bench import PgServer, loadavg, machine_info  # noqa: E402 — bench/ is this script's directory
 
 PLATFORMS = ["east", "north", "south"]
 DEFAULT_EVENTS = 100_000
@@ -222,63 +223,6 @@ def check_topic_whole(bootstrap: str, topic: str, events: int) -> None:
                          "use fewer --events")
 
 
-class PgDatabases:
-    """Fresh PostgreSQL databases, dropped on close."""
-
-    def __init__(self, base_url: str) -> None:
-        import psycopg
-
-        from ledger.store import DbUrl
-
-        parsed = DbUrl.parse(base_url)
-        assert parsed.pg is not None, base_url
-        self.params = parsed.pg
-        try:
-            self.admin = psycopg.connect(autocommit=True, connect_timeout=10, **self.params)
-        except psycopg.OperationalError as e:
-            raise SystemExit(f"PostgreSQL at {base_url} is not reachable ({e}); run scripts/ensure-postgres "
-                             "or pass --no-postgres") from e
-        self.version = self.admin.execute("SHOW server_version").fetchone()[0]
-        self.created: list[str] = []
-
-    def create(self) -> str:
-        name = f"peerledger_bench_{secrets.token_hex(6)}"
-        self.admin.execute(f'CREATE DATABASE "{name}"')
-        self.created.append(name)
-        p = self.params
-        cred = p["user"] + (":" + p["password"] if p["password"] else "")
-        return f"postgresql://{cred}@{p['host']}:{p['port']}/{name}"
-
-    def close(self) -> None:
-        for name in self.created:
-            self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self.admin.close()
-
-
-def _loadavg() -> str:
-    with contextlib.suppress(OSError):
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return "?"
-
-
-def machine_info() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    cpu = ""
-    with contextlib.suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
-    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                         text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, check=False).stdout.strip()
-    return {
-        "nproc": os.cpu_count(), "cpu": cpu, "python": platform_mod.python_version(),
-        "kafka-python": version("kafka-python"), "confluent-kafka": version("confluent-kafka"),
-        "git_rev": git + ("+dirty" if dirty else ""),
-    }
-
-
 def _fmt(x: float) -> str:
     return f"{x:,.0f}".replace(",", " ")
 
@@ -347,13 +291,14 @@ def main(argv: list[str] | None = None) -> int:
 
     events = QUICK_EVENTS if args.quick else args.events
     name = "kafka-quick" if args.quick else "kafka"
-    load_start = _loadavg()
+    load_start = loadavg()
     started_at = datetime.datetime.now(datetime.UTC)
-    machine = machine_info()
+    machine = {**machine_info(), "kafka-python": version("kafka-python"),
+               "confluent-kafka": version("confluent-kafka")}
     print(f"kafka bench: {events} events, {machine['nproc']} cores, load {load_start}", flush=True)
     results: dict[str, Any] = {}
     cluster = MockKafka()
-    pg = None if args.no_postgres else PgDatabases(args.pg)
+    pg = None if args.no_postgres else PgServer(args.pg)
     try:
         with tempfile.TemporaryDirectory(prefix="peerledger-kafka-bench-") as tmp:
             stream = Path(tmp) / "stream.jsonl"
@@ -377,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                              projector="inline")
             digests = [sqlite["digests"], inline["digests"]]
             if pg is not None:
-                digests.append(measure("consume_pg", "consume", db=pg.create(), projector="process")["digests"])
+                digests.append(measure("consume_pg", "consume", db=pg.url(pg.create()), projector="process")["digests"])
             measure("append_sqlite", "append", db=f"sqlite:///{tmp}/append.db", file=str(stream))
             digests.append(measure("project_sqlite", "project", db=f"sqlite:///{tmp}/append.db")["digests"])
             if any(d != digests[0] for d in digests):
@@ -388,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             pg.close()
         cluster.close()
 
-    load_end = _loadavg()
+    load_end = loadavg()
     text, rows = table(results)
     took = (datetime.datetime.now(datetime.UTC) - started_at).total_seconds()
     consume = results["consume_sqlite"]["summary"]
