@@ -21,6 +21,7 @@ from typing import Iterator
 
 import httpx
 
+from conftest import EXAMPLES
 from ledger.store import Store
 from ledger.tokens import create_token, create_tokens_table
 
@@ -79,6 +80,21 @@ def running_server(db_url: str, log_dir: Path) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@contextlib.contextmanager
+def worked_example_server(tmp: Path) -> Iterator[Server]:
+    """A running server whose platform `demo` holds the spec's worked example
+    (posted as NDJSON by an admin), with that admin's token in `tokens`."""
+    db_url = f"sqlite:///{tmp / 'ledger.db'}"
+    admin = make_token(db_url, "admin", None)
+    with running_server(db_url, tmp) as server:
+        server.tokens["admin"] = admin
+        with server.client(admin) as c:
+            r = c.post("/v1/platforms/demo/events", content=(EXAMPLES / "worked.jsonl").read_bytes(),
+                       headers={"content-type": "application/x-ndjson"})
+            assert r.status_code == 200, r.text
+        yield server
 
 
 def _wait_ready(server: Server) -> None:

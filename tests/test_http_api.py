@@ -19,7 +19,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from conftest import EXAMPLES
-from http_helpers import BASE_ENV, Server, make_token, running_server
+from http_helpers import BASE_ENV, Server, running_server, worked_example_server
 from ledger import api
 from ledger.http import BODY_MAX_BYTES, EVENTS_PER_REQUEST_MAX
 
@@ -42,14 +42,7 @@ def cli_json(db_url: str, *args: str) -> Any:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server whose platform `demo` holds the spec's worked example, posted as NDJSON."""
-    tmp = tmp_path_factory.mktemp("http_api")
-    db_url = f"sqlite:///{tmp / 'ledger.db'}"
-    admin = make_token(db_url, "admin", None)
-    with running_server(db_url, tmp) as srv:
-        srv.tokens["admin"] = admin
-        with srv.client(admin) as c:
-            r = c.post("/v1/platforms/demo/events", content=WORKED, headers=NDJSON)
-            assert r.status_code == 200, r.text
+    with worked_example_server(tmp_path_factory.mktemp("http_api")) as srv:
         yield srv
 
 

@@ -17,8 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
-from conftest import EXAMPLES
-from http_helpers import Server, make_token, running_server
+from http_helpers import Server, worked_example_server
 from ledger.http import create_app
 
 # Enough to cover every operation's parameters in ~30 s; raise it for a deeper run.
@@ -50,15 +49,7 @@ def _ndjson_text(_ctx: Any, response: Any) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("http_schemathesis")
-    db_url = f"sqlite:///{tmp / 'ledger.db'}"
-    admin = make_token(db_url, "admin", None)
-    with running_server(db_url, tmp) as srv:
-        srv.tokens["admin"] = admin
-        with srv.client(admin) as c:
-            r = c.post("/v1/platforms/demo/events", content=(EXAMPLES / "worked.jsonl").read_bytes(),
-                       headers={"content-type": "application/x-ndjson"})
-            assert r.status_code == 200
+    with worked_example_server(tmp_path_factory.mktemp("http_schemathesis")) as srv:
         yield srv
 
 
