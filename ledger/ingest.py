@@ -169,9 +169,11 @@ class Ingestor:
         # event id -> leaf hash of the accepted canonical bytes, per platform:
         # equal hashes are equal JSON values (canonical bytes are a function
         # of the value).  Ids accepted earlier in this batch are added below.
-        known_ids = {p: self.store.known_ids(p, sorted({item.event["id"] for item in parsed
-                                                         if isinstance(item, ParsedEvent) and item.platform == p}))
-                     for p in platforms}
+        offered_ids: dict[str, set[str]] = {p: set() for p in platforms}
+        for item in parsed:
+            if isinstance(item, ParsedEvent):
+                offered_ids[item.platform].add(item.event["id"])
+        known_ids = {p: self.store.known_ids(p, sorted(ids)) for p, ids in offered_ids.items()}
         events: list[StoredEvent] = []
         id_records: list[IdRecord] = []
         outcomes: list[Outcome] = []
