@@ -10,8 +10,17 @@ A batch of raw lines (or already-parsed JSON values) goes through:
    each accepted event to the fold at once, so later events in the same
    batch see it;
 3. one transaction appends the accepted events, their id records and every
-   reject; only after it commits are outcomes returned (that is the
-   acknowledgement).  The read models follow the log (`ledger.project`).
+   reject (and, for a Kafka batch, the partitions' offsets after it); only
+   after it commits are outcomes returned (that is the acknowledgement).
+   The read models follow the log (`ledger.project`).
+
+A Kafka consumer (`ledger.kafka`) adds three things to a batch: rejects it
+decided itself (a mis-keyed message), the `OffsetAdvance` of each partition,
+checked under the partitions' locks before anything is decided (a stale
+batch raises `OffsetsFenced` and changes nothing), and `before_append`,
+called with the outcomes once they are decided and before the transaction
+(it copies the rejected messages to the dead-letter topic: a batch whose
+dead letters are not acknowledged is not appended).
 
 If the transaction fails, nothing of the batch happened: the writers of the
 batch's platforms are dropped (their folds and Merkle tree edges moved
@@ -35,14 +44,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import orjson
 from eventsourcing.persistence import StoredEvent
 
 from ledger import rules
 from ledger.schema import MAX_LINE_BYTES, InvalidEvent, ParsedEvent, parse_event, validate_event_obj
-from ledger.store import AppendConflict, IdRecord, RejectRecord, Store, leaf_hash
+from ledger.store import AppendConflict, IdRecord, OffsetAdvance, RejectRecord, Store, leaf_hash
 from projections.fold import PlatformFold
 from projections.merkle import Frontier
 
@@ -129,9 +138,23 @@ class Ingestor:
             w = self.writers[platform] = PlatformWriter(platform, self.store)
         return w
 
-    def ingest(self, batch: Sequence[Offered]) -> list[Outcome]:
-        """Give every offered event its outcome; durable when this returns."""
+    def ingest(
+        self,
+        batch: Sequence[Offered],
+        *,
+        extra_rejects: Sequence[RejectRecord] = (),
+        offsets: Sequence[OffsetAdvance] = (),
+        before_append: Callable[[list[Outcome]], None] | None = None,
+    ) -> list[Outcome]:
+        """Give every offered event its outcome; durable when this returns.
+
+        `extra_rejects` (decided by the caller), `offsets` and
+        `before_append` are a Kafka batch's; see the module doc.
+        `before_append` runs again if the append conflicts with another
+        writer's and the batch is decided again (its outcomes may differ).
+        """
         assert len(batch) <= BATCH_MAX_EVENTS, "split input with batches()"
+        assert len(extra_rejects) <= BATCH_MAX_EVENTS
         now = ledger_time()
         parsed: list[ParsedEvent | InvalidEvent] = []
         for offered in batch:
@@ -145,8 +168,15 @@ class Ingestor:
         platforms = sorted({p.platform for p in parsed if isinstance(p, ParsedEvent)})
         for _attempt in range(APPEND_RETRIES_MAX):
             try:
-                with self.store.platform_locks(platforms):
-                    return self._decide_and_append(batch, parsed, platforms, now)
+                with self.store.platform_locks(platforms, also=[a.lock_name for a in offsets]):
+                    self.store.check_offsets(offsets)
+                    outcomes, appending = self._decide(batch, parsed, platforms, now)
+                    if before_append is not None:
+                        before_append(outcomes)
+                    self.store.append(appending.events, appending.id_records,
+                                      [*appending.rejects, *extra_rejects], appending.merkle_nodes,
+                                      offsets=offsets, offsets_at=now)
+                    return outcomes
             except AppendConflict:
                 for p in platforms:  # their folds ran ahead of the log: rebuild
                     self.writers.pop(p, None)
@@ -156,13 +186,15 @@ class Ingestor:
                 raise
         raise RuntimeError(f"gave up after {APPEND_RETRIES_MAX} append conflicts")
 
-    def _decide_and_append(
+    def _decide(
         self,
         batch: Sequence[Offered],
         parsed: list[ParsedEvent | InvalidEvent],
         platforms: list[str],
         now: str,
-    ) -> list[Outcome]:
+    ) -> tuple[list[Outcome], "_Appending"]:
+        """Outcomes in input order, and what to append; the writers' folds
+        and trees are moved to the batch's end (dropped if it is not appended)."""
         writers = {p: self.writer(p) for p in platforms}
         for w in writers.values():
             w.catch_up(self.store)
@@ -210,9 +242,16 @@ class Ingestor:
             events.append(StoredEvent(item.platform, seq, event["type"], item.canonical))
             id_records.append(IdRecord(item.platform, event_id, seq, leaf, applied.effect_hash(), now))
             outcomes.append(Outcome(ACCEPTED, event_id, item.platform, seq=seq))
+        return outcomes, _Appending(events, id_records, rejects, merkle_nodes)
 
-        self.store.append(events, id_records, rejects, merkle_nodes)
-        return outcomes
+
+class _Appending(NamedTuple):
+    """A decided batch's rows, in `Store.append`'s argument order."""
+
+    events: list[StoredEvent]
+    id_records: list[IdRecord]
+    rejects: list[RejectRecord]
+    merkle_nodes: list[tuple[str, int, int, bytes]]
 
 
 def _raw(payload: bytes | object) -> bytes:

@@ -14,37 +14,46 @@ is the commit protocol:
 1. poll until a batch is in hand: at most `batch_max_events` messages and
    about `batch_max_bytes`, or what arrived within BATCH_FILL_MS;
 2. `Ingestor.ingest` it (cut into ingest batches bounded in events and
-   bytes): one database transaction appends the accepted events and records
-   every reject (source `kafka:T/P/OFFSET`); when it returns the outcomes
-   are durable;
-3. every rejected or unparseable message is copied to the dead-letter topic
-   (original key and value bytes, reason headers) and the producer is
-   flushed: every copy acknowledged (acks=all), or the consumer stops;
-4. only then the offsets after the batch are committed.
+   bytes).  Under the locks of its platforms and partitions it checks that
+   the ledger's stored position in each partition is not past the batch,
+   decides every message's outcome, copies each rejected or unparseable
+   message to the dead-letter topic (original key and value bytes, reason
+   headers) and waits until every copy is acknowledged (acks=all), then one
+   database transaction appends the accepted events, records every reject
+   (source `kafka:T/P/OFFSET`) and stores the offset after the batch for
+   each of its partitions (`peerledger_kafka_offsets`);
+3. the same offsets are committed to Kafka, for the tools that watch a
+   group's lag; the ledger does not rely on them.
 
-A crash anywhere before 4 redelivers the batch from the last committed
-offset.  Its accepted events are then `duplicate`s (EVENTS.md §4: nothing
-changes), so Kafka's at-least-once delivery plus idempotent ingest gives
-effectively-once effects on the ledger.  The dead-letter topic and the
-rejects store are at-least-once: a redelivered reject is copied and kept
-again, with the same source topic/partition/offset to deduplicate by.  (A
-rejected event consumes nothing, so its redelivery is judged again, against
-the ledger as it is then; see docs/kafka.md for what that means.)
+The ledger's own offsets are the group's position: when the group assigns a
+partition, the consumer seeks to the offset stored with the ledger (Kafka's
+committed offset only where the ledger has none, e.g. a new group).  A crash
+at any instant therefore redelivers nothing that the ledger holds the
+outcome of, and the ledger is exactly what one uninterrupted run would have
+made: effectively-once, not merely for accepted events (a redelivered one
+would be a `duplicate`) but for rejected ones too, which EVENTS.md §4 would
+judge again, against a ledger that has moved on (a payout refused for want
+of balance could be accepted the second time).  A batch whose first message
+is behind the stored offset (a consumer that lost its partition in a
+rebalance it has not heard of yet, or two groups sharing a name) is
+*fenced*: nothing of it is written, and the consumer seeks to the stored
+offsets and carries on.  Dead letters are at-least-once: a crash between
+their acknowledgement and the transaction redelivers the batch, and they
+are sent again with the same source topic/partition/offset to deduplicate
+by.
 
 Every message gets an outcome, and an outcome is never "retry": a
 non-JSON, oversized, empty, mis-keyed or rule-breaking message is
 dead-lettered and committed past like any other, so a poison message never
 blocks its partition.  What does stop the consumer (exit non-zero, nothing
-committed for the batch) is the database or the dead-letter topic being
+appended for the batch) is the database or the dead-letter topic being
 unavailable; the supervisor restarts it and the batch is redelivered.
 
 Rebalances: kafka-python calls the `ConsumerRebalanceListener` from inside
 `poll`.  When partitions are revoked, the batch in hand (polled while
-filling it) is appended and dead-lettered first, then every offset appended
-but not yet committed is committed for the revoked partitions and
-forgotten: their next owner starts from the committed offset and at worst
-sees duplicates.  Nothing is ever committed for a message that was not
-appended.
+filling it) is appended first, then the revoked partitions' offsets are
+committed to Kafka as far as appended; their next owner seeks to the
+ledger's offsets in any case.
 
 The read models follow the log: by default a projector process runs beside
 the consumer for its lifetime (the second core; `ledger.project.ProjectorProcess`), and
@@ -94,7 +103,7 @@ from ledger.ingest import (
 )
 from ledger.project import Projector, ProjectorProcess
 from ledger.schema import ID_PATTERN, MAX_LINE_BYTES, PLATFORM_PATTERN
-from ledger.store import RejectRecord, Store
+from ledger.store import OffsetAdvance, OffsetsFenced, RejectRecord, Store
 from ledger.views import create_views
 
 log = logging.getLogger("peerledger.kafka")
@@ -279,9 +288,9 @@ class LedgerConsumer:
         self.summary = ConsumeSummary()
         self._ingestor = Ingestor(store)
         self._stop_requested = False
-        # Offsets whose messages are appended and dead-lettered but whose
-        # commit has not succeeded yet: partition -> next offset to commit.
-        # At most one entry per assigned partition.
+        # Offsets stored with the ledger but not yet committed to Kafka:
+        # partition -> next offset to commit.  At most one entry per
+        # assigned partition.
         self._pending: dict[TopicPartition, int] = {}
         # Polled, not yet appended: at most batch_max_events messages.
         self._in_hand: dict[TopicPartition, list[Any]] = {}
@@ -319,6 +328,7 @@ class LedgerConsumer:
         are at the log's head."""
         s = self.settings
         create_views(self.store)
+        self.store.ensure_kafka_offsets_schema()
         with ExitStack() as stack:
             projector: Projector | None = None
             if s.projector == "process":
@@ -357,6 +367,8 @@ class LedgerConsumer:
                     self._commit(self._pending)
                     if projector is not None:
                         projector.catch_up()
+                elif self._pending:  # sought to the ledger's offsets: Kafka's catch up
+                    self._commit(self._pending)
                 elif self._idle_and_drained():
                     break
                 self._observe_lag()
@@ -414,29 +426,40 @@ class LedgerConsumer:
         return bool(self._in_hand)
 
     def _process_in_hand(self) -> None:
-        """Append and dead-letter the batch in hand; its offsets become committable."""
+        """Append and dead-letter the batch in hand, with its offsets; they
+        become committable to Kafka.  A fenced batch is dropped and its
+        partitions sought to the ledger's offsets."""
         in_hand = self._in_hand
-        records = [r for tp in sorted(in_hand) for r in in_hand[tp]]  # each partition in offset order
-        dead: list[_DeadLetter] = []
-        for chunk in _chunks(records, self.settings.batch_max_events, self.settings.batch_max_bytes):
-            dead.extend(self._append(chunk))
-        self._send_dead_letters(dead)
-        # Appended and dead-lettered: from here on these offsets may be committed.
-        for tp, batch in in_hand.items():
-            self._pending[tp] = batch[-1].offset + 1
         self._in_hand = {}
         self._in_hand_count = self._in_hand_bytes = 0
+        records = [r for tp in sorted(in_hand) for r in in_hand[tp]]  # each partition in offset order
+        try:
+            for chunk in _chunks(records, self.settings.batch_max_events, self.settings.batch_max_bytes):
+                self._append(chunk)
+        except OffsetsFenced as e:
+            log.warning("batch fenced (%s): seeking to the offsets stored with the ledger", e)
+            metrics.KAFKA_BATCHES_FENCED.labels(self.settings.topic).inc()
+            for tp in in_hand:
+                self._pending.pop(tp, None)  # whoever is ahead commits its own
+            self._seek_to_stored(set(in_hand))
+            return
+        for tp, batch in in_hand.items():
+            self._pending[tp] = batch[-1].offset + 1
         metrics.KAFKA_MESSAGES_CONSUMED.labels(self.settings.topic).inc(len(records))
         self.summary.consumed += len(records)
 
-    def _append(self, records: Sequence[Any]) -> list[_DeadLetter]:
-        """Decide and durably append one batch; returns its dead letters."""
+    def _append(self, records: Sequence[Any]) -> None:
+        """Decide, dead-letter and durably append one chunk with its offsets."""
         offered: list[Offered] = []
         offered_records: list[Any] = []
         mis_keyed: list[RejectRecord] = []
-        dead: list[_DeadLetter] = []
+        mis_keyed_dead: list[_DeadLetter] = []
         now = ledger_time()
+        advances: dict[int, OffsetAdvance] = {}
         for r in records:
+            a = advances.get(r.partition)
+            advances[r.partition] = OffsetAdvance(
+                self.settings.group_id, r.topic, r.partition, a.first_offset if a else r.offset, r.offset + 1)
             value = r.value if r.value is not None else b""  # a tombstone is an empty, invalid event
             source = source_of(r.topic, r.partition, r.offset)
             problem = key_mismatch(r.key, value)
@@ -448,20 +471,21 @@ class LedgerConsumer:
             event_id = obj.get("id") if type(obj.get("id")) is str and _ID_RE.match(obj["id"]) else None
             platform = obj["platform"] if _PLATFORM_RE.match(obj["platform"]) else None
             mis_keyed.append(RejectRecord(platform, event_id, rules.INVALID, message, value, source, now))
-            dead.append(_DeadLetter(r, rules.INVALID, message))
+            mis_keyed_dead.append(_DeadLetter(r, rules.INVALID, message))
+
+        def dead_letter(outcomes: list[Outcome]) -> None:
+            dead = list(mis_keyed_dead)
+            for r, outcome in zip(offered_records, outcomes, strict=True):
+                if outcome.outcome == REJECTED:
+                    dead.append(_DeadLetter(r, outcome.code or rules.INVALID, outcome.message or ""))
+            dead.sort(key=lambda d: (d.record.partition, d.record.offset))
+            self._send_dead_letters(dead)
+
         started = time.perf_counter()
-        if mis_keyed:
-            # The ingestor never sees these; their rejects are recorded here,
-            # durably, before the batch's offsets can be committed.
-            self.store.append([], [], mis_keyed)
-        outcomes = self._ingestor.ingest(offered) if offered else []
+        outcomes = self._ingestor.ingest(offered, extra_rejects=mis_keyed, offsets=list(advances.values()),
+                                         before_append=dead_letter)
         metrics.BATCH_APPEND_LATENCY.labels(SOURCE).observe(time.perf_counter() - started)
-        for r, outcome in zip(offered_records, outcomes, strict=True):
-            if outcome.outcome == REJECTED:
-                dead.append(_DeadLetter(r, outcome.code or rules.INVALID, outcome.message or ""))
         self._count(outcomes, len(mis_keyed))
-        dead.sort(key=lambda d: (d.record.partition, d.record.offset))
-        return dead
 
     def _count(self, outcomes: Iterable[Outcome], mis_keyed: int) -> None:
         s = self.summary
@@ -561,9 +585,25 @@ class LedgerConsumer:
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.summary.assignments += 1
+        try:
+            self._seek_to_stored(assigned)
+        except BaseException as e:  # kafka-python swallows what a callback raises: re-raised by _poll
+            self._failure = e
         self._joined = True
         self._last_message_at = time.monotonic()
         log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+
+    def _seek_to_stored(self, partitions: set[TopicPartition]) -> None:
+        """Position each partition after the last message whose outcome the
+        ledger holds (where it holds one), and have Kafka's committed offset
+        catch up with it."""
+        assert self._consumer is not None
+        stored = self.store.kafka_offsets(self.settings.group_id, self.settings.topic)
+        assigned = self._consumer.assignment()
+        for tp in partitions:
+            if tp.partition in stored and tp in assigned:
+                self._consumer.seek(tp, stored[tp.partition])
+                self._pending[tp] = stored[tp.partition]
 
     def _observe_lag(self) -> None:
         consumer = self._consumer

@@ -70,6 +70,12 @@ KAFKA_DEAD_LETTERS = Counter(
     "Messages copied to the dead-letter topic and acknowledged by it, by reason code.",
     ["topic", "code"],
 )
+KAFKA_BATCHES_FENCED = Counter(
+    "peerledger_kafka_batches_fenced_total",
+    "Batches dropped unwritten because the ledger's stored offset for a partition was past them "
+    "(another consumer had handled them).",
+    ["topic"],
+)
 KAFKA_CONSUMER_LAG = Gauge(
     "peerledger_kafka_consumer_lag_messages",
     "Messages in an assigned partition after the last one this consumer processed "

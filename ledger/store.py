@@ -17,6 +17,9 @@ events they describe, the store keeps:
 * `peerledger_merkle_nodes`: the hash of every perfect aligned subtree
   (level >= 1) of the platform's RFC 9162 tree that the batch completed
   (`ledger.audit`; level 0 is `leaf_hash` above);
+* `peerledger_kafka_offsets`, for a batch consumed from Kafka: how far the
+  batch took its consumer group through each partition (`OffsetAdvance`),
+  so that the ledger and its position in the topic can never disagree;
 and, written by `ledger.views` in their own transactions, the read models
 with their eventsourcing tracking record (the seq they reflect).
 
@@ -58,10 +61,43 @@ KNOWN_IDS_MAX = 1000
 # Store.ensure_schema).  Bump a part's version when its DDL changes.
 SCHEMA_TABLE = "peerledger_schema"
 LOG_SCHEMA_VERSION = 1
+KAFKA_OFFSETS_SCHEMA_VERSION = 1
 
 
 class AppendConflict(Exception):
     """Another writer appended to the same platform first; nothing was written."""
+
+
+class OffsetsFenced(Exception):
+    """Progress stored for a partition is already past the batch's first
+    message: another consumer (or an earlier life of this one) handled it.
+    The batch is stale; nothing of it was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetAdvance:
+    """How far one batch takes a consumer group through one Kafka partition.
+
+    Stored in the batch's transaction: a batch is appended together with the
+    position after it, or neither is.  `first_offset` is the offset of the
+    batch's first message in the partition: the stored position must not be
+    past it (else `OffsetsFenced`); it may be short of it, because offsets
+    have holes (transaction markers, compaction).
+    """
+
+    consumer_group: str
+    topic: str
+    partition: int
+    first_offset: int
+    next_offset: int  # after the batch's last message in the partition
+
+    def __post_init__(self) -> None:
+        assert 0 <= self.first_offset < self.next_offset, self
+
+    @property
+    def lock_name(self) -> str:
+        """The advisory lock that serialises the partition's writers (PostgreSQL)."""
+        return f"peerledger:kafka:{self.consumer_group}/{self.topic}/{self.partition}"
 
 
 class LogEntry(NamedTuple):
@@ -155,6 +191,25 @@ def ledger_ddl(d: Dialect) -> list[str]:
     ]
 
 
+def kafka_offsets_ddl() -> list[str]:
+    return [
+        "CREATE TABLE IF NOT EXISTS peerledger_kafka_offsets ("
+        "consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL, "
+        "next_offset BIGINT NOT NULL, updated_at TEXT NOT NULL, "
+        "PRIMARY KEY (consumer_group, topic, partition_id))",
+    ]
+
+
+SELECT_KAFKA_OFFSET = (
+    "SELECT next_offset FROM peerledger_kafka_offsets "
+    "WHERE consumer_group = ? AND topic = ? AND partition_id = ?"
+)
+UPSERT_KAFKA_OFFSET = (
+    "INSERT INTO peerledger_kafka_offsets (consumer_group, topic, partition_id, next_offset, updated_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (consumer_group, topic, partition_id) "
+    "DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at"
+)
+
 INSERT_ID = (
     "INSERT INTO peerledger_event_ids "
     "(platform, event_id, seq, leaf_hash, effect_hash, accepted_at) "
@@ -184,6 +239,33 @@ def _write_extras(c: Any, d: Dialect, kwargs: dict[str, Any]) -> None:
     nodes: Sequence[tuple[str, int, int, bytes]] = kwargs.get("merkle_nodes", ())
     if nodes:
         c.executemany(d.sql(INSERT_MERKLE_NODE), nodes)
+    offsets: Sequence[OffsetAdvance] = kwargs.get("offsets", ())
+    if offsets:
+        # The ingestor checked before deciding.  On PostgreSQL it held the
+        # partition's advisory lock since, so that check stands (and this
+        # cursor is in pipeline mode, where a SELECT's rows cannot be read
+        # back mid-batch).  On SQLite nothing serialised two consumers of one
+        # partition meanwhile: check again, inside the transaction.
+        if d is SQLITE:
+            _check_offsets(c, d, offsets)
+        c.executemany(d.sql(UPSERT_KAFKA_OFFSET), [
+            (a.consumer_group, a.topic, a.partition, a.next_offset, kwargs["offsets_at"]) for a in offsets
+        ])
+
+
+def _check_offsets(c: Any, d: Dialect, offsets: Sequence[OffsetAdvance]) -> None:
+    for a in offsets:
+        c.execute(d.sql(SELECT_KAFKA_OFFSET), (a.consumer_group, a.topic, a.partition))
+        row = c.fetchone()
+        _fence(a, None if row is None else int(row[0]))
+
+
+def _fence(advance: OffsetAdvance, stored: int | None) -> None:
+    if stored is not None and stored > advance.first_offset:
+        raise OffsetsFenced(
+            f"{advance.topic}/{advance.partition}: group {advance.consumer_group!r} is stored at offset "
+            f"{stored}, past this batch's first message at {advance.first_offset}"
+        )
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -368,17 +450,45 @@ class Store:
         id_records: Sequence[IdRecord],
         rejects: Sequence[RejectRecord],
         merkle_nodes: Sequence[tuple[str, int, int, bytes]] = (),
+        offsets: Sequence[OffsetAdvance] = (),
+        offsets_at: str = "",
     ) -> None:
-        """Append events, their id records, rejects and completed Merkle tree
-        nodes in one transaction.  Raises AppendConflict when a seq or id was taken by
-        another writer meanwhile (the whole transaction is rolled back)."""
+        """Append events, their id records, rejects, completed Merkle tree
+        nodes and Kafka offsets (stored at ledger time `offsets_at`) in one
+        transaction.  Raises AppendConflict when a seq or id was taken by
+        another writer meanwhile, OffsetsFenced when a partition's stored
+        offset is past the batch (the whole transaction is rolled back)."""
         assert len(events) == len(id_records)
+        assert not offsets or offsets_at, "offsets are stored with the ledger time"
         try:
             self.recorder.insert_events(
-                events, id_records=id_records, rejects=rejects, merkle_nodes=merkle_nodes
+                events, id_records=id_records, rejects=rejects, merkle_nodes=merkle_nodes,
+                offsets=offsets, offsets_at=offsets_at,
             )
         except IntegrityError as e:
             raise AppendConflict(str(e)) from e
+
+    # -- Kafka offsets stored with the ledger -------------------------------
+
+    def ensure_kafka_offsets_schema(self) -> None:
+        self.ensure_schema("kafka_offsets", KAFKA_OFFSETS_SCHEMA_VERSION, kafka_offsets_ddl())
+
+    def kafka_offsets(self, consumer_group: str, topic: str) -> dict[int, int]:
+        """partition -> the offset after the last message the ledger holds the
+        outcome of, for this group and topic (absent: none stored)."""
+        rows = self.query(
+            "SELECT partition_id, next_offset FROM peerledger_kafka_offsets "
+            "WHERE consumer_group = ? AND topic = ?",
+            (consumer_group, topic),
+        )
+        return {int(p): int(o) for p, o in rows}
+
+    def check_offsets(self, offsets: Sequence[OffsetAdvance]) -> None:
+        """Raise OffsetsFenced if a partition is stored past its batch (read
+        under the partitions' locks, before the batch is decided)."""
+        for a in offsets:
+            rows = self.query(SELECT_KAFKA_OFFSET, (a.consumer_group, a.topic, a.partition))
+            _fence(a, int(rows[0][0]) if rows else None)
 
     def head(self, platform: str) -> int:
         rows = self.query(
@@ -517,22 +627,24 @@ class Store:
             conn.execute("SELECT pg_advisory_unlock(hashtextextended('peerledger:schema', 7))")
 
     @contextlib.contextmanager
-    def platform_locks(self, platforms: Sequence[str], purpose: str = "append") -> Iterator[None]:
+    def platform_locks(self, platforms: Sequence[str], purpose: str = "append",
+                       also: Sequence[str] = ()) -> Iterator[None]:
         """Hold an exclusive lock per platform while deciding and appending
-        (or, with purpose "views", while writing its read models).
+        (or, with purpose "views", while writing its read models), and the
+        locks named in `also` (a Kafka partition's `OffsetAdvance.lock_name`).
 
         On PostgreSQL, session advisory locks, taken in sorted order so two
         processes can never deadlock; they die with the connection, so a
         killed writer never leaves one behind.  On SQLite, writers are
         serialised by the database file lock; a race is still caught by the
-        primary keys (AppendConflict) and the writer retries.
+        primary keys (AppendConflict) and the writer retries, or by the
+        stored Kafka offsets (OffsetsFenced).
         """
-        if self.dialect is not POSTGRES or not platforms:
+        names = sorted({f"peerledger:{purpose}:{key}" for key in platforms} | set(also))
+        if self.dialect is not POSTGRES or not names:
             yield
             return
-        keys = sorted(set(platforms))
         conn = self._lock_connection()
-        names = [f"peerledger:{purpose}:{key}" for key in keys]
         for name in names:
             conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (name,))
         try:

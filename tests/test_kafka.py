@@ -494,11 +494,11 @@ def test_nothing_is_committed_for_a_batch_that_was_not_appended(
     real_ingest = Ingestor.ingest
     calls = {"n": 0}
 
-    def failing_third_batch(self: Ingestor, batch: Any) -> Any:
+    def failing_third_batch(self: Ingestor, batch: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError("disk full")
-        return real_ingest(self, batch)
+        return real_ingest(self, batch, **kwargs)
 
     monkeypatch.setattr(Ingestor, "ingest", failing_third_batch)
     group = "fail"
@@ -506,11 +506,16 @@ def test_nothing_is_committed_for_a_batch_that_was_not_appended(
         LedgerConsumer(store, ConsumerSettings(bootstrap, topic, group_id=group, projector="inline",
                                                batch_max_events=500)).run()
     assert calls["n"] == 3
-    # Exactly the two batches before the failure are committed; the third, not appended, is not.
-    assert 0 < sum(topic_offsets(bootstrap, topic, group).values()) == appended(sqlite_url) < 6_000
+    # Exactly the two batches before the failure are committed, in the ledger
+    # and to Kafka; the third, not appended, is not.
+    with Store(sqlite_url) as store:
+        stored = store.kafka_offsets(group, topic)
+    assert 0 < sum(stored.values()) == appended(sqlite_url) < 6_000
+    assert {p: o for p, o in topic_offsets(bootstrap, topic, group).items() if o} == stored
 
 
-def test_offsets_are_committed_only_after_the_dead_letters_are_acknowledged(mock_kafka: MockKafka, sqlite_url: str):
+def test_a_batch_is_appended_and_committed_only_after_its_dead_letters_are_acknowledged(
+        mock_kafka: MockKafka, sqlite_url: str):
     from kafka.errors import KafkaError
 
     bootstrap = mock_kafka.bootstrap_servers
@@ -524,8 +529,10 @@ def test_offsets_are_committed_only_after_the_dead_letters_are_acknowledged(mock
             pytest.raises(KafkaError) as raised:
         LedgerConsumer(store, settings).run()
     assert type(raised.value).__name__ == "TopicAuthorizationFailedError"
-    assert appended(sqlite_url) == 1  # the batch was appended ...
-    assert topic_offsets(bootstrap, topic, "dlqdown") == {p: 0 for p in range(6)}  # ... but not committed
+    assert appended(sqlite_url) == 0  # the batch was decided, not appended ...
+    with Store(sqlite_url) as store:
+        assert store.kafka_offsets("dlqdown", topic) == {}  # ... and its offsets stored nowhere
+    assert topic_offsets(bootstrap, topic, "dlqdown") == {p: 0 for p in range(6)}
 
 
 # -- producing, metrics ------------------------------------------------------------------------
@@ -619,3 +626,108 @@ def test_the_same_flow_against_a_real_broker(real_kafka: str, crash_stream: dict
     finally:
         admin.delete_topics([topic, topic + ".rejected"])
         admin.close()
+
+
+# -- offsets stored with the ledger ---------------------------------------------------------
+
+
+def payout_refused_then_funded() -> list[bytes]:
+    """ann's payout of 50 is refused (her balance is 0); the sale after it would fund it."""
+    return [
+        event("east", "r1", "prosumer.registered", {"prosumer": "ann"}),
+        event("east", "c1", "contribution.recorded", {"work": "w1", "authors": {"ann": 1}}),
+        event("east", "p1", "payout.issued", {"payout": "p1", "prosumer": "ann", "amount": 50, "currency": "EUR"}),
+        event("east", "s1", "value.realized", {"value": "v1", "work": "w1", "amount": 100, "currency": "EUR"}),
+    ]
+
+
+def published_with_reference(mock_kafka: MockKafka, name: str, tmp_path: Path) -> tuple[str, list[bytes], str]:
+    """The payout stream on a new topic, and the ledger `peerledger ingest` makes of it:
+    (topic, lines, reference URL)."""
+    topic = mock_kafka.new_topic(name)
+    lines = payout_refused_then_funded()
+    send_raw(mock_kafka.bootstrap_servers, topic, [(b"east", line) for line in lines])
+    stream = tmp_path / "s.jsonl"
+    stream.write_bytes(b"\n".join(lines) + b"\n")
+    return topic, lines, ingest_reference(stream, tmp_path / "reference.db")
+
+
+def test_a_crash_after_the_append_redelivers_nothing_so_a_refused_payout_stays_refused(
+        mock_kafka: MockKafka, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    bootstrap = mock_kafka.bootstrap_servers
+    topic, _, reference = published_with_reference(mock_kafka, "crashpoint", tmp_path)
+
+    class Crash(BaseException):
+        """The process dies after the batch's transaction, before its Kafka commit."""
+
+    def crash(self: LedgerConsumer, offsets: Any) -> None:
+        if offsets:
+            raise Crash
+
+    settings = ConsumerSettings(bootstrap, topic, group_id="crashpoint", projector="inline",
+                                stop_when_idle_seconds=0.5)
+    with monkeypatch.context() as m, Store(db_url) as store, pytest.raises(Crash):
+        m.setattr(LedgerConsumer, "_commit", crash)
+        LedgerConsumer(store, settings).run()
+    assert topic_offsets(bootstrap, topic, "crashpoint") == {p: 0 for p in range(6)}  # Kafka knows nothing
+
+    with Store(db_url) as store:
+        restarted = LedgerConsumer(store, settings)
+        restarted.run()
+    # Redelivered, p1 would be judged again against a funded balance and accepted.
+    assert restarted.summary.consumed == 0
+    assert logs(db_url) == logs(reference) and digests(db_url) == digests(reference)
+    assert rejects_by_source(db_url) == {f"kafka:{topic}/0/2": ["insufficient_balance"]}
+    assert topic_offsets(bootstrap, topic, "crashpoint")[0] == 4  # Kafka's offset caught up with the ledger's
+
+
+def test_a_batch_behind_the_stored_offset_is_fenced_writes_nothing_and_the_consumer_seeks_past_it(
+        mock_kafka: MockKafka, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from ledger.ingest import Ingestor, Offered
+    from ledger.store import OffsetAdvance
+
+    bootstrap = mock_kafka.bootstrap_servers
+    topic, lines, reference = published_with_reference(mock_kafka, "fence", tmp_path)
+    real_ingest = Ingestor.ingest
+    calls = {"n": 0}
+
+    def another_consumer_got_there_first(self: Ingestor, batch: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first three messages, appended with their offsets by someone else
+            with Store(sqlite_url) as other:
+                real_ingest(Ingestor(other), [Offered(line, f"kafka:{topic}/0/{i}") for i, line in enumerate(lines[:3])],
+                            offsets=[OffsetAdvance("fence", topic, 0, 0, 3)])
+        return real_ingest(self, batch, **kwargs)
+
+    monkeypatch.setattr(Ingestor, "ingest", another_consumer_got_there_first)
+    fenced_before = metrics.KAFKA_BATCHES_FENCED.labels(topic)._value.get()
+    with Store(sqlite_url) as store:
+        consumer = LedgerConsumer(store, ConsumerSettings(bootstrap, topic, group_id="fence", projector="inline",
+                                                          stop_when_idle_seconds=0.5))
+        consumer.run()
+        assert store.kafka_offsets("fence", topic) == {0: 4}
+    assert metrics.KAFKA_BATCHES_FENCED.labels(topic)._value.get() == fenced_before + 1
+    # The fenced batch (all four messages) left no trace; the consumer took up at offset 3.
+    assert (consumer.summary.consumed, consumer.summary.accepted, consumer.summary.duplicate) == (1, 1, 0)
+    assert logs(sqlite_url) == logs(reference) and digests(sqlite_url) == digests(reference)
+    assert rejects_by_source(sqlite_url) == {f"kafka:{topic}/0/2": ["insufficient_balance"]}
+
+
+def test_a_fenced_append_rolls_back_events_rejects_and_offsets(db_url: str):
+    from ledger.ingest import Ingestor, Offered
+    from ledger.store import OffsetAdvance, OffsetsFenced
+
+    lines = payout_refused_then_funded()
+    with Store(db_url) as store:
+        store.ensure_kafka_offsets_schema()
+        ingestor = Ingestor(store)
+        ingestor.ingest([Offered(lines[0], "kafka:t/0/0")], offsets=[OffsetAdvance("g", "t", 0, 0, 1)])
+        with pytest.raises(OffsetsFenced, match="stored at offset 1, past this batch's first message at 0"):
+            ingestor.ingest([Offered(line, f"kafka:t/0/{i}") for i, line in enumerate(lines)],
+                            offsets=[OffsetAdvance("g", "t", 0, 0, 4)])
+        assert (store.head("east"), store.rejects(None, 10), store.kafka_offsets("g", "t")) == (1, [], {0: 1})
+        # Offsets may have holes (transaction markers, compaction): a batch may start past the stored offset.
+        outcomes = ingestor.ingest([Offered(line, f"kafka:t/0/{i + 5}") for i, line in enumerate(lines[1:])],
+                                   offsets=[OffsetAdvance("g", "t", 0, 5, 8)])
+        assert [o.outcome for o in outcomes] == ["accepted", "rejected", "accepted"]
+        assert (store.head("east"), store.kafka_offsets("g", "t")) == (3, {0: 8})
