@@ -1,4 +1,4 @@
-"""`peerledger consume` and `peerledger produce`: the Kafka commands (docs/kafka.md).
+"""`peerledger consume`, `produce` and `kafka-offsets`: the Kafka commands (docs/kafka.md).
 
 Kept apart from `ledger.cli` so that the other commands never import
 kafka-python; `ledger.kafka` is imported only when one of these runs.
@@ -23,7 +23,7 @@ COMPRESSIONS = ("gzip", "snappy", "lz4", "zstd", "none")
 
 def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.ArgumentParser,
              plat: argparse.ArgumentParser) -> None:
-    """Add `consume` and `produce` to the `peerledger` subcommands.
+    """Add `consume`, `produce` and `kafka-offsets` to the `peerledger` subcommands.
 
     `plat` is accepted for symmetry with the other command families: a
     consumer serves every platform on its topic, so neither command takes one.
@@ -37,9 +37,11 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
         "consume", parents=[common, jsonf, kafka],
         help="consume a Kafka topic into the ledger (effectively once) until SIGTERM/SIGINT",
         description="Consume events (value: one v1 event as JSON, key: its platform id) in a consumer "
-                    "group; offsets are committed only after the events are appended and every "
-                    "rejected message is acknowledged by the dead-letter topic. SIGTERM/SIGINT: "
-                    "finish the batch in hand, commit, leave the group, exit 0.")
+                    "group. Once every rejected message of a batch is acknowledged by the dead-letter "
+                    "topic, one transaction appends the batch and stores its offsets with the ledger "
+                    "(where the consumer resumes after any crash or rebalance); they are then committed "
+                    "to the group too. SIGTERM/SIGINT: finish the batch in hand, commit, leave the "
+                    "group, exit 0.")
     s.add_argument("--group", default="peerledger", help="consumer group id (default peerledger)")
     s.add_argument("--dead-letter-topic", metavar="TOPIC",
                    help="where rejected messages are copied with reason headers (default TOPIC.rejected)")
@@ -66,6 +68,15 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
     s.add_argument("--compression", choices=COMPRESSIONS, default="gzip",
                    help="batch compression (default gzip; snappy, lz4 and zstd need their Python package)")
     s.set_defaults(func=cmd_produce)
+
+    s = sub.add_parser("kafka-offsets", parents=[common, jsonf],
+                       help="where a consumer group resumes: the offsets stored with the ledger",
+                       description="Per partition, the offset after the last message whose outcome the "
+                                   "ledger holds, for a group and topic; the group's consumers resume "
+                                   "there, whatever offsets Kafka has committed. Needs no broker.")
+    s.add_argument("--group", default="peerledger", help="consumer group id (default peerledger)")
+    s.add_argument("--topic", required=True)
+    s.set_defaults(func=cmd_kafka_offsets)
 
 
 def _print_json(doc: Any) -> None:
@@ -125,3 +136,21 @@ def cmd_produce(args: argparse.Namespace) -> int:
         for source in summary.too_long:
             print(f"  not sent, longer than 1 MiB: {source}", file=sys.stderr)
     return EXIT_FAILURE if summary.failed else EXIT_OK
+
+
+def cmd_kafka_offsets(args: argparse.Namespace) -> int:
+    from ledger.store import Store
+
+    with Store(args.db) as store:
+        store.ensure_kafka_offsets_schema()
+        offsets = store.kafka_offsets(args.group, args.topic)
+    if args.json:
+        _print_json({"group": args.group, "topic": args.topic,
+                     "offsets": {str(p): o for p, o in sorted(offsets.items())}})
+    elif not offsets:
+        print(f"no offsets stored for group {args.group!r} on topic {args.topic!r}: "
+              "its consumers start at Kafka's committed offsets (or the beginning)")
+    else:
+        for partition, offset in sorted(offsets.items()):
+            print(f"{args.topic}/{partition}: {offset}")
+    return EXIT_OK

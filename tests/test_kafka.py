@@ -683,6 +683,9 @@ def test_a_crash_after_the_append_redelivers_nothing_so_a_refused_payout_stays_r
     assert logs(db_url) == logs(reference) and digests(db_url) == digests(reference)
     assert rejects_by_source(db_url) == {f"kafka:{topic}/0/2": ["insufficient_balance"]}
     assert topic_offsets(bootstrap, topic, "crashpoint")[0] == 4  # Kafka's offset caught up with the ledger's
+    shown = subprocess.run(cli("kafka-offsets", "--db", db_url, "--group", "crashpoint", "--topic", topic, "--json"),
+                           capture_output=True, env=BASE_ENV, timeout=60, check=True)
+    assert orjson.loads(shown.stdout) == {"group": "crashpoint", "topic": topic, "offsets": {"0": 4}}
 
 
 def test_a_batch_behind_the_stored_offset_is_fenced_writes_nothing_and_the_consumer_seeks_past_it(
