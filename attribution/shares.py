@@ -106,18 +106,14 @@ class ShareVector:
 
     def reduced(self) -> ShareVector:
         """The same shares over the least common denominator (``self`` if it is)."""
-        if _common_factor(self.denominator, self.numerators) == 1:
-            return self
-        return ShareVector.in_lowest_terms(self.denominator, self.numerators)
+        g = _common_factor(self.denominator, self.numerators)
+        return self if g == 1 else _divided(self.denominator, self.numerators, g)
 
     @staticmethod
     def in_lowest_terms(denominator: int, numerators: dict[str, int]) -> ShareVector:
         """ShareVector(denominator, numerators) over the least common
         denominator, built (and checked) once."""
-        g = _common_factor(denominator, numerators)
-        if g == 1:
-            return ShareVector(denominator, numerators)
-        return ShareVector(denominator // g, {r: n // g for r, n in numerators.items()})
+        return _divided(denominator, numerators, _common_factor(denominator, numerators))
 
     def with_fee(self, fee_bps: int) -> ShareVector:
         """S' = {PLATFORM: f} + (1 - f) * self, with f = fee_bps / 10 000.
@@ -167,6 +163,13 @@ def _common_factor(denominator: int, numerators: dict[str, int]) -> int:
             break
         g = math.gcd(g, n)
     return g
+
+
+def _divided(denominator: int, numerators: dict[str, int], g: int) -> ShareVector:
+    """The vector with the common factor g of the denominator and every numerator divided out."""
+    if g == 1:
+        return ShareVector(denominator, numerators)
+    return ShareVector(denominator // g, {r: n // g for r, n in numerators.items()})
 
 
 def _hex(n: int) -> str:

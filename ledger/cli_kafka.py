@@ -32,9 +32,11 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
     kafka = argparse.ArgumentParser(add_help=False)
     kafka.add_argument("--bootstrap-servers", required=True, metavar="HOST:PORT[,HOST:PORT...]")
     kafka.add_argument("--topic", required=True)
+    group = argparse.ArgumentParser(add_help=False)
+    group.add_argument("--group", default="peerledger", help="consumer group id (default peerledger)")
 
     s = sub.add_parser(
-        "consume", parents=[common, jsonf, kafka],
+        "consume", parents=[common, jsonf, kafka, group],
         help="consume a Kafka topic into the ledger (effectively once) until SIGTERM/SIGINT",
         description="Consume events (value: one v1 event as JSON, key: its platform id) in a consumer "
                     "group. Once every rejected message of a batch is acknowledged by the dead-letter "
@@ -42,7 +44,6 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
                     "(where the consumer resumes after any crash or rebalance); they are then committed "
                     "to the group too. SIGTERM/SIGINT: finish the batch in hand, commit, leave the "
                     "group, exit 0.")
-    s.add_argument("--group", default="peerledger", help="consumer group id (default peerledger)")
     s.add_argument("--dead-letter-topic", metavar="TOPIC",
                    help="where rejected messages are copied with reason headers (default TOPIC.rejected)")
     s.add_argument("--metrics-port", type=int, metavar="PORT",
@@ -69,12 +70,11 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
                    help="batch compression (default gzip; snappy, lz4 and zstd need their Python package)")
     s.set_defaults(func=cmd_produce)
 
-    s = sub.add_parser("kafka-offsets", parents=[common, jsonf],
+    s = sub.add_parser("kafka-offsets", parents=[common, jsonf, group],
                        help="where a consumer group resumes: the offsets stored with the ledger",
                        description="Per partition, the offset after the last message whose outcome the "
                                    "ledger holds, for a group and topic; the group's consumers resume "
                                    "there, whatever offsets Kafka has committed. Needs no broker.")
-    s.add_argument("--group", default="peerledger", help="consumer group id (default peerledger)")
     s.add_argument("--topic", required=True)
     s.set_defaults(func=cmd_kafka_offsets)
 

@@ -171,12 +171,10 @@ class Ingestor:
             try:
                 with self.store.platform_locks(platforms, also=[a.lock_name for a in offsets]):
                     self.store.check_offsets(offsets)
-                    outcomes, appending = self._decide(batch, parsed, platforms, now)
+                    outcomes, appending = self._decide(batch, parsed, platforms, now, extra_rejects)
                     if before_append is not None:
                         before_append(outcomes)
-                    self.store.append(appending.events, appending.id_records,
-                                      [*appending.rejects, *extra_rejects], appending.merkle_nodes,
-                                      offsets=offsets, offsets_at=now)
+                    self.store.append(*appending, offsets=offsets, offsets_at=now)
                     return outcomes
             except AppendConflict:
                 for p in platforms:  # their folds ran ahead of the log: rebuild
@@ -193,9 +191,11 @@ class Ingestor:
         parsed: list[ParsedEvent | InvalidEvent],
         platforms: list[str],
         now: str,
+        extra_rejects: Sequence[RejectRecord],
     ) -> tuple[list[Outcome], "_Appending"]:
-        """Outcomes in input order, and what to append; the writers' folds
-        and trees are moved to the batch's end (dropped if it is not appended)."""
+        """Outcomes in input order, and what to append (`extra_rejects`
+        first); the writers' folds and trees are moved to the batch's end
+        (dropped if it is not appended)."""
         writers = {p: self.writer(p) for p in platforms}
         for w in writers.values():
             w.catch_up(self.store)
@@ -210,7 +210,7 @@ class Ingestor:
         events: list[StoredEvent] = []
         id_records: list[IdRecord] = []
         outcomes: list[Outcome] = []
-        rejects: list[RejectRecord] = []
+        rejects: list[RejectRecord] = list(extra_rejects)
         merkle_nodes: list[tuple[str, int, int, bytes]] = []
         for offered, item in zip(batch, parsed):
             if isinstance(item, InvalidEvent):

@@ -455,11 +455,11 @@ class LedgerConsumer:
         mis_keyed: list[RejectRecord] = []
         mis_keyed_dead: list[_DeadLetter] = []
         now = ledger_time()
-        advances: dict[int, OffsetAdvance] = {}
+        first_offsets: dict[int, int] = {}  # partition -> its first and last offset in the chunk
+        last_offsets: dict[int, int] = {}
         for r in records:
-            a = advances.get(r.partition)
-            advances[r.partition] = OffsetAdvance(
-                self.settings.group_id, r.topic, r.partition, a.first_offset if a else r.offset, r.offset + 1)
+            first_offsets.setdefault(r.partition, r.offset)
+            last_offsets[r.partition] = r.offset
             value = r.value if r.value is not None else b""  # a tombstone is an empty, invalid event
             source = source_of(r.topic, r.partition, r.offset)
             problem = key_mismatch(r.key, value)
@@ -481,8 +481,11 @@ class LedgerConsumer:
             dead.sort(key=lambda d: (d.record.partition, d.record.offset))
             self._send_dead_letters(dead)
 
+        s = self.settings
+        offsets = [OffsetAdvance(s.group_id, s.topic, p, first, last_offsets[p] + 1)
+                   for p, first in first_offsets.items()]
         started = time.perf_counter()
-        outcomes = self._ingestor.ingest(offered, extra_rejects=mis_keyed, offsets=list(advances.values()),
+        outcomes = self._ingestor.ingest(offered, extra_rejects=mis_keyed, offsets=offsets,
                                          before_append=dead_letter)
         metrics.BATCH_APPEND_LATENCY.labels(SOURCE).observe(time.perf_counter() - started)
         self._count(outcomes, len(mis_keyed))
