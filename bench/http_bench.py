@@ -21,7 +21,11 @@ Loopback only, every loop bounded in time and count.  Steps:
    events, each built just before its POST (sales on existing works, a few registrations) for
    `--seconds` seconds; events/s = accepted events / wall time.  Each POST
    returns after its events are appended *and* projected (the service's
-   freshness guarantee), so this is the rate of the whole pipeline;
+   freshness guarantee), so this is the rate of the whole pipeline.  The
+   phase also reports where the CPU went: µs per accepted event in the
+   server's processes (front, writer, projector) and in the client threads,
+   from /proc and `os.times()`, beside the budget two cores hold at the
+   target (2 × 50 µs at 20 000 events/s);
 4. **reads alone**: `GET /v1/platforms/bench/prosumers/{random}/statement`
    at `--rate` requests/s, open loop (see `read_phase`): each request is sent
    at its scheduled time and its latency runs from that time, so a stalled
@@ -231,6 +235,45 @@ class Ingest:
         while time.perf_counter() < deadline and any(t.is_alive() for t in self.threads):
             time.sleep(0.05)
         return self.stop()
+
+
+# -- where the CPU went ------------------------------------------------------------
+
+
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the server's processes (the
+    `serve` process and its live descendants: the front, the writer, the
+    projector; from /proc) and of this process (the POSTing client threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent_cpu: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        # Fields after the parenthesised command: state, ppid, …, utime (12th), stime (13th).
+        fields = stat[stat.rindex(")") + 2:].split()
+        parent_cpu[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree = {server_pid}
+    grew = True
+    while grew:
+        below = {pid for pid, (ppid, _) in parent_cpu.items() if ppid in tree} - tree
+        tree |= below
+        grew = bool(below)
+    usage = os.times()
+    return {"server": sum(parent_cpu[pid][1] for pid in tree if pid in parent_cpu),
+            "clients": usage.user + usage.system}
+
+
+def cpu_per_event(before: dict[str, float], after: dict[str, float], events: int) -> dict[str, Any]:
+    """µs of CPU per accepted event, by side, beside what two cores hold at
+    the target rate (every process of the run shares them)."""
+    per = {side: round((after[side] - before[side]) * 1e6 / max(events, 1), 1) for side in before}
+    per["total"] = round(sum(per.values()), 1)
+    per["budget_at_target"] = round((os.cpu_count() or 1) * 1e6 / TARGET_EVENTS_PER_S, 1)
+    return per
 
 
 # -- the read generator (runs in a spawned process of its own) -------------------
@@ -583,7 +626,10 @@ def run(args: argparse.Namespace, pool: concurrent.futures.ProcessPoolExecutor) 
         print(f"ingest alone: {args.writers} clients POSTing {POST_EVENTS}-event JSON arrays "
               f"for {args.seconds:.0f} s …", flush=True)
         ingest = Ingest(url, writer_token, args.prosumers, 0, args.writers, args.seed)
+        cpu_before = cpu_seconds(server.pid)
         results["ingest_alone"] = ingest.run_for(args.seconds)
+        results["ingest_alone"]["cpu_us_per_event"] = cpu_per_event(
+            cpu_before, cpu_seconds(server.pid), results["ingest_alone"]["accepted_events"])
         print(f"  {results['ingest_alone']}", flush=True)
 
         print(f"reads alone: {args.rate} statement GETs/s for {args.seconds:.0f} s …", flush=True)

@@ -138,6 +138,67 @@ def worker_append(spec: dict[str, Any]) -> dict[str, Any]:
     return {"events": counts.get(ACCEPTED, 0), "seconds": seconds, "counts": counts}
 
 
+def worker_parse(spec: dict[str, Any]) -> dict[str, Any]:
+    """The shape stage alone: every line parsed, validated and made canonical
+    (`ledger.schema.parse_event`) and its leaf hashed, as the append path
+    does before deciding; the file is read inside the timed section."""
+    import gc
+
+    from ledger.ingest import read_lines
+    from ledger.schema import parse_event
+    from projections.merkle import leaf_hash
+
+    gc.collect()
+    t0 = time.perf_counter()
+    events = 0
+    with open(spec["file"], "rb") as f:
+        for offered in read_lines(f, spec["file"]):
+            leaf_hash(parse_event(offered.payload).canonical)
+            events += 1
+    return {"events": events, "seconds": time.perf_counter() - t0}
+
+
+def worker_store(spec: dict[str, Any]) -> dict[str, Any]:
+    """The write floor: `Store.append` of the rows the append-only run
+    appended (events, id records, Merkle nodes; read back from its SQLite
+    file before the timed section) into a fresh database, in batches of
+    `BATCH_MAX_EVENTS` events, with nothing parsed or decided."""
+    import gc
+    import sqlite3
+
+    from eventsourcing.persistence import StoredEvent
+
+    from ledger.ingest import BATCH_MAX_EVENTS
+    from ledger.store import IdRecord, Store
+
+    source = sqlite3.connect(spec["source"])
+    events = [StoredEvent(*row) for row in source.execute(
+        "SELECT originator_id, originator_version, topic, state FROM peerledger_events "
+        "ORDER BY originator_version")]
+    ids = [IdRecord(*row) for row in source.execute(
+        "SELECT platform, event_id, seq, leaf_hash, effect_hash, accepted_at FROM peerledger_event_ids "
+        "ORDER BY seq")]
+    # A node completes when its last leaf is appended: leaves (idx + 1) * 2**level - 1.
+    nodes = source.execute("SELECT platform, level, idx, hash FROM peerledger_merkle_nodes").fetchall()
+    source.close()
+    assert len(events) == len(ids) and [e.originator_version for e in events] == [r.seq for r in ids]
+    per_batch: dict[int, list[tuple[str, int, int, bytes]]] = {}
+    for node in nodes:
+        last_seq = (node[2] + 1) << node[1]
+        per_batch.setdefault((last_seq - 1) // BATCH_MAX_EVENTS, []).append(node)
+    batches = [(events[i:i + BATCH_MAX_EVENTS], ids[i:i + BATCH_MAX_EVENTS], [],
+                per_batch.get(i // BATCH_MAX_EVENTS, []))
+               for i in range(0, len(events), BATCH_MAX_EVENTS)]
+    with Store(spec["db"]) as store:
+        gc.collect()
+        t0 = time.perf_counter()
+        for rows in batches:
+            store.append(*rows)
+        seconds = time.perf_counter() - t0
+        assert store.head(PLATFORM) == len(events)
+    return {"events": len(events), "seconds": seconds}
+
+
 def worker_replay(spec: dict[str, Any]) -> dict[str, Any]:
     import gc
 
@@ -214,7 +275,8 @@ def worker_raw(spec: dict[str, Any]) -> dict[str, Any]:
             "synchronous": "FULL (default)", "sqlite_version": sqlite3.sqlite_version}
 
 
-WORKERS = {"append": worker_append, "replay": worker_replay, "es": worker_es, "raw": worker_raw}
+WORKERS = {"append": worker_append, "replay": worker_replay, "es": worker_es, "raw": worker_raw,
+           "parse": worker_parse, "store": worker_store}
 
 
 # --------------------------------------------------------------------------
@@ -427,6 +489,9 @@ def build_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
         ("plain eventsourcing SQLite (save per event)", "es_sqlite"),
         ("plain eventsourcing PostgreSQL (save per event)", "es_pg"),
         ("raw sqlite3 executemany (WAL, 1000/commit)", "raw_sqlite3"),
+        ("floor: parse + validate + canonical + leaf hash (no decide, no store)", "parse_floor"),
+        ("floor: Store.append of prebuilt rows, SQLite (no parse, no decide)", "store_sqlite"),
+        ("floor: Store.append of prebuilt rows, PostgreSQL (no parse, no decide)", "store_pg"),
     ]
     targets: dict[str, list[tuple[str, Any]]] = {
         "ingest_sqlite": [
@@ -456,6 +521,23 @@ def build_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
             "skipped": r is None,
         })
     return rows
+
+
+def _ceilings(res: dict[str, Any]) -> list[str]:
+    """What the floor rows leave for everything else: an ingest that spent
+    nothing on deciding, folding and projecting would still need
+    1/parse + 1/store seconds per event in its one writer process."""
+    parse = _rate(res.get("parse_floor"))
+    notes = []
+    for key, name in (("store_sqlite", "SQLite"), ("store_pg", "PostgreSQL")):
+        store = _rate(res.get(key))
+        if parse and store:
+            ceiling = 1 / (1 / parse + 1 / store)
+            notes.append(
+                f"ceiling on {name}: parse {1e6 / parse:.1f} µs + store {1e6 / store:.1f} µs per event "
+                f"= {1e6 / ceiling:.1f} µs, so at most {_fmt_int(ceiling)} events/s for a writer that "
+                f"spent nothing on deciding, folding and projecting.")
+    return notes
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -551,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
         step("ingest_sqlite", "ingest SQLite (CLI)", cli_ingest, stream, sqlite_url, n, tmp)
         append_sqlite = f"sqlite:///{tmp}/append.db"
         step("append_sqlite", "append-only SQLite", run_worker, "append", {"file": stream, "db": append_sqlite}, tmp)
+        step("parse_floor", "floor: parse only", run_worker, "parse", {"file": stream}, tmp)
+        step("store_sqlite", "floor: Store.append only, SQLite", run_worker, "store",
+             {"source": f"{tmp}/append.db", "db": f"sqlite:///{tmp}/store.db"}, tmp)
         step("project_sqlite", "project SQLite (CLI)", cli_project, append_sqlite, n, tmp)
         step("verify_sqlite", "verify SQLite (CLI)", cli_verify, sqlite_url, n, tmp)
         step("replay_sqlite", "replay SQLite (fold only)", run_worker, "replay", {"db": sqlite_url}, tmp)
@@ -563,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
             append_pg = pg.url(pg.create())
             step("append_pg", "append-only PostgreSQL", run_worker, "append", {"file": stream, "db": append_pg}, tmp)
             step("project_pg", "project PostgreSQL (CLI)", cli_project, append_pg, n, tmp)
+            step("store_pg", "floor: Store.append only, PostgreSQL", run_worker, "store",
+                 {"source": f"{tmp}/append.db", "db": pg.url(pg.create())}, tmp)
             step("verify_pg", "verify PostgreSQL (CLI)", cli_verify, pg_url, n, tmp)
             step("replay_pg", "replay PostgreSQL (fold only)", run_worker, "replay", {"db": pg_url}, tmp)
             step("es_pg", f"plain eventsourcing PostgreSQL ({es_n} events)", run_worker, "es",
@@ -613,6 +700,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{parallel_min / 2**20:.0f} MiB, else after appending, in process: this stream ({size / 2**20:.1f} MiB) "
         f"was projected {'in parallel' if size >= parallel_min else 'after appending'}.",
         "÷ raw: events/s of the row divided by events/s of raw sqlite3 executemany.",
+        "floor rows: the two stages every accepted event must pass whatever the decide and fold cost, "
+        "each alone in a fresh interpreter: the shape stage (`ledger.schema.parse_event` and the leaf "
+        "hash) and the store's write (`Store.append` of the append-only run's own rows: events, id "
+        "records, Merkle nodes, read back from the append-only SQLite file; one transaction per 1000 events).",
+        *_ceilings(res),
         f"load average (1, 5, 15 min) at start {load_start}, at end {load_end}; the machine is shared: "
         "expect run-to-run noise.",
     ]

@@ -73,7 +73,7 @@ from ledger.audit import StoredTree, TreeError, create_audit_tables, ledger_inst
 from ledger.http_metrics import HttpMetrics, MetricsMiddleware
 from ledger.ingest import BATCH_MAX_EVENTS, REJECTED, Ingestor, Offered, Outcome, ledger_time
 from ledger.project import FOLLOW_POLL_MS, Projector
-from ledger.runtime import tune_gc
+from ledger.runtime import tune_gc, yield_cpu_to_reads
 from ledger.schema import (
     AT_PATTERN,
     EVENT_TYPES,
@@ -306,6 +306,7 @@ _writer: RequestWriter | None = None
 def _writer_start(db_url: str, appended: Any) -> None:
     global _writer
     tune_gc()
+    yield_cpu_to_reads()
     _writer = RequestWriter(Store(db_url), appended)
 
 
@@ -330,6 +331,7 @@ def _project_until_stopped(db_url: str, stop: Any, appended: Any) -> None:
     Unlike `Projector.follow`, a pass for one platform does not list every
     platform of the log first: that scan grows with the log."""
     tune_gc()
+    yield_cpu_to_reads()
     with Store(db_url) as store:
         projector = Projector(store)
         projector.catch_up()

@@ -34,11 +34,12 @@ rules ~3 µs, fold ~10 µs plus the share vector of a newly sold work (~50 µs,
 once per work and graph state) and ~1 µs per recipient for allocation and
 bookings, SQLite insert of event, id record and Merkle nodes ~10 µs.
 Measured on the bench stream (half the events are sales with ~9 recipients
-each; bench/results/ingest.md): 55 to 80 µs per event on the write side
-(by host), so 12 500 to 18 700 events/s per process; one fsync per batch
-of 1000 is noise.  The read models are built by the projector in a second
-process at a similar rate, so `peerledger ingest` runs at 9 000 to 14 000
-events/s end to end.
+each; bench/results/ingest.md, whose floor rows time the parse and the
+insert alone): 55 to 108 µs per event on the write side, by host and hour
+(the shared host runs at half speed at times), so 9 000 to 18 700 events/s
+per process; one fsync per batch of 1000 is noise.  The read models are
+built by the projector in a second process at a similar rate, so
+`peerledger ingest` runs at 6 700 to 14 000 events/s end to end.
 """
 
 from __future__ import annotations

@@ -341,3 +341,20 @@ def test_serve_stops_its_writer_and_projector_on_sigterm(tmp_path: Path):
     time.sleep(0.5)
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def _nice(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[16])  # field 19: nice
+
+
+def test_the_writer_and_projector_run_niced_so_reads_get_the_cpu_first(server: Server):
+    """ledger/runtime.py: the processes that fold events yield to the front,
+    which answers reads, by BACKGROUND_NICE."""
+    from ledger.runtime import BACKGROUND_NICE
+
+    front = server.process.pid
+    children = [int(pid) for pid in Path(f"/proc/{front}/task/{front}/children").read_text().split()]
+    folding = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(folding) == 2, children  # the writer and the projector (beside multiprocessing's tracker)
+    assert all(_nice(pid) == min(_nice(front) + BACKGROUND_NICE, 19) for pid in folding)
