@@ -29,7 +29,11 @@ dropped WITH (FORCE) at the end):
 * raw sqlite3: `executemany` of the same JSON lines into a WAL-mode table
   (id TEXT PRIMARY KEY, line BLOB), 1000 rows and one commit per batch, at
   SQLite's default synchronous=FULL like the ledger's own SQLite store (the
-  ids are extracted from the lines before the timed section).
+  ids are extracted from the lines before the timed section);
+* floors: the parse alone (`parse_event` and the leaf hash of every line)
+  and the store's write alone (`Store.append` of the append-only run's rows,
+  read back from its file, into a fresh SQLite file and PostgreSQL
+  database); the notes print the ceiling the two leave for a writer.
 
 Each in-process measurement runs in a fresh interpreter (this script with
 `--worker`), so no measurement inherits another's heap, caches or

@@ -354,7 +354,7 @@ def test_the_writer_and_projector_run_niced_so_reads_get_the_cpu_first(server: S
     from ledger.runtime import BACKGROUND_NICE
 
     front = server.process.pid
-    children = [int(pid) for pid in Path(f"/proc/{front}/task/{front}/children").read_text().split()]
+    children = subprocess.run(["pgrep", "-P", str(front)], capture_output=True, text=True).stdout.split()
     folding = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(folding) == 2, children  # the writer and the projector (beside multiprocessing's tracker)
     assert all(_nice(pid) == min(_nice(front) + BACKGROUND_NICE, 19) for pid in folding)
