@@ -445,8 +445,6 @@ class LedgerConsumer:
             return
         for tp, batch in in_hand.items():
             self._pending[tp] = batch[-1].offset + 1
-        metrics.KAFKA_MESSAGES_CONSUMED.labels(self.settings.topic).inc(len(records))
-        self.summary.consumed += len(records)
 
     def _append(self, records: Sequence[Any]) -> None:
         """Decide, dead-letter and durably append one chunk with its offsets."""
@@ -488,6 +486,9 @@ class LedgerConsumer:
         outcomes = self._ingestor.ingest(offered, extra_rejects=mis_keyed, offsets=offsets,
                                          before_append=dead_letter)
         metrics.BATCH_APPEND_LATENCY.labels(SOURCE).observe(time.perf_counter() - started)
+        # Counted per appended chunk: a later chunk of the batch may be fenced.
+        metrics.KAFKA_MESSAGES_CONSUMED.labels(self.settings.topic).inc(len(records))
+        self.summary.consumed += len(records)
         self._count(outcomes, len(mis_keyed))
 
     def _count(self, outcomes: Iterable[Outcome], mis_keyed: int) -> None:

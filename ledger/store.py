@@ -254,18 +254,15 @@ def _write_extras(c: Any, d: Dialect, kwargs: dict[str, Any]) -> None:
 
 
 def _check_offsets(c: Any, d: Dialect, offsets: Sequence[OffsetAdvance]) -> None:
+    """Raise OffsetsFenced if a partition is stored past its batch's first message."""
     for a in offsets:
         c.execute(d.sql(SELECT_KAFKA_OFFSET), (a.consumer_group, a.topic, a.partition))
-        row = c.fetchone()
-        _fence(a, None if row is None else int(row[0]))
-
-
-def _fence(advance: OffsetAdvance, stored: int | None) -> None:
-    if stored is not None and stored > advance.first_offset:
-        raise OffsetsFenced(
-            f"{advance.topic}/{advance.partition}: group {advance.consumer_group!r} is stored at offset "
-            f"{stored}, past this batch's first message at {advance.first_offset}"
-        )
+        row = c.fetchone()  # sqlite3.Row or psycopg's dict row: both are read by column name
+        if row is not None and int(row["next_offset"]) > a.first_offset:
+            raise OffsetsFenced(
+                f"{a.topic}/{a.partition}: group {a.consumer_group!r} is stored at offset "
+                f"{int(row['next_offset'])}, past this batch's first message at {a.first_offset}"
+            )
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -486,9 +483,9 @@ class Store:
     def check_offsets(self, offsets: Sequence[OffsetAdvance]) -> None:
         """Raise OffsetsFenced if a partition is stored past its batch (read
         under the partitions' locks, before the batch is decided)."""
-        for a in offsets:
-            rows = self.query(SELECT_KAFKA_OFFSET, (a.consumer_group, a.topic, a.partition))
-            _fence(a, int(rows[0][0]) if rows else None)
+        if offsets:  # a file or HTTP batch has none: no transaction for nothing
+            with self.transaction(commit=False) as c:
+                _check_offsets(c, self.dialect, offsets)
 
     def head(self, platform: str) -> int:
         rows = self.query(
