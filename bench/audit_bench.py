@@ -55,10 +55,10 @@ if str(ROOT) not in sys.path:
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.audit import StoredTree
-from ledger.generate import generate, write_jsonl
-from ledger.signing import sign_checkpoint
-from ledger.store import Store
+from ledger.audit.signing import sign_checkpoint
+from ledger.audit.tree import StoredTree
+from ledger.demo.generate import generate, write_jsonl
+from ledger.storage.store import Store
 from projections.merkle import Frontier
 
 TREE_PLATFORM = "tree"
@@ -83,7 +83,7 @@ def leaf_hashes(n: int) -> Iterator[bytes]:
 def pg_database() -> Iterator[str]:
     import psycopg
 
-    from ledger.store import DbUrl
+    from ledger.storage.store import DbUrl
 
     base = os.environ.get("PEERLEDGER_BENCH_PG") or os.environ.get(
         "PEERLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

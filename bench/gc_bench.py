@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """What CPython's cyclic garbage collector costs the fold, and what
-`ledger.runtime.tune_gc` saves.
+`ledger.ops.runtime.tune_gc` saves.
 
     .venv/bin/python bench/gc_bench.py                 # 200 000 events, 3 rounds (~2 minutes)
     .venv/bin/python bench/gc_bench.py --events 50000 --rounds 1
 
-One realistic stream (`ledger.generate.generate(seed, n, "bench")`) is
+One realistic stream (`ledger.demo.generate.generate(seed, n, "bench")`) is
 written to a temporary JSON Lines file.  Each measurement runs in a fresh
 interpreter (this script with `--worker`) that parses the file (not timed),
 sets the collector's thresholds, then times
@@ -81,10 +81,10 @@ def main() -> int:
 
     from ingest_bench import loadavg, machine_info  # bench/ is this script's directory
 
-    from ledger.generate import generate, write_jsonl
-    from ledger.runtime import GC_THRESHOLDS
+    from ledger.demo.generate import generate, write_jsonl
+    from ledger.ops.runtime import GC_THRESHOLDS
 
-    settings = {"CPython default": CPYTHON_DEFAULT, "ledger.runtime.tune_gc": GC_THRESHOLDS}
+    settings = {"CPython default": CPYTHON_DEFAULT, "ledger.ops.runtime.tune_gc": GC_THRESHOLDS}
     started, load_start = time.time(), loadavg()
     best: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="peerledger-gc-bench-") as tmp:
@@ -107,7 +107,7 @@ def main() -> int:
     for name, r in best.items():
         lines.append(f"| {name} {tuple(r['thresholds'])} | {n / r['fold_s']:,.0f} | "
                      f"{r['fold_cpu_s'] / n * 1e6:.1f} | {r['digest_s'] * 1000:.0f} | {r['collections']} |")
-    default, tuned = best["CPython default"], best["ledger.runtime.tune_gc"]
+    default, tuned = best["CPython default"], best["ledger.ops.runtime.tune_gc"]
     machine = machine_info()
     md = [
         "# peerledger GC benchmark", "",

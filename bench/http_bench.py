@@ -15,7 +15,7 @@ Loopback only, every loop bounded in time and count.  Steps:
    for 3 s; `--selftest` runs only it, at 200 and 1000 requests/s, 5 s each;
 1. set-up (not timed as HTTP): a ledger of `--prosumers` prosumers (default
    100 000), each with one contribution, and as many sales on random ones,
-   ingested with `peerledger ingest`'s own path (`ledger.cli.ingest_paths`);
+   ingested with `peerledger ingest`'s own path (`ledger.cli.main.ingest_paths`);
 2. `peerledger serve` on 127.0.0.1 and a free port, as a subprocess;
 3. **ingest alone**: `--writers` client threads POST JSON arrays of 1000
    events, each built just before its POST (sales on existing works, a few registrations) for
@@ -98,11 +98,11 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ledger.cli import ingest_paths  # noqa: E402
-from ledger.generate import write_jsonl  # noqa: E402
-from ledger.store import Store  # noqa: E402
-from ledger.tokens import create_token, create_tokens_table  # noqa: E402
-from ledger.views import create_views  # noqa: E402
+from ledger.demo.generate import write_jsonl  # noqa: E402
+from ledger.http.tokens import create_token, create_tokens_table  # noqa: E402
+from ledger.ingest.files import ingest_paths  # noqa: E402
+from ledger.storage.store import Store  # noqa: E402
+from ledger.storage.views import create_views  # noqa: E402
 
 PLATFORM = "bench"
 POST_EVENTS = 1000

@@ -5,7 +5,7 @@
     .venv/bin/python bench/ingest_bench.py --quick          # 20 000-event smoke run
     .venv/bin/python bench/ingest_bench.py --events 500000  # a longer stream
 
-One realistic stream (`ledger.generate.generate(seed, n, "bench")`, written
+One realistic stream (`ledger.demo.generate.generate(seed, n, "bench")`, written
 with `write_jsonl`; default 200 000 events, all acceptable) is measured,
 each measurement on a fresh SQLite file or a fresh PostgreSQL database
 (`peerledger_bench_<random>`, created on the server of PEERLEDGER_BENCH_PG,
@@ -15,12 +15,12 @@ dropped WITH (FORCE) at the end):
 * ingest, end to end: `python -m ledger.cli ingest FILE --json --db URL` as a
   subprocess, wall clock (interpreter start, schema, appending, and the
   projector in its second process until the read models are at the head);
-* append-only: `ledger.ingest.Ingestor` over
+* append-only: `ledger.ingest.ingestor.Ingestor` over
   `batches(read_lines(FILE))`, no projector, timed in process (the file is
   read inside the timed section, the store is opened outside it);
 * verify: `python -m ledger.cli verify --platform bench --db URL` as a
   subprocess, wall clock, on the databases the CLI ingest filled;
-* replay (fold only): `ledger.replay.replay(store, "bench")`, timed in process;
+* replay (fold only): `ledger.storage.replay.replay(store, "bench")`, timed in process;
 * plain eventsourcing: an `Application` whose one `Stream` aggregate per
   platform records each event's JSON line (`Recorded(line=...)`), with
   `app.save(aggregate)` after every event, i.e. one transaction per event,
@@ -38,7 +38,7 @@ dropped WITH (FORCE) at the end):
 Each in-process measurement runs in a fresh interpreter (this script with
 `--worker`), so no measurement inherits another's heap, caches or
 connections; the peerledger ones (append-only, replay) with the GC
-thresholds every peerledger process sets (`ledger.runtime.tune_gc`).  The table is printed as markdown and written, with the
+thresholds every peerledger process sets (`ledger.ops.runtime.tune_gc`).  The table is printed as markdown and written, with the
 machine, the date and the git revision, to bench/results/ingest.md and
 bench/results/ingest.json (a `--quick` run writes ingest-quick.* instead, so
 it never overwrites the full run's results).  `--profile` adds a cProfile of
@@ -101,8 +101,8 @@ def worker_append(spec: dict[str, Any]) -> dict[str, Any]:
     import gc
     import itertools
 
-    from ledger.ingest import ACCEPTED, Ingestor, batches, read_lines
-    from ledger.store import Store
+    from ledger.ingest.ingestor import ACCEPTED, Ingestor, batches, read_lines
+    from ledger.storage.store import Store
 
     limit = spec.get("limit") or None
     profile = spec.get("profile", False)
@@ -144,12 +144,12 @@ def worker_append(spec: dict[str, Any]) -> dict[str, Any]:
 
 def worker_parse(spec: dict[str, Any]) -> dict[str, Any]:
     """The shape stage alone: every line parsed, validated and made canonical
-    (`ledger.schema.parse_event`) and its leaf hashed, as the append path
+    (`ledger.contract.schema.parse_event`) and its leaf hashed, as the append path
     does before deciding; the file is read inside the timed section."""
     import gc
 
-    from ledger.ingest import read_lines
-    from ledger.schema import parse_event
+    from ledger.contract.schema import parse_event
+    from ledger.ingest.ingestor import read_lines
     from projections.merkle import leaf_hash
 
     gc.collect()
@@ -172,8 +172,8 @@ def worker_store(spec: dict[str, Any]) -> dict[str, Any]:
 
     from eventsourcing.persistence import StoredEvent
 
-    from ledger.ingest import BATCH_MAX_EVENTS
-    from ledger.store import IdRecord, Store
+    from ledger.ingest.ingestor import BATCH_MAX_EVENTS
+    from ledger.storage.store import IdRecord, Store
 
     source = sqlite3.connect(spec["source"])
     events = [StoredEvent(*row) for row in source.execute(
@@ -206,8 +206,8 @@ def worker_store(spec: dict[str, Any]) -> dict[str, Any]:
 def worker_replay(spec: dict[str, Any]) -> dict[str, Any]:
     import gc
 
-    from ledger.replay import replay
-    from ledger.store import Store
+    from ledger.storage.replay import replay
+    from ledger.storage.store import Store
 
     with Store(spec["db"]) as store:
         gc.collect()
@@ -359,7 +359,7 @@ class PgServer:
     def __init__(self, base_url: str) -> None:
         import psycopg
 
-        from ledger.store import DbUrl
+        from ledger.storage.store import DbUrl
 
         parsed = DbUrl.parse(base_url)
         if parsed.pg is None:
@@ -585,8 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         if args.worker in ("append", "replay"):
             # The ledger's own processes run with these GC thresholds
-            # (ledger/runtime.py); in-process measurements must too.
-            from ledger.runtime import tune_gc
+            # (ledger/ops/runtime.py); in-process measurements must too.
+            from ledger.ops.runtime import tune_gc
 
             tune_gc()
         result = WORKERS[args.worker](json.loads(args.spec))
@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {}
     pg: PgServer | None = None
     try:
-        from ledger.generate import generate, write_jsonl
+        from ledger.demo.generate import generate, write_jsonl
 
         stream = os.path.join(tmp, "stream.jsonl")
         t0 = time.perf_counter()
@@ -675,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load_end = loadavg()
     try:
-        from ledger import cli as ledger_cli
+        from ledger.ingest import files as ledger_cli
 
         parallel_min = getattr(ledger_cli, "PARALLEL_PROJECTION_MIN_BYTES", 4 * 2**20)
     except Exception:  # noqa: BLE001 — the note only
@@ -705,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
         f"was projected {'in parallel' if size >= parallel_min else 'after appending'}.",
         "÷ raw: events/s of the row divided by events/s of raw sqlite3 executemany.",
         "floor rows: the two stages every accepted event must pass whatever the decide and fold cost, "
-        "each alone in a fresh interpreter: the shape stage (`ledger.schema.parse_event` and the leaf "
+        "each alone in a fresh interpreter: the shape stage (`ledger.contract.schema.parse_event` and the leaf "
         "hash) and the store's write (`Store.append` of the append-only run's own rows: events, id "
         "records, Merkle nodes, read back from the append-only SQLite file; one transaction per 1000 events).",
         *_ceilings(res),

@@ -22,7 +22,7 @@ and consumes the whole topic in a group of its own:
   checks), a loop that polls and counts, nothing else; also without CRC
   checks (kafka-python computes CRC-32C in pure Python when the `crc32c`
   package is absent), to show that cost;
-* ledger consume: `ledger.kafka.LedgerConsumer(...).run()`, the code behind
+* ledger consume: `ledger.kafka.consumer.LedgerConsumer(...).run()`, the code behind
   `peerledger consume`, on a fresh SQLite file or PostgreSQL database (the
   store opened and its schema created before the clock starts), stopped by a
   watcher thread once every message is consumed; the clock stops when `run()`
@@ -83,7 +83,7 @@ TARGET_SQLITE_EVENTS_PER_S = 30_000
 def worker_bare_poll(spec: dict[str, Any]) -> dict[str, Any]:
     from kafka import KafkaConsumer
 
-    from ledger.ingest import BATCH_MAX_BYTES, BATCH_MAX_EVENTS
+    from ledger.ingest.ingestor import BATCH_MAX_BYTES, BATCH_MAX_EVENTS
 
     consumer = KafkaConsumer(
         bootstrap_servers=spec["bootstrap"], group_id=f"bare-{secrets.token_hex(4)}",
@@ -103,9 +103,9 @@ def worker_bare_poll(spec: dict[str, Any]) -> dict[str, Any]:
 def worker_consume(spec: dict[str, Any]) -> dict[str, Any]:
     import threading
 
-    from ledger.kafka import ConsumerSettings, LedgerConsumer
-    from ledger.store import Store
-    from ledger.views import create_views, read_balances
+    from ledger.kafka.consumer import ConsumerSettings, LedgerConsumer
+    from ledger.storage.store import Store
+    from ledger.storage.views import create_views, read_balances
     from projections.balances import balances_digest
 
     with Store(spec["db"]) as store:
@@ -128,8 +128,8 @@ def worker_consume(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_append(spec: dict[str, Any]) -> dict[str, Any]:
-    from ledger.ingest import ACCEPTED, Ingestor, batches, read_lines
-    from ledger.store import Store
+    from ledger.ingest.ingestor import ACCEPTED, Ingestor, batches, read_lines
+    from ledger.storage.store import Store
 
     accepted = 0
     with Store(spec["db"]) as store:
@@ -143,9 +143,9 @@ def worker_append(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_project(spec: dict[str, Any]) -> dict[str, Any]:
-    from ledger.project import Projector
-    from ledger.store import Store
-    from ledger.views import read_balances
+    from ledger.ingest.projector import Projector
+    from ledger.storage.store import Store
+    from ledger.storage.views import read_balances
     from projections.balances import balances_digest
 
     with Store(spec["db"]) as store:
@@ -158,7 +158,7 @@ def worker_project(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_produce(spec: dict[str, Any]) -> dict[str, Any]:
-    from ledger.kafka import produce_files
+    from ledger.kafka.consumer import produce_files
 
     started = time.perf_counter()
     summary = produce_files([spec["file"]], spec["bootstrap"], spec["topic"])
@@ -278,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         # The ledger's own processes run with these GC thresholds
-        # (ledger/runtime.py); the in-process measurements must too.
-        from ledger.runtime import tune_gc
+        # (ledger/ops/runtime.py); the in-process measurements must too.
+        from ledger.ops.runtime import tune_gc
 
         tune_gc()
         print(json.dumps(WORKERS[args.worker](json.loads(args.spec))))
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from kafka_mock import MockKafka
 
-    from ledger.generate import generate_many, write_jsonl
+    from ledger.demo.generate import generate_many, write_jsonl
 
     events = QUICK_EVENTS if args.quick else args.events
     name = "kafka-quick" if args.quick else "kafka"

@@ -6,14 +6,14 @@ share vector, the payouts, the fee in force, and the balances and statement
 figures per account.  It is the single place where the rules of EVENTS.md §3
 turn events into bookings.  Everything else folds through it:
 
-* the write side (`ledger.ingest`) asks the fold's *current* state whether an
+* the write side (`ledger.ingest.ingestor`) asks the fold's *current* state whether an
   offered event may be accepted, then applies it, so decisions are taken in
   log order on exactly the state the log implies;
 * the read models (`projections.views`) are the fold's figures written out;
 * `verify` and audits replay the stored log through a fresh fold.
 
 The fold trusts its input: it is only ever given events that the schema
-accepted and the rules allowed (`ledger.rules`).  It asserts the invariants
+accepted and the rules allowed (`ledger.contract.rules`).  It asserts the invariants
 it relies on rather than re-checking ledger rules.
 """
 

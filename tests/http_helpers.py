@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Iterator
 
 import httpx
-
 from conftest import EXAMPLES
-from ledger.store import Store
-from ledger.tokens import create_token, create_tokens_table
+
+from ledger.http.tokens import create_token, create_tokens_table
+from ledger.storage.store import Store
 
 READY_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30

@@ -26,7 +26,7 @@ from test_audit_merkle import (
     sha256,
 )
 
-from ledger.generate import generate, write_jsonl
+from ledger.demo.generate import generate, write_jsonl
 
 BASE_ENV = {k: v for k, v in os.environ.items() if k not in ("PEERLEDGER_DB", "PEERLEDGER_SIGNING_KEY")}
 WORKED = str(EXAMPLES / "worked.jsonl")

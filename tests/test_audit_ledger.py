@@ -17,13 +17,13 @@ from test_audit_merkle import (
     sha256,
 )
 
-from ledger.audit import StoredTree, create_audit_tables, record_checkpoint
-from ledger.generate import generate
-from ledger.ingest import Ingestor, Offered, PlatformWriter
-from ledger.project import Projector
-from ledger.replay import verify
-from ledger.signing import sign_checkpoint
-from ledger.store import Store
+from ledger.audit.signing import sign_checkpoint
+from ledger.audit.tree import StoredTree, create_audit_tables, record_checkpoint
+from ledger.audit.verify import verify
+from ledger.demo.generate import generate
+from ledger.ingest.ingestor import Ingestor, Offered, PlatformWriter
+from ledger.ingest.projector import Projector
+from ledger.storage.store import Store
 
 EXPECTED = json.loads((EXAMPLES / "worked.expected.json").read_text())
 WORKED_LINES = (EXAMPLES / "worked.jsonl").read_bytes().splitlines()

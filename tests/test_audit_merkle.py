@@ -15,8 +15,8 @@ import random
 
 import pytest
 
-from ledger.audit import StoredTree, TreeError
-from ledger.store import Store
+from ledger.audit.tree import StoredTree, TreeError
+from ledger.storage.store import Store
 from projections.merkle import (
     Frontier,
     consistency_ranges,

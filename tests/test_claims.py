@@ -1,5 +1,5 @@
 """Projection workers on one PostgreSQL database split the platforms
-(ledger/claims.py), hand them over when a worker joins or dies, and a
+(ledger/ingest/claims.py), hand them over when a worker joins or dies, and a
 projector with claims projects exactly the platforms it owns."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import time
 import orjson
 import pytest
 
-from ledger.claims import REBALANCE_SECONDS, PlatformClaims, open_claims
-from ledger.generate import generate_many
-from ledger.ingest import Ingestor, Offered, batches
-from ledger.project import Projector
-from ledger.store import DbUrl, Store
-from ledger.views import tracking_name
+from ledger.demo.generate import generate_many
+from ledger.ingest.claims import REBALANCE_SECONDS, PlatformClaims, open_claims
+from ledger.ingest.ingestor import Ingestor, Offered, batches
+from ledger.ingest.projector import Projector
+from ledger.storage.store import DbUrl, Store
+from ledger.storage.views import tracking_name
 
 PLATFORMS = ["east", "gamma", "north", "west"]
 

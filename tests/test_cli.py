@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLES
 
 BASE_ENV = {k: v for k, v in os.environ.items() if k != "PEERLEDGER_DB"}
@@ -150,12 +149,12 @@ def test_verify_notices_a_changed_read_model(worked_db: str):
 
 
 def test_every_cli_process_collects_garbage_at_the_ledger_thresholds(capsys):
-    # ledger/runtime.py: a fold's heap made CPython's default GC thresholds
+    # ledger/ops/runtime.py: a fold's heap made CPython's default GC thresholds
     # cost a fifth of the fold's CPU time.  main() applies the ledger's first.
     import gc
 
-    from ledger.cli import main
-    from ledger.runtime import GC_THRESHOLDS
+    from ledger.cli.main import main
+    from ledger.ops.runtime import GC_THRESHOLDS
 
     before = gc.get_threshold()
     try:

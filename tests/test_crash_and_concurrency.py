@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger.generate import generate, generate_many, write_jsonl
-from ledger.replay import verify
-from ledger.store import Store
-from ledger.views import read_balances
+from ledger.audit.verify import verify
+from ledger.demo.generate import generate, generate_many, write_jsonl
+from ledger.storage.store import Store
+from ledger.storage.views import read_balances
 from projections.balances import balances_digest
 
 BASE_ENV = {k: v for k, v in os.environ.items() if k != "PEERLEDGER_DB"}

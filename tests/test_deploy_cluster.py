@@ -37,9 +37,9 @@ from http_helpers import make_token
 from kafka import KafkaConsumer, TopicPartition
 from kafka_mock import MockKafka, produce_with_librdkafka
 
-from ledger.generate import generate_many, write_jsonl
-from ledger.store import Store
-from ledger.views import read_balances, tracking_name
+from ledger.demo.generate import generate_many, write_jsonl
+from ledger.storage.store import Store
+from ledger.storage.views import read_balances, tracking_name
 from projections.balances import balances_digest
 
 EVENTS = 300_000
@@ -358,7 +358,7 @@ def test_without_restarts_the_first_exit_stops_the_cluster_with_that_status(tmp_
 
 
 def test_cluster_settings_refuse_overlapping_ports_and_unbounded_worker_counts():
-    from ledger.cluster import WORKERS_MAX, ClusterSettings
+    from ledger.cli.cluster import WORKERS_MAX, ClusterSettings
 
     with pytest.raises(ValueError, match="falls among the metrics ports"):
         ClusterSettings("sqlite:///x.db", "k:9092", "events", consumers=3, projectors=2, api_port=9466,

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from ledger import cli
+from ledger.cli import common, main as cli
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -172,7 +172,7 @@ def test_compose_holds_no_secret_and_env_example_names_every_variable_it_needs()
 
 def test_compose_sets_only_environment_variables_the_code_reads():
     for name, service in peerledger_services().items():
-        assert set(service["environment"]) <= set(cli.ENVIRONMENT), name
+        assert set(service["environment"]) <= set(common.ENVIRONMENT), name
         assert urlsplit(service["environment"]["PEERLEDGER_DB"]).password is None  # the password is PGPASSWORD
 
 
@@ -240,7 +240,7 @@ def test_k8s_environment_comes_from_the_configmap_and_the_secret_and_the_code_re
             secret = objects[("Secret", var["valueFrom"]["secretKeyRef"]["name"])]  # secrets by reference only
             assert var["valueFrom"]["secretKeyRef"]["key"] in secret["stringData"]
             names.add(var["name"])
-        assert "PGPASSWORD" in names and names <= set(cli.ENVIRONMENT), deployment["metadata"]["name"]
+        assert "PGPASSWORD" in names and names <= set(common.ENVIRONMENT), deployment["metadata"]["name"]
 
 
 def test_the_secret_example_holds_only_a_placeholder():
@@ -279,8 +279,8 @@ def test_kafka_and_postgres_are_external_services_the_workers_name():
 
 
 def test_every_variable_in_the_environment_list_is_read_by_the_code(monkeypatch: pytest.MonkeyPatch):
-    from ledger import signing
-    from ledger.store import DbUrl
+    from ledger.audit import signing
+    from ledger.storage.store import DbUrl
 
     monkeypatch.setenv("PEERLEDGER_DB", "sqlite:///from-env.db")
     assert cli.parser().parse_args(["digest", "--platform", "p"]).db == "sqlite:///from-env.db"
@@ -290,7 +290,7 @@ def test_every_variable_in_the_environment_list_is_read_by_the_code(monkeypatch:
         "dbname": "ledger", "host": "db", "port": 5432, "user": "ledger-user", "password": "from-env"}
     monkeypatch.setenv(signing.KEY_ENV, "/keys/k.pem")
     assert str(signing.key_path(None)) == "/keys/k.pem"
-    assert set(cli.ENVIRONMENT) == {"PEERLEDGER_DB", "PGUSER", "PGPASSWORD", signing.KEY_ENV}
+    assert set(common.ENVIRONMENT) == {"PEERLEDGER_DB", "PGUSER", "PGPASSWORD", signing.KEY_ENV}
 
 
 # -- the Grafana dashboard ---------------------------------------------------------------
@@ -305,9 +305,9 @@ def exported_metric_names() -> set[str]:
     HTTP service's own registry, with the suffixes each type adds."""
     from prometheus_client import REGISTRY
 
-    import ledger.kafka  # noqa: F401  (registers nothing new, but imports every metric the consumer uses)
-    import ledger.project  # noqa: F401
-    from ledger.http_metrics import HttpMetrics
+    import ledger.ingest.projector  # noqa: F401
+    import ledger.kafka.consumer  # noqa: F401  (registers nothing new, but imports every metric the consumer uses)
+    from ledger.http.metrics import HttpMetrics
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count"),
                 "gauge": ("",), "info": ("_info",)}

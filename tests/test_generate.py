@@ -1,4 +1,4 @@
-"""Tests of the realistic event-stream generator (ledger/generate.py).
+"""Tests of the realistic event-stream generator (ledger/demo/generate.py).
 
 Self-contained on purpose (stdlib + orjson): a small reference ledger below
 applies the rules of EVENTS.md exactly (Fractions, largest remainder) so the
@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import orjson
 
-from ledger.generate import generate, generate_many, write_jsonl
+from ledger.demo.generate import generate, generate_many, write_jsonl
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 AT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")

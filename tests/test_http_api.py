@@ -16,12 +16,12 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from pydantic import TypeAdapter
-
 from conftest import EXAMPLES
 from http_helpers import BASE_ENV, Server, running_server, worked_example_server
-from ledger import api
-from ledger.http import BODY_MAX_BYTES, EVENTS_PER_REQUEST_MAX
+from pydantic import TypeAdapter
+
+from ledger.contract import documents as api
+from ledger.http.app import BODY_MAX_BYTES, EVENTS_PER_REQUEST_MAX
 
 EXPECTED = json.loads((EXAMPLES / "worked.expected.json").read_text())
 WORKED = (EXAMPLES / "worked.jsonl").read_bytes()
@@ -349,9 +349,9 @@ def _nice(pid: int) -> int:
 
 
 def test_the_writer_and_projector_run_niced_so_reads_get_the_cpu_first(server: Server):
-    """ledger/runtime.py: the processes that fold events yield to the front,
+    """ledger/ops/runtime.py: the processes that fold events yield to the front,
     which answers reads, by BACKGROUND_NICE."""
-    from ledger.runtime import BACKGROUND_NICE
+    from ledger.ops.runtime import BACKGROUND_NICE
 
     front = server.process.pid
     children = subprocess.run(["pgrep", "-P", str(front)], capture_output=True, text=True).stdout.split()

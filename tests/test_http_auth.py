@@ -15,11 +15,11 @@ from typing import Iterator
 
 import httpx
 import pytest
-
 from conftest import EXAMPLES
 from http_helpers import BASE_ENV, Server, make_token, running_server
-from ledger.store import Store
-from ledger.tokens import revoke_token
+
+from ledger.http.tokens import revoke_token
+from ledger.storage.store import Store
 
 OWN, FOREIGN, GHOST = "demo", "other", "ghost"
 PLATFORMS = (OWN, FOREIGN, GHOST)

@@ -15,10 +15,10 @@ from typing import Iterator
 import httpx
 import orjson
 import pytest
-
 from conftest import EXAMPLES
 from http_helpers import Server, make_token, running_server
-from ledger.generate import generate
+
+from ledger.demo.generate import generate
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")

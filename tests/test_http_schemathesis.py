@@ -14,11 +14,11 @@ from typing import Any, Iterator
 import orjson
 import pytest
 import schemathesis
+from http_helpers import Server, worked_example_server
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
-from http_helpers import Server, worked_example_server
-from ledger.http import create_app
+from ledger.http.app import create_app
 
 # Enough to cover every operation's parameters in ~30 s; raise it for a deeper run.
 EXAMPLES_PER_OPERATION = int(os.environ.get("PEERLEDGER_SCHEMATHESIS_EXAMPLES", "25"))

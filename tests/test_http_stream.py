@@ -16,12 +16,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from http_helpers import BASE_ENV, make_token, running_server
-from ledger.generate import generate_many, write_jsonl
-from ledger.replay import replay
-from ledger.store import Store
-from ledger.views import read_balances
+
+from ledger.demo.generate import generate_many, write_jsonl
+from ledger.storage.replay import replay
+from ledger.storage.store import Store
+from ledger.storage.views import read_balances
 from projections.balances import balance_rows, balances_digest
 
 EVENTS = 6000

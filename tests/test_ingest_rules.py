@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from ledger.ingest import Ingestor, Offered, Outcome
-from ledger.project import Projector
-from ledger.replay import verify
-from ledger.store import Store
-from ledger.views import read_balances, read_statement
+from ledger.audit.verify import verify
+from ledger.ingest.ingestor import Ingestor, Offered, Outcome
+from ledger.ingest.projector import Projector
+from ledger.storage.store import Store
+from ledger.storage.views import read_balances, read_statement
 
 _ids = itertools.count(1)
 

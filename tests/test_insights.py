@@ -19,10 +19,10 @@ import orjson
 import pytest
 
 from attribution import PLATFORM, UNATTRIBUTED
-from ledger.cli_insights import replay_insights, summary_table
-from ledger.generate import generate
-from ledger.ingest import Ingestor, Offered, batches
-from ledger.store import Store
+from ledger.cli.insights import replay_insights, summary_table
+from ledger.demo.generate import generate
+from ledger.ingest.ingestor import Ingestor, Offered, batches
+from ledger.storage.store import Store
 from projections.insights import (
     InsightsFold,
     gini,
@@ -476,7 +476,7 @@ def test_summary_table_has_one_column_per_currency_and_the_headline_rows():
 def test_demo_ends_with_the_insights_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     import argparse
 
-    from ledger.demo import run_demo
+    from ledger.cli.demo import run_demo
 
     assert run_demo(argparse.Namespace(db=f"sqlite:///{tmp_path / 'demo.db'}", events=1500, seed=7)) == 0
     out = capsys.readouterr().out

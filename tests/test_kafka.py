@@ -24,13 +24,13 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from http_helpers import free_port
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka_mock import MockKafka, produce_with_librdkafka
 
-from ledger import metrics
-from ledger.generate import generate_many, write_jsonl
-from ledger.kafka import (
+from ledger.audit.verify import verify
+from ledger.demo.generate import generate_many, write_jsonl
+from ledger.kafka.consumer import (
     HEADER_REASON_CODE,
     HEADER_REASON_MESSAGE,
     HEADER_SOURCE_OFFSET,
@@ -40,9 +40,9 @@ from ledger.kafka import (
     ConsumerSettings,
     LedgerConsumer,
 )
-from ledger.replay import verify
-from ledger.store import Store
-from ledger.views import create_views, read_balances
+from ledger.ops import metrics
+from ledger.storage.store import Store
+from ledger.storage.views import create_views, read_balances
 from projections.balances import balances_digest
 
 BASE_ENV = {k: v for k, v in os.environ.items() if k != "PEERLEDGER_DB"}
@@ -488,7 +488,7 @@ def test_a_poison_message_never_blocks_its_partition(mock_kafka: MockKafka, sqli
 
 def test_nothing_is_committed_for_a_batch_that_was_not_appended(
         mock_kafka: MockKafka, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from ledger.ingest import Ingestor
+    from ledger.ingest.ingestor import Ingestor
 
     bootstrap = mock_kafka.bootstrap_servers
     topic = mock_kafka.new_topic("fail")
@@ -690,8 +690,8 @@ def test_a_crash_after_the_append_redelivers_nothing_so_a_refused_payout_stays_r
 
 def test_a_batch_behind_the_stored_offset_is_fenced_writes_nothing_and_the_consumer_seeks_past_it(
         mock_kafka: MockKafka, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from ledger.ingest import Ingestor, Offered
-    from ledger.store import OffsetAdvance
+    from ledger.ingest.ingestor import Ingestor, Offered
+    from ledger.storage.store import OffsetAdvance
 
     bootstrap = mock_kafka.bootstrap_servers
     topic, lines, reference = published_with_reference(mock_kafka, "fence", tmp_path)
@@ -721,8 +721,8 @@ def test_a_batch_behind_the_stored_offset_is_fenced_writes_nothing_and_the_consu
 
 
 def test_a_fenced_append_rolls_back_events_rejects_and_offsets(db_url: str):
-    from ledger.ingest import Ingestor, Offered
-    from ledger.store import OffsetAdvance, OffsetsFenced
+    from ledger.ingest.ingestor import Ingestor, Offered
+    from ledger.storage.store import OffsetAdvance, OffsetsFenced
 
     lines = payout_refused_then_funded()
     with Store(db_url) as store:

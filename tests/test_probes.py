@@ -1,5 +1,5 @@
 """Every long-running peerledger process is scrapeable and probeable: the
-workers' endpoint (`ledger.metrics.serve`) answers /metrics, /healthz and
+workers' endpoint (`ledger.ops.metrics.serve`) answers /metrics, /healthz and
 /readyz, and a projection worker reports where each platform's read models are."""
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ from pathlib import Path
 from conftest import EXAMPLES
 from http_helpers import free_port
 
-from ledger import metrics
-from ledger.kafka import READY_POLL_MAX_AGE_SECONDS, ConsumerSettings, LedgerConsumer
-from ledger.store import Store
+from ledger.kafka.consumer import (
+    READY_POLL_MAX_AGE_SECONDS,
+    ConsumerSettings,
+    LedgerConsumer,
+)
+from ledger.ops import metrics
+from ledger.storage.store import Store
 
 BASE_ENV = {k: v for k, v in os.environ.items() if k != "PEERLEDGER_DB"}
 

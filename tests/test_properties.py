@@ -11,12 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attribution.numbers import parse_decimal
-from ledger.generate import generate
-from ledger.ingest import Ingestor, Offered
-from ledger.project import Projector
-from ledger.replay import replay, verify
-from ledger.store import Store
-from ledger.views import read_balances, read_explain
+from ledger.audit.verify import verify
+from ledger.demo.generate import generate
+from ledger.ingest.ingestor import Ingestor, Offered
+from ledger.ingest.projector import Projector
+from ledger.storage.replay import replay
+from ledger.storage.store import Store
+from ledger.storage.views import read_balances, read_explain
 from projections.balances import balance_rows, balances_digest
 
 SETTINGS = settings(max_examples=12, deadline=None,

@@ -10,9 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ledger import schema
-from projections.periods import utc_month
-from ledger.schema import (
+from ledger.contract import schema
+from ledger.contract.schema import (
     EVENT_TYPES,
     MAX_LINE_BYTES,
     InvalidEvent,
@@ -22,6 +21,7 @@ from ledger.schema import (
     parse_event,
     validate_event_obj,
 )
+from projections.periods import utc_month
 
 _HERE = Path(__file__).resolve()
 EXAMPLES = next(

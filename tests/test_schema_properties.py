@@ -12,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from projections.periods import utc_month
-from ledger.schema import (
+from ledger.contract.schema import (
     EVENT_TYPES,
     InvalidEvent,
     canonical_bytes,
@@ -21,6 +20,7 @@ from ledger.schema import (
     parse_event,
     validate_event_obj,
 )
+from projections.periods import utc_month
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

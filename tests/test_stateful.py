@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from ledger.ingest import Ingestor, Offered
-from ledger.project import Projector
-from ledger.replay import verify
-from ledger.store import Store
-from ledger.views import read_balances
+from ledger.audit.verify import verify
+from ledger.ingest.ingestor import Ingestor, Offered
+from ledger.ingest.projector import Projector
+from ledger.storage.store import Store
+from ledger.storage.views import read_balances
 
 PROSUMERS = ["a", "b", "c", "d"]
 WORKS = ["w1", "w2", "w3", "w4", "w5", "w6"]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import EXAMPLES
-from ledger.ingest import Ingestor, Offered
-from ledger.project import Projector
-from ledger.replay import replay, verify
-from ledger.store import Store
-from ledger.views import read_balances, read_explain
+
+from ledger.audit.verify import verify
+from ledger.ingest.ingestor import Ingestor, Offered
+from ledger.ingest.projector import Projector
+from ledger.storage.replay import replay
+from ledger.storage.store import Store
+from ledger.storage.views import read_balances, read_explain
 from projections.balances import balance_rows, balances_digest
 
 EXPECTED = json.loads((EXAMPLES / "worked.expected.json").read_text())

@@ -1,0 +1,235 @@
+"""The audit trail in the database: the Merkle tree, checkpoints, time travel.
+
+Tree storage.  Each platform's log is the RFC 9162 tree of AUDIT.md §1.  Its
+leaves are `peerledger_event_ids.leaf_hash`; `peerledger_merkle_nodes`
+holds (platform, level, idx, hash) for every *perfect aligned subtree* of
+level ≥ 1, i.e. the hash of leaves [idx·2^level, (idx+1)·2^level).  The
+write side (`ledger.ingest.ingestor.PlatformWriter`) keeps the tree's right edge in
+memory and writes, in the batch's append transaction, the nodes the batch
+completes: n/2 + n/4 + … < n rows for n events, one per event amortised.
+A node, like an event, is never updated: a complete subtree never changes.
+
+Cost model.  The root of any size n ≤ head, and each hash of an inclusion
+or consistency proof, is the fold of at most log2(n) + 1 stored nodes
+(`projections.merkle`), and a whole proof needs O(log n) of them; they
+are fetched by primary key in one query per table, so a root or a proof
+is two round trips and ~60 index lookups whatever the log's length.
+
+`TreeCheck` is the other direction: `verify` replays the log, recomputes
+every node from the stored events and compares it with the stored one,
+then the root with every checkpoint the ledger signed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+from ledger.storage.store import REPLAY_CHUNK_EVENTS, Store
+from projections.merkle import (
+    EMPTY_ROOT,
+    Frontier,
+    LeafRange,
+    NodeKey,
+    consistency_ranges,
+    inclusion_ranges,
+    nodes_of,
+    range_hash,
+)
+
+# `checkpoints` lists at most this many (the newest) unless asked for fewer.
+CHECKPOINTS_LIST_MAX = 10_000
+
+
+class TreeError(Exception):
+    """A stored node that a root or proof needs is missing."""
+
+
+class StoredTree:
+    """Roots and proofs of one platform's tree, from the stored nodes."""
+
+    def __init__(self, store: Store, platform: str) -> None:
+        self.store = store
+        self.platform = platform
+
+    def fetch(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+        """The hashes of `keys` (O(log n) of them) in one round trip.
+
+        The keys go in as a VALUES list joined to each table by primary key:
+        one index lookup per key.  (SQLite's planner scans the platform's
+        whole index for an OR of (level, idx) pairs or a row-value IN list;
+        a UNION ALL of point queries costs PostgreSQL a plan per branch.)
+        """
+        if not keys:
+            return {}
+        statement = (
+            "WITH k (level, idx) AS (VALUES " + ", ".join(["(?, ?)"] * len(keys)) + ") "
+            "SELECT k.level, k.idx, n.hash FROM k JOIN peerledger_merkle_nodes n "
+            "ON n.platform = ? AND n.level = k.level AND n.idx = k.idx "
+            "UNION ALL "
+            "SELECT k.level, k.idx, e.leaf_hash FROM k JOIN peerledger_event_ids e "
+            "ON e.platform = ? AND k.level = 0 AND e.seq = k.idx + 1"
+        )
+        params = [x for key in keys for x in key] + [self.platform, self.platform]
+        # Named columns: PostgreSQL rows come back as dicts, keyed by column name.
+        found = {(int(level), int(idx)): bytes(h) for level, idx, h in self.store.query(statement, params)}
+        missing = [key for key in keys if key not in found]
+        if missing:
+            level, idx = missing[0]
+            raise TreeError(
+                f"{self.platform}: tree node (level {level}, index {idx}) is missing from the database "
+                f"(seqs {(idx << level) + 1}–{(idx + 1) << level}); run `peerledger verify`"
+            )
+        return found
+
+    def hashes(self, ranges: Sequence[LeafRange]) -> list[bytes]:
+        got = self.fetch(nodes_of(ranges))
+        return [range_hash(start, end, lambda level, idx: got[(level, idx)]) for start, end in ranges]
+
+    def root(self, size: int) -> bytes:
+        return self.hashes([(0, size)])[0] if size else EMPTY_ROOT
+
+    def inclusion(self, seq: int, size: int) -> tuple[bytes, list[bytes]]:
+        """(leaf hash, audit path) of the event at `seq` in the tree of `size` events."""
+        leaf, *path = self.hashes([(seq - 1, seq), *inclusion_ranges(seq - 1, size)])
+        return leaf, path
+
+    def consistency(self, first: int, second: int) -> list[bytes]:
+        return self.hashes(consistency_ranges(first, second))
+
+
+class TreeCheck:
+    """Recomputes the tree while `verify` replays the log and compares.
+
+    Call `leaf(seq, leaf_hash)` for each event in order (after checking the
+    leaf hash against the stored bytes), then `finish()`.  Each returns the
+    first difference as a message naming a seq, or None.  Stored nodes are
+    read level by level in index order, a chunk at a time, which is the
+    order in which the recomputation completes them: memory stays bounded
+    (one chunk per level) whatever the log's length.
+    """
+
+    def __init__(self, store: Store, platform: str) -> None:
+        self.store = store
+        self.platform = platform
+        self.frontier = Frontier()
+        self._stored: dict[int, Iterator[tuple[int, bytes]]] = {}
+        self._checkpoints: dict[int, list[tuple[int, bytes]]] = {}
+        create_audit_tables(store)
+        for checkpoint_id, size, root in store.query(
+            "SELECT checkpoint_id, size, root FROM peerledger_checkpoints WHERE platform = ?", (platform,)
+        ):
+            self._checkpoints.setdefault(int(size), []).append((int(checkpoint_id), bytes.fromhex(root)))
+
+    def _stored_level(self, level: int) -> Iterator[tuple[int, bytes]]:
+        after = -1
+        while True:
+            rows = self.store.query(
+                "SELECT idx, hash FROM peerledger_merkle_nodes WHERE platform = ? AND level = ? AND idx > ? "
+                "ORDER BY idx LIMIT ?",
+                (self.platform, level, after, REPLAY_CHUNK_EVENTS),
+            )
+            if not rows:
+                return
+            for idx, h in rows:
+                after = int(idx)
+                yield after, bytes(h)
+
+    def _checkpoint_difference(self) -> str | None:
+        size = self.frontier.size
+        for checkpoint_id, root in self._checkpoints.get(size, ()):
+            if root != self.frontier.root():
+                return (f"seq ≤ {size}: the events' root differs from checkpoint #{checkpoint_id} "
+                        f"signed at size {size}")
+        return None
+
+    def leaf(self, seq: int, leaf: bytes) -> str | None:
+        assert seq == self.frontier.size + 1
+        if seq == 1 and (problem := self._checkpoint_difference()):
+            return problem
+        for level, idx, h in self.frontier.append(leaf):
+            stored = next(self._stored.setdefault(level, self._stored_level(level)), None)
+            first, last = (idx << level) + 1, (idx + 1) << level
+            if stored is None or stored[0] != idx:
+                return f"seq {first}: tree node (level {level}, index {idx}, seqs {first}–{last}) is missing"
+            if stored[1] != h:
+                return (f"seq {first}: stored tree node (level {level}, index {idx}, seqs {first}–{last}) "
+                        "differs from the one recomputed from the events")
+        return self._checkpoint_difference()
+
+    def finish(self) -> str | None:
+        """After the last event: no node or checkpoint beyond it, and the stored root."""
+        size = self.frontier.size
+        if size == 0 and (problem := self._checkpoint_difference()):
+            return problem
+        beyond = self.store.query(
+            "SELECT level, idx FROM peerledger_merkle_nodes WHERE platform = ? AND ((idx + 1) << level) > ? "
+            "ORDER BY level, idx LIMIT 1",
+            (self.platform, size),
+        )
+        if beyond:
+            level, idx = int(beyond[0][0]), int(beyond[0][1])
+            return (f"seq {size + 1}: a stored tree node (level {level}, index {idx}) covers seqs up to "
+                    f"{(idx + 1) << level}, beyond the log's end: events removed?")
+        later = [s for s in self._checkpoints if s > size]
+        if later:
+            return (f"seq {size + 1}: checkpoint #{self._checkpoints[min(later)][0][0]} was signed at size "
+                    f"{min(later)}, beyond the log's end: events removed?")
+        try:
+            stored_root = StoredTree(self.store, self.platform).root(size)
+        except TreeError as e:
+            return str(e)
+        if stored_root != self.frontier.root():
+            return f"seq ≤ {size}: the root from the stored nodes differs from the recomputed root"
+        return None
+
+
+# -- checkpoints -----------------------------------------------------------------
+
+
+def audit_ddl(serial_pk: str) -> list[str]:
+    return [
+        "CREATE TABLE IF NOT EXISTS peerledger_checkpoints ("
+        f"checkpoint_id {serial_pk}, platform TEXT NOT NULL, size BIGINT NOT NULL, "
+        "root TEXT NOT NULL, balances_digest TEXT NOT NULL, issued_at TEXT NOT NULL, "
+        "key_id TEXT NOT NULL, signature TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS peerledger_checkpoints_platform "
+        "ON peerledger_checkpoints (platform, checkpoint_id)",
+    ]
+
+
+# Bump when the statements change: existing databases then run them once more.
+AUDIT_SCHEMA_VERSION = 1
+
+
+def create_audit_tables(store: Store) -> None:
+    store.ensure_schema("audit", AUDIT_SCHEMA_VERSION, audit_ddl(store.dialect.serial_pk))
+
+
+CHECKPOINT_COLUMNS = ("platform", "size", "root", "balances_digest", "issued_at", "key_id", "signature")
+
+
+def record_checkpoint(store: Store, checkpoint: dict[str, Any]) -> None:
+    with store.transaction(commit=True) as c:
+        c.execute(
+            store.dialect.sql(
+                f"INSERT INTO peerledger_checkpoints ({', '.join(CHECKPOINT_COLUMNS)}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ),
+            tuple(checkpoint[k] for k in CHECKPOINT_COLUMNS),
+        )
+
+
+def list_checkpoints(store: Store, platform: str, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` checkpoints of a platform, oldest first, as issued."""
+    rows = store.query(
+        f"SELECT {', '.join(CHECKPOINT_COLUMNS)} FROM peerledger_checkpoints WHERE platform = ? "
+        "ORDER BY checkpoint_id DESC LIMIT ?",
+        (platform, min(limit, CHECKPOINTS_LIST_MAX)),
+    )
+    return [
+        {**dict(zip(CHECKPOINT_COLUMNS, row)), "size": int(row[1])}
+        for row in reversed(rows)
+    ]
+
+
+# -- time travel -------------------------------------------------------------------

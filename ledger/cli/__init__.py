@@ -1,0 +1,1 @@
+"""The command line: `peerledger` (`main.main`), one module per command family."""

@@ -1,0 +1,90 @@
+"""What every `peerledger` command shares: options, exit codes, output.
+
+The command modules (`ledger.cli.main`, `.audit`, `.http`, `.kafka`,
+`.insights`, `.cluster`) import from here and never from each other, so the
+CLI has no import circle; `ledger.cli.main` assembles the parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import orjson
+from rich.console import Console
+
+from ledger.storage.queries import ledger_instant
+from ledger.storage.store import DEFAULT_DB_URL, Store
+from ledger.storage.views import create_views
+
+# Every environment variable peerledger reads, and what for.  The deploy
+# files may set these and no others (tests/test_deploy_files.py).
+DB_ENV = "PEERLEDGER_DB"
+ENVIRONMENT: dict[str, str] = {
+    DB_ENV: "the database URL when --db is not given",
+    "PGUSER": "the PostgreSQL user when the database URL names none (default postgres)",
+    "PGPASSWORD": "the PostgreSQL password when the database URL has none: keep it in a secret, not in the URL",
+    "PEERLEDGER_SIGNING_KEY": "the checkpoint signing key's file when --key-file is not given (ledger.audit.signing)",
+}
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_SOME_REJECTED = 3
+EXIT_NOT_FOUND = 4
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def print_json(obj: Any) -> None:
+    # orjson cannot hold integers over 64 bits; balances in principle can.
+    try:
+        data = orjson.dumps(obj, option=orjson.OPT_INDENT_2)
+    except TypeError:
+        import json
+
+        data = json.dumps(obj, indent=2, ensure_ascii=False).encode()
+    sys.stdout.buffer.write(data + b"\n")
+    sys.stdout.flush()
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    store = Store(args.db)
+    create_views(store)
+    return store
+
+
+def parent_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+    """(--db, --json, --platform): the options every command family shares."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=os.environ.get(DB_ENV, DEFAULT_DB_URL),
+                        help="sqlite:///FILE (default sqlite:///peerledger.db) or postgresql://user@host:port/db; "
+                             f"env {DB_ENV}")
+    jsonf = argparse.ArgumentParser(add_help=False)
+    jsonf.add_argument("--json", action="store_true", help="machine-readable output")
+    plat = argparse.ArgumentParser(add_help=False)
+    plat.add_argument("--platform", required=True)
+    return common, jsonf, plat
+
+
+def instant(text: str) -> str:
+    try:
+        return ledger_instant(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def as_of_options(s: argparse.ArgumentParser) -> None:
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--as-of", type=int, metavar="SEQ", help="the state after the event at SEQ")
+    g.add_argument("--as-of-time", type=instant, metavar="T",
+                   help="RFC 3339: the state after the last event the ledger accepted at or before T")
+
+
+def is_period(s: str) -> bool:
+    return len(s) == 7 and s[4] == "-" and s[:4].isdigit() and s[5:].isdigit() and 1 <= int(s[5:]) <= 12
+
+

@@ -1,0 +1,1019 @@
+"""The HTTP service: `peerledger serve` (FastAPI on uvicorn).
+
+Three processes, so that the machine's two cores work in parallel and reads
+stay quick while events stream in:
+
+* this one, the **front**: HTTP, authentication, reads of the read models
+  (`ledger.storage.views`), the dashboard and the metrics.  It never decides or
+  folds events, so its event loop and threads only wait on I/O and SQL;
+* the **writer** (one process, `RequestWriter`): splits a POSTed body into
+  events, checks them against the path's platform and the token's role, and
+  runs `ledger.ingest.ingestor.Ingestor` on batches of at most 1000 (one transaction
+  each).  One writer serialises the decisions, as `peerledger ingest` does;
+* the **projector** (one process): `ledger.ingest.projector`'s projections, told by
+  the writer which platform it appended to after every batch (a bounded
+  queue), keep the read models at the log's head.  `serve --projector none`
+  leaves that to projection workers of their own (`peerledger project
+  --follow`, as in deploy/): the freshness guarantee below then rests on
+  them, and they poll every `FOLLOW_POLL_MS`.
+
+Freshness guarantee.  A POST answers after its events are durable (the
+append committed) **and** the read models include them (the projector's
+tracking seq reached the writer's head), waiting at most
+`PROJECTION_WAIT_MAX_S`; the header `X-Ledger-Projected: false` says when
+that bound was hit (the events are appended all the same).  So a client that
+got its 200 reads its own writes, and so does everyone after it: the read
+models only move forward.  GETs never wait; `X-Ledger-Views-Seq` on the read
+endpoints gives the seq the read models had reached just before the query
+(the answer reflects at least that seq).  `as_of` queries and
+`/log`, `/flows` read the log itself and are exact at the head.
+
+Tenancy.  Every resource lives under `/v1/platforms/{platform}/`.  A token
+of another platform gets 404 with exactly the body of an unknown route,
+whether or not the platform exists; a token of the platform whose role lacks
+the right gets 403; no, unknown or revoked token: 401 (`ledger.http.tokens`).
+
+Bounds: body `BODY_MAX_BYTES` (checked while streaming), events per request
+`EVENTS_PER_REQUEST_MAX`, POSTs in flight `POSTS_IN_FLIGHT_MAX` (later ones
+wait before their body is read), connections (`serve`'s
+`limit_concurrency`), pages of `/log` and `/rejects`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import queue
+import re
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any, AsyncIterator, Literal
+
+import anyio.to_thread
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledger.audit.tree import (
+    StoredTree,
+    TreeError,
+    create_audit_tables,
+    list_checkpoints,
+)
+from ledger.contract import documents as api
+from ledger.contract import rules
+from ledger.contract.schema import (
+    AT_PATTERN,
+    EVENT_TYPES,
+    ID_PATTERN,
+    PLATFORM_PATTERN,
+    InvalidEvent,
+    has_duplicate_keys,
+    parse_event,
+    validate_event_obj,
+)
+from ledger.http import dashboard
+from ledger.http.metrics import HttpMetrics, MetricsMiddleware
+from ledger.http.tokens import Principal, authenticate, create_tokens_table
+from ledger.ingest.ingestor import (
+    BATCH_MAX_EVENTS,
+    REJECTED,
+    Ingestor,
+    Offered,
+    Outcome,
+    ledger_time,
+)
+from ledger.ingest.projector import FOLLOW_POLL_MS, Projector
+from ledger.ops.runtime import tune_gc, yield_cpu_to_reads
+from ledger.storage import queries
+from ledger.storage.queries import ledger_instant
+from ledger.storage.store import RejectRecord, Store
+from ledger.storage.views import create_views, tracking_name
+from projections.balances import balances_digest
+
+API_VERSION = "1"
+BODY_MAX_BYTES = 16 * 1024 * 1024
+EVENTS_PER_REQUEST_MAX = 10_000
+# Each POST in flight holds its body (≤ 16 MiB) and its copy in the writer's
+# queue; later POSTs wait here before their body is read (TCP pushes back).
+POSTS_IN_FLIGHT_MAX = 4
+PROJECTION_WAIT_MAX_S = 30.0
+# Platforms the writer reports to the projector (one entry per batch); when
+# full, the writer drops the report and the projector's full pass catches up.
+APPENDED_QUEUE_MAX = 1024
+PROJECTOR_DRAIN_MAX = 64
+PROJECTOR_FULL_PASS_S = 1.0
+PROJECTION_POLL_MIN_S = 0.002
+PROJECTION_POLL_MAX_S = 0.05
+LOG_PAGE_MAX = 10_000
+REJECTS_PAGE_MAX = 10_000
+EARNERS_MAX = 100
+RATE_MINUTES_MAX = 24 * 60
+# Seqs, sizes and ids in queries: far beyond any log, and small enough that
+# `from_seq + limit` still fits the databases' 64-bit integers.
+SEQ_MAX = 2**62
+# Threads answering reads: below the read store's connection pool, so a
+# request never waits for a connection (eventsourcing's SQLite pool holds
+# 5 + 10 overflow; `Store` gives PostgreSQL 2 + 2).
+READ_THREADS = {"sqlite": 12, "postgresql": 4}
+# Connections and requests at once; beyond it uvicorn answers 503 at once.
+CONNECTIONS_MAX = 256
+
+STATIC_DIR = Path(__file__).parent / "static"
+NDJSON = "application/x-ndjson"
+JSON_TYPE = "application/json"
+
+_ID_RE = re.compile(ID_PATTERN[1:-1])
+_PLATFORM_RE = re.compile(PLATFORM_PATTERN[1:-1])
+_NOT_JSON = object()
+
+
+# -- the writer process ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IngestJob:
+    """One POST, as the front hands it to the writer."""
+
+    platform: str
+    ndjson: bool
+    body: bytes
+    token_id: str
+    event_types: frozenset[str] | None  # None: every type may be posted
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReply:
+    status: int  # 200, or 400 / 403 / 413 for the whole request
+    body: bytes  # the JSON response
+    counts: dict[tuple[str, str], int]  # (outcome, code) -> events, for the metrics
+    batch_seconds: list[float]  # time to decide and append each Ingestor batch
+    head_seq: int  # the platform's log head after the request (0: nothing to project)
+
+
+class RequestWriter:
+    """Decides POSTed events, in the writer process."""
+
+    def __init__(self, store: Store, appended: Any) -> None:
+        self.store = store
+        self.ingestor = Ingestor(store)
+        self.appended = appended  # the projector's queue: platforms with new events
+
+    def warm_up(self) -> int:
+        """Bring every platform's writer to its log head now, not at its first POST."""
+        platforms = self.store.platforms()
+        for platform in platforms:
+            self.ingestor.writer(platform)
+        return len(platforms)
+
+    def ingest(self, job: IngestJob) -> IngestReply:
+        try:
+            items = ndjson_items(job.body) if job.ndjson else array_items(job.body)
+        except BodyError as e:
+            return _error_reply(400, str(e))
+        if len(items) > EVENTS_PER_REQUEST_MAX:
+            return _error_reply(413, f"{len(items)} events, more than {EVENTS_PER_REQUEST_MAX} in one request")
+        if job.event_types is not None:
+            for number, obj, _ in items:
+                kind = obj.get("type") if type(obj) is dict else None
+                if kind in EVENT_TYPES and kind not in job.event_types:
+                    return _error_reply(403, f"this token may not post {kind!r} events (item {number}); "
+                                             f"allowed: {', '.join(sorted(job.event_types))}; nothing was ingested")
+        now = ledger_time()
+        outcomes: list[Outcome | None] = [None] * len(items)
+        refused: list[RejectRecord] = []
+        offered: list[tuple[int, Offered]] = []
+        for i, (number, obj, payload) in enumerate(items):
+            source = f"http:{job.token_id}:{number}"
+            if type(obj) is dict and obj.get("platform") == job.platform:
+                offered.append((i, Offered(payload, source)))
+                continue
+            # Filed under the path's platform whatever the event claims: a sender
+            # can only ever add to its own platform's rejects.
+            event_id = obj.get("id") if type(obj) is dict else None
+            event_id = event_id if type(event_id) is str and _ID_RE.fullmatch(event_id) else None
+            message = _foreign_message(obj, payload, job.platform)
+            outcomes[i] = Outcome(REJECTED, event_id, job.platform, code=rules.INVALID, message=message)
+            raw = payload if isinstance(payload, bytes) else _dumps(payload)
+            refused.append(RejectRecord(job.platform, event_id, rules.INVALID, message, raw, source, now))
+        if refused:
+            self.store.append([], [], refused)
+        batch_seconds = []
+        for start in range(0, len(offered), BATCH_MAX_EVENTS):
+            chunk = offered[start:start + BATCH_MAX_EVENTS]
+            started = time.perf_counter()
+            decided = self.ingestor.ingest([o for _, o in chunk])
+            batch_seconds.append(time.perf_counter() - started)
+            with contextlib.suppress(queue.Full):  # full: the projector's periodic pass catches up
+                self.appended.put_nowait(job.platform)
+            for (i, _), outcome in zip(chunk, decided):
+                outcomes[i] = outcome
+        counts: Counter[tuple[str, str]] = Counter()
+        results = []
+        for outcome in outcomes:
+            assert outcome is not None
+            counts[(outcome.outcome, outcome.code or "")] += 1
+            results.append(outcome.as_json())
+        totals = Counter(outcome for outcome, _ in counts.elements())
+        body = _dumps({"accepted": totals["accepted"], "duplicate": totals["duplicate"],
+                       "rejected": totals["rejected"], "results": results})
+        writer = self.ingestor.writers.get(job.platform)
+        return IngestReply(200, body, dict(counts), batch_seconds, writer.fold.seq if writer is not None else 0)
+
+
+def _foreign_message(obj: object, payload: object, platform: str) -> str:
+    """Why an event that does not carry the path's platform is invalid."""
+    if type(obj) is dict and type(obj.get("platform")) is str:
+        return f"platform: {obj['platform']!r} is not the platform of the path ({platform!r})"
+    try:
+        if isinstance(payload, bytes):
+            parse_event(payload)
+        else:
+            validate_event_obj(payload)
+    except InvalidEvent as e:
+        return e.message
+    raise AssertionError("only events without the path's platform are refused here, and those are invalid")
+
+
+def _error_reply(status: int, detail: str) -> IngestReply:
+    return IngestReply(status, _dumps({"detail": detail}), {}, [], 0)
+
+
+class BodyError(ValueError):
+    """The body as a whole cannot be read (400)."""
+
+
+# (number, parsed value or _NOT_JSON, payload for the Ingestor): the number is
+# the 1-based line (NDJSON) or array index, and names the event in its source.
+Item = tuple[int, object, object]
+
+
+def ndjson_items(body: bytes) -> list[Item]:
+    """One event per line; blank lines are skipped, as in files.  A line that
+    is not JSON is still an item: the Ingestor rejects it `invalid`."""
+    items: list[Item] = []
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            obj = _NOT_JSON
+        items.append((number, obj, line))
+    return items
+
+
+def array_items(body: bytes) -> list[Item]:
+    """The elements of a JSON array body, each handed on parsed; when the body
+    repeats a key somewhere, each element's own text instead, so that the
+    schema names the element whose key is repeated."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BodyError(f"body: not valid JSON: {e}") from None
+    if type(parsed) is not list:
+        raise BodyError("body: must be a JSON array of events (or send application/x-ndjson)")
+    if len(parsed) > EVENTS_PER_REQUEST_MAX or not has_duplicate_keys(body, parsed):
+        return [(i, obj, obj) for i, obj in enumerate(parsed, start=1)]
+    texts = _element_texts(body)
+    return [(i, obj, text) for i, (obj, text) in enumerate(zip(parsed, texts), start=1)]
+
+
+def _element_texts(body: bytes) -> list[bytes]:
+    """The exact text of each element of a JSON array (slow path, stdlib)."""
+    text = body.decode("utf-8")
+    decoder = json.JSONDecoder()
+    ws = re.compile(r"[ \t\n\r]*")
+    position = ws.match(text, text.index("[") + 1).end()
+    texts = []
+    while text[position] != "]":
+        _, end = decoder.raw_decode(text, position)
+        texts.append(text[position:end].encode("utf-8"))
+        position = ws.match(text, end).end()
+        if text[position] == ",":
+            position = ws.match(text, position + 1).end()
+    return texts
+
+
+def _dumps(obj: object) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # integers beyond 64 bits (sums of money may be)
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+_writer: RequestWriter | None = None
+
+
+def _writer_start(db_url: str, appended: Any) -> None:
+    global _writer
+    tune_gc()
+    yield_cpu_to_reads()
+    _writer = RequestWriter(Store(db_url), appended)
+
+
+def _writer_warm_up() -> int:
+    assert _writer is not None
+    return _writer.warm_up()
+
+
+def _writer_ingest(job: IngestJob) -> IngestReply:
+    assert _writer is not None
+    return _writer.ingest(job)
+
+
+# -- the projector process -------------------------------------------------------
+
+
+def _project_until_stopped(db_url: str, stop: Any, appended: Any) -> None:
+    """Project each platform the writer appended to as soon as it says so, and
+    every platform once per `PROJECTOR_FULL_PASS_S` (other processes, such as
+    `peerledger ingest` or a Kafka consumer, may append to the same database).
+
+    Unlike `Projector.follow`, a pass for one platform does not list every
+    platform of the log first: that scan grows with the log."""
+    tune_gc()
+    yield_cpu_to_reads()
+    with Store(db_url) as store:
+        projector = Projector(store)
+        projector.catch_up()
+        last_full_pass = time.monotonic()
+        while not stop.is_set():
+            platforms = set()
+            with contextlib.suppress(queue.Empty):
+                platforms.add(appended.get(timeout=FOLLOW_POLL_MS / 1000))
+                while len(platforms) < PROJECTOR_DRAIN_MAX:
+                    platforms.add(appended.get_nowait())
+            for platform in sorted(platforms):
+                projector.advance(platform)
+            if time.monotonic() - last_full_pass >= PROJECTOR_FULL_PASS_S:
+                projector.catch_up()
+                last_full_pass = time.monotonic()
+        projector.catch_up()
+
+
+class Backend:
+    """The front's state: its read store and its two helper processes (one
+    without its projector)."""
+
+    def __init__(self, db_url: str, metrics: HttpMetrics, projector: bool = True) -> None:
+        self.db_url = db_url
+        self.runs_projector = projector
+        self.store = Store(db_url)
+        create_views(self.store)
+        create_tokens_table(self.store)
+        create_audit_tables(self.store)
+        self.metrics = metrics
+        self.flows = dashboard.FlowCache(self.store)
+        self._ctx = multiprocessing.get_context("spawn")  # no inherited connections
+        self._appended = self._ctx.Queue(APPENDED_QUEUE_MAX)
+        self._stop = self._ctx.Event()
+        self._projector: Any = None
+        self._executor: ProcessPoolExecutor | None = None
+        self._warm: Any = None
+        self.posts = asyncio.Semaphore(POSTS_IN_FLIGHT_MAX)
+
+    def start(self) -> None:
+        if self.runs_projector:
+            self._start_projector()
+        self._start_writer()
+
+    def _start_projector(self) -> None:
+        self._projector = self._ctx.Process(
+            target=_project_until_stopped, args=(self.db_url, self._stop, self._appended),
+            name="peerledger-projector", daemon=True)
+        self._projector.start()
+
+    def _start_writer(self) -> None:
+        self._executor = ProcessPoolExecutor(
+            max_workers=1, mp_context=self._ctx, initializer=_writer_start, initargs=(self.db_url, self._appended))
+        self._warm = self._executor.submit(_writer_warm_up)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        if self._projector is not None:
+            self._projector.join(timeout=PROJECTION_WAIT_MAX_S)
+            if self._projector.is_alive():
+                self._projector.terminate()
+        self.store.close()
+
+    def not_ready(self) -> str | None:
+        """Why the service cannot take traffic now, or None."""
+        if self._warm is None or not self._warm.done():
+            return "the writer is catching up with the log"
+        if self._warm.exception() is not None:
+            return f"the writer failed to start: {self._warm.exception()}"
+        if self.runs_projector and not self._projector.is_alive():
+            return "the projector is not running"
+        return None
+
+    async def ingest(self, job: IngestJob) -> IngestReply:
+        assert self._executor is not None
+        if self.runs_projector and not self._projector.is_alive():
+            self._start_projector()  # it died (and logged why): a new one resumes from its tracking
+        try:
+            return await asyncio.wrap_future(self._executor.submit(_writer_ingest, job))
+        except BrokenProcessPool:
+            # The writer died mid-request: the batches it committed are durable,
+            # the rest never happened; a resend is safe (duplicates).
+            self.metrics.writer_restarts.inc()
+            self._start_writer()
+            raise HTTPException(503, "the writer process died; resend the request (resends are idempotent)",
+                                headers={"Retry-After": "1"}) from None
+
+    async def await_projection(self, platform: str, seq: int) -> bool:
+        """Wait until the read models of `platform` include `seq` (bounded)."""
+        started = time.monotonic()
+        delay_s = PROJECTION_POLL_MIN_S
+        name = tracking_name(platform)
+        try:
+            while await anyio.to_thread.run_sync(self.store.tracked_seq, name) < seq:
+                if time.monotonic() - started > PROJECTION_WAIT_MAX_S:
+                    return False
+                await asyncio.sleep(delay_s)
+                delay_s = min(2 * delay_s, PROJECTION_POLL_MAX_S)
+            return True
+        finally:
+            self.metrics.projection_wait.observe(time.monotonic() - started)
+
+
+# -- authentication and tenancy --------------------------------------------------
+
+bearer = HTTPBearer(
+    auto_error=False, scheme_name="bearer", bearerFormat="plt_<id>_<secret>",
+    description="A token from `peerledger tokens create`; roles ingest, operator, auditor, admin.")
+
+NOT_FOUND = "Not Found"  # Starlette's own body for an unknown route: a foreign platform looks the same
+
+
+def _backend(request: Request) -> Backend:
+    return request.app.state.backend
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _authenticated(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    found = authenticate(_backend(request).store, credentials.credentials if credentials else None)
+    if found is None:
+        raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+def principal(request: Request, credentials: Credentials) -> Principal:
+    """Any valid token (401 otherwise)."""
+    return _authenticated(request, credentials)
+
+
+_query_names: dict[int, frozenset[str]] = {}
+
+
+def _declared_query(dependant: Any) -> frozenset[str]:
+    names = {f.alias for f in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _declared_query(sub)
+    return frozenset(names)
+
+
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not declare (a typo such as
+    `?asof=9` would otherwise silently answer for the live ledger)."""
+    route = request.scope["route"]
+    names = _query_names.get(id(route))
+    if names is None:
+        names = _query_names[id(route)] = _declared_query(route.dependant)
+    unknown = sorted(set(request.query_params) - names)
+    if unknown:
+        raise HTTPException(400, f"unknown query parameter {unknown[0]!r}")
+
+
+PlatformId = Annotated[str, PathParam(description=f"the tenant, `{PLATFORM_PATTERN}`")]
+
+
+def _tenant(platform: str, who: Principal) -> None:
+    if not who.sees(platform) or not _PLATFORM_RE.fullmatch(platform):
+        raise HTTPException(404, NOT_FOUND)
+
+
+# One dependency per check chain (not principal → reader): FastAPI runs each
+# sync dependency in a worker thread, and every hop costs a read's latency.
+def reader(platform: PlatformId, request: Request, credentials: Credentials) -> Principal:
+    """A token of the platform (404 otherwise) whose role may read (403 otherwise)."""
+    who = _authenticated(request, credentials)
+    _tenant(platform, who)
+    if not who.may_read:
+        raise HTTPException(403, f"role {who.role} may not read")
+    return who
+
+
+def writer(platform: PlatformId, request: Request, credentials: Credentials) -> Principal:
+    """A token of the platform (404 otherwise) whose role may post events (403 otherwise)."""
+    who = _authenticated(request, credentials)
+    _tenant(platform, who)
+    if not who.may_write:
+        raise HTTPException(403, f"role {who.role} may not post events")
+    return who
+
+
+Reader = Annotated[Principal, Depends(reader)]
+
+
+# -- documents only the HTTP API has ---------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok", "ready"]
+
+
+class WhoAmI(BaseModel):
+    token_id: str
+    role: Literal["ingest", "operator", "auditor", "admin"]
+    platform: str | None
+
+
+class Platforms(BaseModel):
+    platforms: list[str]
+
+
+class FlowNode(BaseModel):
+    id: str
+    label: str
+    column: int
+    kind: Literal["sold", "work", "fee", "prosumer", "system", "other"]
+    amount: int
+
+
+class FlowLink(BaseModel):
+    source: str
+    target: str
+    amount: int
+
+
+class FlowPeriod(BaseModel):
+    period: str
+    currency: str
+    realized: int
+    values: int
+
+
+class Flows(BaseModel):
+    """Where the value realized in a period went: sold work → paying work → recipient."""
+
+    platform: str
+    seq: int
+    period: str | None
+    currency: str | None
+    realized: int
+    reversed: int
+    values: int
+    nodes: list[FlowNode]
+    links: list[FlowLink]
+    available: list[FlowPeriod]
+
+
+class Earner(BaseModel):
+    prosumer: str
+    earned: int
+    reversed: int
+    paid: int
+    net: int
+
+
+class Earners(BaseModel):
+    platform: str
+    period: str
+    currency: str
+    earners: list[Earner]
+
+
+class RateMinute(BaseModel):
+    minute: str
+    accepted: int
+    rejected: int
+
+
+class IngestRate(BaseModel):
+    platform: str
+    minutes: list[RateMinute]
+
+
+def _doc(*codes: int) -> dict[int | str, dict[str, Any]]:
+    words = {400: "Bad request (a parameter or the body)", 401: "No, unknown or revoked bearer token",
+             403: "The token's role lacks the right", 404: "Not found (also: another platform's resource)",
+             413: "Body over 16 MiB or more than 10 000 events", 415: "Not application/json or application/x-ndjson",
+             503: "Not ready, or the writer restarted: retry"}
+    return {c: {"model": api.Error, "description": words[c]} for c in codes}
+
+
+READ_ERRORS = _doc(400, 401, 403, 404)
+
+
+def _json(obj: object, headers: dict[str, str] | None = None, status: int = 200) -> Response:
+    return Response(_dumps(obj), status_code=status, media_type=JSON_TYPE, headers=headers)
+
+
+def _views_seq(backend: Backend, platform: str) -> dict[str, str]:
+    return {"X-Ledger-Views-Seq": str(backend.store.tracked_seq(tracking_name(platform)))}
+
+
+def _as_of(backend: Backend, platform: str, as_of: int | None, as_of_time: str | None) -> int | None:
+    if as_of is not None and as_of_time is not None:
+        raise HTTPException(400, "give as_of or as_of_time, not both")
+    if as_of_time is not None:
+        try:
+            as_of_time = ledger_instant(as_of_time)
+        except (ValueError, OverflowError) as e:  # OverflowError: a year 1 or 9999 instant beyond UTC's range
+            raise HTTPException(400, f"as_of_time: {e}") from None
+    return queries.as_of_seq(backend.store, platform, as_of, as_of_time)
+
+
+AsOf = Annotated[int | None, Query(ge=0, le=SEQ_MAX, description="the state after the event at this seq (replays the log)")]
+AsOfTime = Annotated[str | None, Query(
+    max_length=64, pattern=AT_PATTERN, json_schema_extra={"format": "date-time"},
+    description="RFC 3339 (ledger time): the state after the last event the ledger accepted at or before it")]
+Period = Annotated[str, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="a UTC month, YYYY-MM")]
+Currency = Annotated[str, Query(pattern=r"^[A-Z]{3}$")]
+
+
+# -- the app ------------------------------------------------------------------------
+
+
+def create_app(db_url: str, projector: bool = True) -> FastAPI:
+    """The ASGI app on the database at `db_url`; its lifespan starts the
+    writer and (unless `projector` is false) projector processes and stops
+    them on shutdown."""
+
+    metrics = HttpMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        backend = Backend(db_url, metrics, projector)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = READ_THREADS[backend.store.dialect.name]
+        backend.start()
+        app.state.backend = backend
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(backend.stop)
+
+    app = FastAPI(
+        title="peerledger", version=API_VERSION, lifespan=lifespan, dependencies=[Depends(known_query)],
+        description=(__doc__ or "").split("\n\n", 1)[1] if __doc__ else None,
+        openapi_tags=[{"name": "events"}, {"name": "reads"}, {"name": "audit"}, {"name": "dashboard"},
+                      {"name": "service"}],
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors())
+        return JSONResponse({"detail": problems or "bad request"}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        return _json({"detail": str(exc.detail)}, headers=exc.headers, status=exc.status_code)
+
+    _events_routes(app)
+    _read_routes(app)
+    _audit_routes(app)
+    _dashboard_routes(app)
+    _service_routes(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+
+    # Installed last: the outermost layer, so it also counts the error handlers' answers.
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _events_routes(app: FastAPI) -> None:
+    # Any JSON value is a well-formed item: one that is not a valid event is
+    # that item's `invalid` outcome, not a bad request.
+    event_schema = {"description": "an event of EVENTS.md §1–2 (each item is validated by the ledger)"}
+
+    @app.post(
+        "/v1/platforms/{platform}/events", tags=["events"], response_model=api.IngestResponse,
+        summary="Ingest events (JSON array or NDJSON)",
+        responses={**_doc(400, 401, 403, 404, 413, 415, 503),
+                   200: {"description": "Every event's outcome, in input order, even when some are rejected",
+                         "headers": {"X-Ledger-Projected": {"schema": {"type": "string", "enum": ["true", "false"]},
+                                                            "description": "whether the read models include the events"}}}},
+        openapi_extra={"requestBody": {"required": True, "content": {
+            JSON_TYPE: {"schema": {"type": "array", "items": event_schema,
+                                   "description": f"at most {EVENTS_PER_REQUEST_MAX} events (else 413)"}},
+            NDJSON: {"schema": {"type": "string", "description": "one event per line; blank lines are skipped"}},
+        }}},
+    )
+    async def post_events(platform: PlatformId, request: Request,
+                          who: Annotated[Principal, Depends(writer)]) -> Response:
+        """Each event gets an outcome: `accepted` (with its `seq`), `duplicate`, or
+        `rejected` with a code (EVENTS.md §4).  An event whose `platform` is not the
+        path's is rejected `invalid`; so is an NDJSON line that is not JSON.  An
+        operator token may post only payout.issued, policy.set, work.retracted,
+        work.reinstated and work.reassigned: a request with any other type is
+        refused whole (403) and nothing of it is ingested.  The answer comes after
+        the events are durable and projected (see the freshness guarantee)."""
+        backend = _backend(request)
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media not in (JSON_TYPE, NDJSON):
+            raise HTTPException(415, f"send {JSON_TYPE} (an array of events) or {NDJSON} (one event per line)")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > BODY_MAX_BYTES:
+            raise HTTPException(413, f"body over {BODY_MAX_BYTES} bytes")
+        async with backend.posts:
+            body = bytearray()
+            async for chunk in request.stream():
+                if len(body) + len(chunk) > BODY_MAX_BYTES:
+                    raise HTTPException(413, f"body over {BODY_MAX_BYTES} bytes")
+                body += chunk
+            backend.metrics.body_bytes.inc(len(body))
+            reply = await backend.ingest(IngestJob(platform, media == NDJSON, bytes(body), who.token_id,
+                                                   who.event_types))
+        backend.metrics.count_events(reply.counts, reply.batch_seconds)
+        headers = {}
+        if reply.status == 200:
+            projected = await backend.await_projection(platform, reply.head_seq)
+            headers["X-Ledger-Projected"] = "true" if projected else "false"
+        return Response(reply.body, status_code=reply.status, media_type=JSON_TYPE, headers=headers)
+
+
+def _read_routes(app: FastAPI) -> None:
+    base = "/v1/platforms/{platform}"
+
+    @app.get(base + "/balances", tags=["reads"], response_model=list[api.BalanceRow], responses=READ_ERRORS)
+    def balances(platform: PlatformId, request: Request, _who: Reader,
+                 currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
+                 as_of: AsOf = None, as_of_time: AsOfTime = None) -> Response:
+        """EVENTS.md §5 balances, as `peerledger balances --json`."""
+        backend = _backend(request)
+        headers = _views_seq(backend, platform)
+        seq = _as_of(backend, platform, as_of, as_of_time)
+        return _json(queries.balances_doc(backend.store, platform, currency, seq), headers)
+
+    @app.get(base + "/digest", tags=["reads"], response_model=api.Digest, responses=READ_ERRORS)
+    def digest(platform: PlatformId, request: Request, _who: Reader,
+               as_of: AsOf = None, as_of_time: AsOfTime = None) -> Response:
+        """The balances digest; `digest` is what `peerledger digest` prints."""
+        backend = _backend(request)
+        headers = _views_seq(backend, platform)
+        seq = _as_of(backend, platform, as_of, as_of_time)
+        rows = queries.balances_doc(backend.store, platform, None, seq)
+        return _json({"platform": platform, "digest": balances_digest(rows), "as_of": seq}, headers)
+
+    @app.get(base + "/values/{value}/explain", tags=["reads"], response_model=api.Explanation,
+             responses=READ_ERRORS)
+    def explain(platform: PlatformId, value: str, request: Request, _who: Reader,
+                as_of: AsOf = None, as_of_time: AsOfTime = None) -> Response:
+        """Why a value was split as it was, as `peerledger explain --json`."""
+        backend = _backend(request)
+        headers = _views_seq(backend, platform)
+        ex = queries.explain_doc(backend.store, platform, value, _as_of(backend, platform, as_of, as_of_time))
+        if ex is None:
+            raise HTTPException(404, f"no value {value!r} in platform {platform!r}")
+        return _json(ex, headers)
+
+    @app.get(base + "/prosumers/{prosumer}/statement", tags=["reads"], response_model=api.Statement,
+             responses=READ_ERRORS)
+    def statement(platform: PlatformId, prosumer: str, request: Request, _who: Reader,
+                  period: Annotated[str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")] = None) -> Response:
+        """A prosumer's figures by UTC month, as `peerledger statement --json`
+        (no periods for a prosumer without bookings)."""
+        backend = _backend(request)
+        headers = _views_seq(backend, platform)
+        return _json(queries.statement_doc(backend.store, platform, prosumer, period), headers)
+
+    @app.get(base + "/rejects", tags=["reads"], response_model=list[api.Reject], responses=READ_ERRORS)
+    def rejects(platform: PlatformId, request: Request, _who: Reader,
+                limit: Annotated[int, Query(ge=1, le=REJECTS_PAGE_MAX)] = 1000,
+                after_id: Annotated[int, Query(ge=0, le=SEQ_MAX)] = 0,
+                order: Literal["asc", "desc"] = "asc") -> Response:
+        """Rejected events of the platform, as `peerledger rejects --json`: oldest
+        first after `after_id` (page with the last `reject_id`), or with
+        `order=desc` the newest first."""
+        store = _backend(request).store
+        if order == "asc":
+            rows = store.rejects(platform, limit, after_id)
+        else:
+            rows = store.query(
+                "SELECT reject_id, platform, event_id, code, message, raw, raw_truncated, source, received_at "
+                "FROM peerledger_rejects WHERE platform = ? AND reject_id > ? ORDER BY reject_id DESC LIMIT ?",
+                (platform, after_id, limit))
+        return _json(api.reject_docs(rows))
+
+    @app.get(
+        base + "/log", tags=["reads"], responses={
+            **READ_ERRORS,
+            200: {"description": "Accepted events from `from_seq`, each exactly its canonical bytes "
+                                 "(EVENTS.md §5): NDJSON when the request accepts application/x-ndjson, "
+                                 "else a JSON array whose elements are those bytes",
+                  "headers": {"X-Ledger-Next-Seq": {"schema": {"type": "integer"},
+                                                    "description": "from_seq of the next page"}},
+                  "content": {JSON_TYPE: {"schema": {"type": "array", "items": {"type": "object"}}},
+                              NDJSON: {"schema": {"type": "string"}}}}})
+    def log(platform: PlatformId, request: Request, _who: Reader,
+            from_seq: Annotated[int, Query(ge=1, le=SEQ_MAX)] = 1,
+            limit: Annotated[int, Query(ge=1, le=LOG_PAGE_MAX)] = 1000) -> Response:
+        """The log, as `peerledger export` writes it (AUDIT.md §4), a page at a time."""
+        store = _backend(request).store
+        lines = [s.state for s in store.read_log(platform, after_seq=from_seq - 1, upto_seq=from_seq - 1 + limit)]
+        headers = {"X-Ledger-Next-Seq": str(from_seq + len(lines))}
+        if NDJSON in request.headers.get("accept", ""):
+            return Response(b"".join(line + b"\n" for line in lines), media_type=NDJSON, headers=headers)
+        return Response(b"[" + b",".join(lines) + b"]", media_type=JSON_TYPE, headers=headers)
+
+
+def _audit_routes(app: FastAPI) -> None:
+    base = "/v1/platforms/{platform}"
+
+    @app.get(base + "/checkpoint", tags=["audit"], response_model=api.Checkpoint, responses=READ_ERRORS)
+    def checkpoint(platform: PlatformId, request: Request, _who: Reader) -> Response:
+        """The newest signed checkpoint (AUDIT.md §3).  Checkpoints are signed by
+        `peerledger checkpoint`, where the signing key is: the server holds none."""
+        found = list_checkpoints(_backend(request).store, platform, 1)
+        if not found:
+            raise HTTPException(404, f"platform {platform!r} has no checkpoint")
+        return _json(found[0])
+
+    @app.get(base + "/checkpoints", tags=["audit"], response_model=list[api.Checkpoint], responses=READ_ERRORS)
+    def checkpoints(platform: PlatformId, request: Request, _who: Reader,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
+        """The newest `limit` checkpoints, oldest first (`peerledger checkpoints --json`)."""
+        return _json(list_checkpoints(_backend(request).store, platform, limit))
+
+    @app.get(base + "/proofs/inclusion", tags=["audit"], response_model=api.InclusionProof, responses=READ_ERRORS)
+    def inclusion(platform: PlatformId, request: Request, _who: Reader,
+                  seq: Annotated[int, Query(ge=1, le=SEQ_MAX)],
+                  tree_size: Annotated[int | None, Query(ge=1, le=SEQ_MAX)] = None) -> Response:
+        """The audit path of the event at `seq` in the tree of `tree_size` events
+        (default: the log's head), as `peerledger prove inclusion --json`."""
+        store = _backend(request).store
+        head = store.head(platform)
+        size = head if tree_size is None else tree_size
+        if max(seq, size) > head:
+            raise HTTPException(404, f"platform {platform!r} has {head} events, not {max(seq, size)}")
+        if seq > size:
+            raise HTTPException(400, f"seq {seq} is not in the tree of size {size}")
+        leaf, path = _tree(store, platform, lambda t: t.inclusion(seq, size))
+        return _json(api.inclusion_doc(platform, seq, size, leaf, path))
+
+    @app.get(base + "/proofs/consistency", tags=["audit"], response_model=api.ConsistencyProof,
+             responses=READ_ERRORS)
+    def consistency(platform: PlatformId, request: Request, _who: Reader,
+                    first: Annotated[int, Query(ge=1, le=SEQ_MAX)],
+                    second: Annotated[int | None, Query(ge=1, le=SEQ_MAX)] = None) -> Response:
+        """That the tree of `second` events (default: the head) extends the tree of
+        `first`, as `peerledger prove consistency --json`."""
+        store = _backend(request).store
+        head = store.head(platform)
+        size = head if second is None else second
+        if max(first, size) > head:
+            raise HTTPException(404, f"platform {platform!r} has {head} events, not {max(first, size)}")
+        if first > size:
+            raise HTTPException(400, f"need first ≤ second, got {first} > {size}")
+        path = _tree(store, platform, lambda t: t.consistency(first, size))
+        return _json(api.consistency_doc(platform, first, size, path))
+
+
+def _tree(store: Store, platform: str, proof: Any) -> Any:
+    try:
+        return proof(StoredTree(store, platform))
+    except TreeError as e:  # a node the proof needs is not stored (yet): the audit trail is behind
+        raise HTTPException(503, str(e), headers={"Retry-After": "1"}) from None
+
+
+def _dashboard_routes(app: FastAPI) -> None:
+    base = "/v1/platforms/{platform}"
+
+    @app.get("/dashboard", tags=["dashboard"], response_class=HTMLResponse,
+             responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}})
+    def dashboard_page() -> HTMLResponse:
+        """The dashboard (no token needed to load it: its data calls carry one)."""
+        return HTMLResponse((STATIC_DIR / "dashboard.html").read_text(encoding="utf-8"))
+
+    @app.get(base + "/flows", tags=["dashboard"], response_model=Flows, responses=READ_ERRORS)
+    def flows(platform: PlatformId, request: Request, _who: Reader,
+              period: Annotated[str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")] = None,
+              currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None) -> Response:
+        """Where the value realized in a period went (`ledger.http.dashboard`); by default
+        the latest period with sales, in its currency with the most value."""
+        return _json(_backend(request).flows.flows(platform, period, currency))
+
+    @app.get(base + "/earners", tags=["dashboard"], response_model=Earners, responses=READ_ERRORS)
+    def earners(platform: PlatformId, request: Request, _who: Reader, period: Period, currency: Currency,
+                limit: Annotated[int, Query(ge=1, le=EARNERS_MAX)] = 10) -> Response:
+        """The prosumers who earned most in a period and currency."""
+        backend = _backend(request)
+        top = dashboard.top_earners(backend.store, platform, period, currency, limit)
+        return _json({"platform": platform, "period": period, "currency": currency, "earners": top},
+                     _views_seq(backend, platform))
+
+    @app.get(base + "/ingest-rate", tags=["dashboard"], response_model=IngestRate, responses=READ_ERRORS)
+    def ingest_rate(platform: PlatformId, request: Request, _who: Reader,
+                    minutes: Annotated[int, Query(ge=1, le=RATE_MINUTES_MAX)] = 60) -> Response:
+        """Accepted and rejected events per minute of ledger time, oldest first,
+        the current minute last."""
+        now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+        first = now - timedelta(minutes=minutes - 1)
+        counts = dashboard.ingest_rate(_backend(request).store, platform, first.strftime("%Y-%m-%dT%H:%M"))
+        labels = [(first + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M") for i in range(minutes)]
+        return _json({"platform": platform, "minutes": [
+            {"minute": m, "accepted": counts["accepted"].get(m, 0), "rejected": counts["rejected"].get(m, 0)}
+            for m in labels]})
+
+    @app.get("/v1/whoami", tags=["dashboard"], response_model=WhoAmI, responses=_doc(401))
+    def whoami(who: Annotated[Principal, Depends(principal)]) -> Response:
+        """The token's id, role and platform (null: every platform)."""
+        return _json({"token_id": who.token_id, "role": who.role, "platform": who.platform})
+
+    @app.get("/v1/platforms", tags=["dashboard"], response_model=Platforms, responses=_doc(401))
+    def platforms(request: Request, who: Annotated[Principal, Depends(principal)]) -> Response:
+        """The platforms this token sees: an admin's, every platform with events."""
+        if who.platform is not None:
+            return _json({"platforms": [who.platform]})
+        return _json({"platforms": _backend(request).store.platforms()})
+
+
+def _service_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["service"], response_model=Health)
+    def healthz() -> Response:
+        """The process answers (liveness)."""
+        return _json({"status": "ok"})
+
+    @app.get("/readyz", tags=["service"], response_model=Health, responses=_doc(503))
+    def readyz(request: Request) -> Response:
+        """The database answers and the writer and projector are running."""
+        backend = _backend(request)
+        try:
+            backend.store.query("SELECT 1")
+        except Exception as e:  # any driver error means: not reachable
+            return _json({"detail": f"database unreachable: {type(e).__name__}"}, status=503)
+        problem = backend.not_ready()
+        if problem is not None:
+            return _json({"detail": problem}, status=503)
+        return _json({"status": "ready"})
+
+    @app.get("/metrics", tags=["service"], response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format"}})
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics (`ledger.http.metrics`); no tenant appears in them."""
+        return Response(_backend(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with our 400 in place of its 422 (we answer 400 for
+    every bad parameter) and without the schemas only the 422 used."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
+                      tags=app.openapi_tags)
+    for path in doc["paths"].values():
+        for operation in path.values():
+            operation.get("responses", {}).pop("422", None)
+    schemas = doc.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    app.openapi_schema = doc
+    return doc
+
+
+def _exit_0(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def serve(db_url: str, host: str, port: int, log_level: str = "info", access_log: bool = True,
+          projector: bool = True) -> None:
+    """Run the service until SIGINT/SIGTERM (uvicorn, one front process)."""
+    import signal
+
+    import uvicorn
+
+    # SIGTERM/SIGINT end the process with status 0, like every other
+    # peerledger process (supervisors, `peerledger cluster`, read a non-zero
+    # exit as a crash): before uvicorn takes the signals over, at once
+    # (nothing has started); after its graceful shutdown, uvicorn restores
+    # this handler and raises the signal again, which would otherwise end
+    # the process "killed by SIGTERM" (143).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_0)
+    uvicorn.run(create_app(db_url, projector), host=host, port=port, log_level=log_level, access_log=access_log,
+                limit_concurrency=CONNECTIONS_MAX, timeout_graceful_shutdown=int(PROJECTION_WAIT_MAX_S),
+                server_header=False)
+

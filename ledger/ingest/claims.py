@@ -1,0 +1,115 @@
+"""Which platforms a projection worker projects, when several share one PostgreSQL database.
+
+A platform's read models are the fold of one ordered log, so only one
+process can usefully project a platform at a time: two would fold the same
+events and one of them would throw its rows away (`ledger.storage.views` keeps the
+newest).  Several `peerledger project --follow` workers therefore split the
+platforms between them instead of each folding all of them:
+
+* a worker owns a platform while it holds a session advisory lock on it
+  (`pg_try_advisory_lock`), on a connection of its own.  The lock dies with
+  the connection, so a killed worker's platforms are free as soon as
+  PostgreSQL sees its connection close (at once for a killed process; within
+  the TCP keepalive bound below for a lost machine);
+* at most every REBALANCE_SECONDS a worker counts the live workers (the
+  connections to this database named APPLICATION_NAME) and holds its fair
+  share, ceil(platforms / workers): it gives up the surplus when a worker
+  joined, and claims free platforms up to its share when one left or new
+  platforms appeared.  A handover therefore takes up to two rebalance
+  periods, plus the replay of the platform's log up to its tracked seq by
+  the new owner (`ledger.ingest.projector.PlatformProjection`).
+
+Claims spread work; they are not what keeps the read models correct.  A
+platform projected by two processes at once (a worker and the projector of
+`peerledger ingest`, or a worker that lost its claims connection but still
+holds a fold) is still right: `ledger.storage.views` serialises the flushes and
+keeps the newest.  That is also why a lost claims connection simply stops
+the worker (the error propagates): its supervisor restarts it.
+
+Workers must reach PostgreSQL directly or through a session-mode pooler:
+advisory locks do not survive a transaction-mode pooler.  On SQLite (one
+machine, one file) there is nothing to share: `open_claims` returns None and
+every projector projects every platform.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ledger.ops import metrics
+from ledger.storage.store import DbUrl
+
+# The name every projection worker's claims connection carries: the live
+# workers are the connections of this name to the database.
+APPLICATION_NAME = "peerledger-projector"
+# How often a worker recounts the workers and re-balances its platforms (and
+# notices new platforms): the longest a platform waits for an owner after a
+# worker died or a platform appeared.
+REBALANCE_SECONDS = 2.0
+# A claims connection to a machine that vanished is dropped by the kernel
+# after about idle + interval * count seconds, and PostgreSQL frees its locks.
+KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+CONNECT_TIMEOUT_SECONDS = 10
+_LOCK_KEY = "hashtextextended('peerledger:project:' || {}, 7)"
+
+_COUNT_WORKERS = ("SELECT count(*) FROM pg_stat_activity "
+                  "WHERE datname = current_database() AND application_name = %s")
+# Try-locks free platforms until `limit` are held.  The lock call is in the
+# WHERE clause under a LIMIT without ORDER BY: PostgreSQL evaluates it row by
+# row and stops at the limit, so exactly the rows returned were locked.
+_CLAIM = f"SELECT p FROM unnest(%s::text[]) AS p WHERE pg_try_advisory_lock({_LOCK_KEY.format('p')}) LIMIT %s"
+_RELEASE = f"SELECT pg_advisory_unlock({_LOCK_KEY.format('%s')})"
+
+
+class PlatformClaims:
+    """This worker's share of the platforms (see the module doc)."""
+
+    def __init__(self, pg: dict[str, Any], clock: Callable[[], float] = time.monotonic) -> None:
+        import psycopg
+
+        self._conn = psycopg.connect(autocommit=True, application_name=APPLICATION_NAME,
+                                     connect_timeout=CONNECT_TIMEOUT_SECONDS, **KEEPALIVE, **pg)
+        self._clock = clock
+        self._rebalanced_at = -REBALANCE_SECONDS
+        self.owned: set[str] = set()
+
+    def update(self, list_platforms: Callable[[], Sequence[str]]) -> tuple[list[str], list[str]]:
+        """(the platforms to project now, the platforms given up since the
+        last call).  Lists the platforms and rebalances at most every
+        REBALANCE_SECONDS (listing them scans the log's index)."""
+        released: list[str] = []
+        now = self._clock()
+        if now - self._rebalanced_at >= REBALANCE_SECONDS:
+            self._rebalanced_at = now
+            released = self._rebalance(list(list_platforms()))
+        return sorted(self.owned), released
+
+    def _rebalance(self, platforms: list[str]) -> list[str]:
+        row = self._conn.execute(_COUNT_WORKERS, (APPLICATION_NAME,)).fetchone()
+        workers = max(1, int(row[0]) if row else 1)  # this worker counts itself
+        share = -(-len(platforms) // workers)
+        released: list[str] = []
+        if len(self.owned) > share:
+            for platform in sorted(self.owned)[share:]:
+                self._conn.execute(_RELEASE, (platform,))
+                self.owned.discard(platform)
+                released.append(platform)
+        elif len(self.owned) < share:
+            free = [p for p in platforms if p not in self.owned]
+            claimed = self._conn.execute(_CLAIM, (free, share - len(self.owned))).fetchall()
+            self.owned.update(p for (p,) in claimed)
+        metrics.PROJECTION_PLATFORMS_CLAIMED.set(len(self.owned))
+        return released
+
+    def close(self) -> None:
+        """Give every platform up (closing the connection frees its locks)."""
+        self._conn.close()
+        self.owned.clear()
+
+
+def open_claims(db_url: str) -> PlatformClaims | None:
+    """Claims for a projection worker on this database; None on SQLite."""
+    pg = DbUrl.parse(db_url).pg
+    return PlatformClaims(pg) if pg is not None else None

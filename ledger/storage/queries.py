@@ -1,0 +1,86 @@
+"""The queries the faces answer (CLI `--json` and the HTTP API), defined once:
+each reads the store and returns the document of `ledger.contract.documents`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from ledger.storage.replay import replay
+from ledger.storage.store import Store
+from ledger.storage.views import read_balances, read_explain, read_statement
+from projections.balances import balance_rows
+
+
+def statement_doc(store: Store, platform: str, prosumer: str, period: str | None) -> dict[str, Any]:
+    return {"platform": platform, "prosumer": prosumer,
+            "periods": read_statement(store, platform, prosumer, period)}
+
+
+def as_of_seq(store: Store, platform: str, as_of: int | None, as_of_time: str | None) -> int | None:
+    """`--as-of SEQ`, or for `--as-of-time T` the seq after the last event
+    the ledger accepted at or before T (already normalised by `ledger_instant`)."""
+    if as_of_time is not None:
+        return seq_at_time(store, platform, as_of_time)
+    return as_of
+
+
+def balances_doc(store: Store, platform: str, currency: str | None, as_of: int | None) -> list[dict[str, Any]]:
+    """The balances array: the live read models, or a replay up to `as_of`."""
+    if as_of is not None:
+        return balance_rows(replay(store, platform, as_of).balances, currency)
+    return read_balances(store, platform, currency)
+
+
+def explain_doc(store: Store, platform: str, value: str, as_of: int | None) -> dict[str, Any] | None:
+    """A value's explanation; with `as_of`, None unless it was realized by
+    then, and its reversed total as of then (its split never changes)."""
+    ex = read_explain(store, platform, value)
+    if ex is not None and as_of is not None:
+        ex = None if ex["seq"] > as_of else {**ex, "reversed": reversed_as_of(store, platform, value, as_of)}
+    return ex
+
+
+def ledger_instant(text: str) -> str:
+    """An RFC 3339 date-time as the ledger writes `accepted_at` (UTC, milliseconds, `Z`).
+
+    Truncating to milliseconds is exact for `accepted_at <= T`: the stored
+    times have millisecond precision.  Raises ValueError.
+    """
+    if len(text) < 20 or text[10] not in "Tt":
+        raise ValueError(f"not an RFC 3339 date-time: {text!r} (e.g. 2026-11-26T10:00:00Z)")
+    instant = datetime.fromisoformat(text.replace("z", "Z"))
+    if instant.tzinfo is None:
+        raise ValueError(f"an RFC 3339 date-time needs Z or an offset: {text!r}")
+    return instant.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def seq_at_time(store: Store, platform: str, instant: str) -> int:
+    """The seq of the state after the last event the ledger accepted at or before `instant`.
+
+    The answer is a prefix of the log: the events before the first one
+    accepted after `instant`.  (Acceptance times follow seq order in a
+    platform; were the clock ever to step back, the prefix rule still names
+    a state the ledger really had, never one with a later event in it.)
+    """
+    rows = store.query(
+        "SELECT MIN(CASE WHEN accepted_at > ? THEN seq END), MAX(seq) FROM peerledger_event_ids "
+        "WHERE platform = ?",
+        (instant, platform),
+    )
+    first_after, head = rows[0]
+    return int(first_after) - 1 if first_after is not None else int(head or 0)
+
+
+def reversed_as_of(store: Store, platform: str, value: str, seq: int) -> int:
+    """The total reversed of `value` by the events up to `seq` (the log's only
+    record of reversals over time; only `value.reversed` events are parsed)."""
+    total = 0
+    for stored in store.read_log(platform, upto_seq=seq):
+        if stored.topic == "value.reversed":
+            data = orjson.loads(stored.state)["data"]
+            if data["value"] == value:
+                total += data["amount"]
+    return total
