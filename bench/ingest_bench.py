@@ -101,7 +101,8 @@ def worker_append(spec: dict[str, Any]) -> dict[str, Any]:
     import gc
     import itertools
 
-    from ledger.ingest.ingestor import ACCEPTED, Ingestor, batches, read_lines
+    from ledger.ingest.ingestor import ACCEPTED, Ingestor
+    from ledger.ingest.sources import batches, read_lines
     from ledger.storage.store import Store
 
     limit = spec.get("limit") or None
@@ -149,7 +150,7 @@ def worker_parse(spec: dict[str, Any]) -> dict[str, Any]:
     import gc
 
     from ledger.contract.schema import parse_event
-    from ledger.ingest.ingestor import read_lines
+    from ledger.ingest.sources import read_lines
     from projections.merkle import leaf_hash
 
     gc.collect()
@@ -172,7 +173,7 @@ def worker_store(spec: dict[str, Any]) -> dict[str, Any]:
 
     from eventsourcing.persistence import StoredEvent
 
-    from ledger.ingest.ingestor import BATCH_MAX_EVENTS
+    from ledger.ingest.sources import BATCH_MAX_EVENTS
     from ledger.storage.store import IdRecord, Store
 
     source = sqlite3.connect(spec["source"])

@@ -83,7 +83,7 @@ TARGET_SQLITE_EVENTS_PER_S = 30_000
 def worker_bare_poll(spec: dict[str, Any]) -> dict[str, Any]:
     from kafka import KafkaConsumer
 
-    from ledger.ingest.ingestor import BATCH_MAX_BYTES, BATCH_MAX_EVENTS
+    from ledger.ingest.sources import BATCH_MAX_BYTES, BATCH_MAX_EVENTS
 
     consumer = KafkaConsumer(
         bootstrap_servers=spec["bootstrap"], group_id=f"bare-{secrets.token_hex(4)}",
@@ -128,7 +128,8 @@ def worker_consume(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_append(spec: dict[str, Any]) -> dict[str, Any]:
-    from ledger.ingest.ingestor import ACCEPTED, Ingestor, batches, read_lines
+    from ledger.ingest.ingestor import ACCEPTED, Ingestor
+    from ledger.ingest.sources import batches, read_lines
     from ledger.storage.store import Store
 
     accepted = 0

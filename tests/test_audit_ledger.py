@@ -21,8 +21,9 @@ from ledger.audit.signing import sign_checkpoint
 from ledger.audit.tree import StoredTree, create_audit_tables, record_checkpoint
 from ledger.audit.verify import verify
 from ledger.demo.generate import generate
-from ledger.ingest.ingestor import Ingestor, Offered, PlatformWriter
+from ledger.ingest.ingestor import Ingestor, PlatformWriter
 from ledger.ingest.projector import Projector
+from ledger.ingest.sources import Offered
 from ledger.storage.store import Store
 
 EXPECTED = json.loads((EXAMPLES / "worked.expected.json").read_text())

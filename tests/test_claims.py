@@ -11,8 +11,9 @@ import pytest
 
 from ledger.demo.generate import generate_many
 from ledger.ingest.claims import REBALANCE_SECONDS, PlatformClaims, open_claims
-from ledger.ingest.ingestor import Ingestor, Offered, batches
+from ledger.ingest.ingestor import Ingestor
 from ledger.ingest.projector import Projector
+from ledger.ingest.sources import Offered, batches
 from ledger.storage.store import DbUrl, Store
 from ledger.storage.views import tracking_name
 

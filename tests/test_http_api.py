@@ -21,7 +21,8 @@ from http_helpers import BASE_ENV, Server, running_server, worked_example_server
 from pydantic import TypeAdapter
 
 from ledger.contract import documents as api
-from ledger.http.app import BODY_MAX_BYTES, EVENTS_PER_REQUEST_MAX
+from ledger.http.app import BODY_MAX_BYTES
+from ledger.ingest.sources import EVENTS_PER_REQUEST_MAX
 
 EXPECTED = json.loads((EXAMPLES / "worked.expected.json").read_text())
 WORKED = (EXAMPLES / "worked.jsonl").read_bytes()

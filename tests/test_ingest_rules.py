@@ -9,8 +9,9 @@ import orjson
 import pytest
 
 from ledger.audit.verify import verify
-from ledger.ingest.ingestor import Ingestor, Offered, Outcome
+from ledger.ingest.ingestor import Ingestor, Outcome
 from ledger.ingest.projector import Projector
+from ledger.ingest.sources import Offered
 from ledger.storage.store import Store
 from ledger.storage.views import read_balances, read_statement
 

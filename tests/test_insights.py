@@ -21,7 +21,8 @@ import pytest
 from attribution import PLATFORM, UNATTRIBUTED
 from ledger.cli.insights import replay_insights, summary_table
 from ledger.demo.generate import generate
-from ledger.ingest.ingestor import Ingestor, Offered, batches
+from ledger.ingest.ingestor import Ingestor
+from ledger.ingest.sources import Offered, batches
 from ledger.storage.store import Store
 from projections.insights import (
     InsightsFold,

@@ -690,7 +690,8 @@ def test_a_crash_after_the_append_redelivers_nothing_so_a_refused_payout_stays_r
 
 def test_a_batch_behind_the_stored_offset_is_fenced_writes_nothing_and_the_consumer_seeks_past_it(
         mock_kafka: MockKafka, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from ledger.ingest.ingestor import Ingestor, Offered
+    from ledger.ingest.ingestor import Ingestor
+    from ledger.ingest.sources import Offered
     from ledger.storage.store import OffsetAdvance
 
     bootstrap = mock_kafka.bootstrap_servers
@@ -721,7 +722,8 @@ def test_a_batch_behind_the_stored_offset_is_fenced_writes_nothing_and_the_consu
 
 
 def test_a_fenced_append_rolls_back_events_rejects_and_offsets(db_url: str):
-    from ledger.ingest.ingestor import Ingestor, Offered
+    from ledger.ingest.ingestor import Ingestor
+    from ledger.ingest.sources import Offered
     from ledger.storage.store import OffsetAdvance, OffsetsFenced
 
     lines = payout_refused_then_funded()

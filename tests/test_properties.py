@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from attribution.numbers import parse_decimal
 from ledger.audit.verify import verify
 from ledger.demo.generate import generate
-from ledger.ingest.ingestor import Ingestor, Offered
+from ledger.ingest.ingestor import Ingestor
 from ledger.ingest.projector import Projector
+from ledger.ingest.sources import Offered
 from ledger.storage.replay import replay
 from ledger.storage.store import Store
 from ledger.storage.views import read_balances, read_explain

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ledger.audit.verify import verify
-from ledger.ingest.ingestor import Ingestor, Offered
+from ledger.ingest.ingestor import Ingestor
 from ledger.ingest.projector import Projector
+from ledger.ingest.sources import Offered
 from ledger.storage.store import Store
 from ledger.storage.views import read_balances
 

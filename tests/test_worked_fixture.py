@@ -8,8 +8,9 @@ import pytest
 from conftest import EXAMPLES
 
 from ledger.audit.verify import verify
-from ledger.ingest.ingestor import Ingestor, Offered
+from ledger.ingest.ingestor import Ingestor
 from ledger.ingest.projector import Projector
+from ledger.ingest.sources import Offered
 from ledger.storage.replay import replay
 from ledger.storage.store import Store
 from ledger.storage.views import read_balances, read_explain

@@ -83,22 +83,22 @@ from ledger.contract.schema import (
     ID_PATTERN,
     PLATFORM_PATTERN,
     InvalidEvent,
-    has_duplicate_keys,
     parse_event,
     validate_event_obj,
 )
 from ledger.http import dashboard
 from ledger.http.metrics import HttpMetrics, MetricsMiddleware
 from ledger.http.tokens import Principal, authenticate, create_tokens_table
-from ledger.ingest.ingestor import (
-    BATCH_MAX_EVENTS,
-    REJECTED,
-    Ingestor,
-    Offered,
-    Outcome,
-    ledger_time,
-)
+from ledger.ingest.ingestor import REJECTED, Ingestor, Outcome, ledger_time
 from ledger.ingest.projector import FOLLOW_POLL_MS, Projector
+from ledger.ingest.sources import (
+    BATCH_MAX_EVENTS,
+    EVENTS_PER_REQUEST_MAX,
+    BodyError,
+    Offered,
+    array_items,
+    ndjson_items,
+)
 from ledger.ops.runtime import tune_gc, yield_cpu_to_reads
 from ledger.storage import queries
 from ledger.storage.queries import ledger_instant
@@ -108,7 +108,6 @@ from projections.balances import balances_digest
 
 API_VERSION = "1"
 BODY_MAX_BYTES = 16 * 1024 * 1024
-EVENTS_PER_REQUEST_MAX = 10_000
 # Each POST in flight holds its body (≤ 16 MiB) and its copy in the writer's
 # queue; later POSTs wait here before their body is read (TCP pushes back).
 POSTS_IN_FLIGHT_MAX = 4
@@ -140,7 +139,6 @@ JSON_TYPE = "application/json"
 
 _ID_RE = re.compile(ID_PATTERN[1:-1])
 _PLATFORM_RE = re.compile(PLATFORM_PATTERN[1:-1])
-_NOT_JSON = object()
 
 
 # -- the writer process ----------------------------------------------------------
@@ -252,62 +250,6 @@ def _foreign_message(obj: object, payload: object, platform: str) -> str:
 
 def _error_reply(status: int, detail: str) -> IngestReply:
     return IngestReply(status, _dumps({"detail": detail}), {}, [], 0)
-
-
-class BodyError(ValueError):
-    """The body as a whole cannot be read (400)."""
-
-
-# (number, parsed value or _NOT_JSON, payload for the Ingestor): the number is
-# the 1-based line (NDJSON) or array index, and names the event in its source.
-Item = tuple[int, object, object]
-
-
-def ndjson_items(body: bytes) -> list[Item]:
-    """One event per line; blank lines are skipped, as in files.  A line that
-    is not JSON is still an item: the Ingestor rejects it `invalid`."""
-    items: list[Item] = []
-    for number, line in enumerate(body.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            obj = _NOT_JSON
-        items.append((number, obj, line))
-    return items
-
-
-def array_items(body: bytes) -> list[Item]:
-    """The elements of a JSON array body, each handed on parsed; when the body
-    repeats a key somewhere, each element's own text instead, so that the
-    schema names the element whose key is repeated."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise BodyError(f"body: not valid JSON: {e}") from None
-    if type(parsed) is not list:
-        raise BodyError("body: must be a JSON array of events (or send application/x-ndjson)")
-    if len(parsed) > EVENTS_PER_REQUEST_MAX or not has_duplicate_keys(body, parsed):
-        return [(i, obj, obj) for i, obj in enumerate(parsed, start=1)]
-    texts = _element_texts(body)
-    return [(i, obj, text) for i, (obj, text) in enumerate(zip(parsed, texts), start=1)]
-
-
-def _element_texts(body: bytes) -> list[bytes]:
-    """The exact text of each element of a JSON array (slow path, stdlib)."""
-    text = body.decode("utf-8")
-    decoder = json.JSONDecoder()
-    ws = re.compile(r"[ \t\n\r]*")
-    position = ws.match(text, text.index("[") + 1).end()
-    texts = []
-    while text[position] != "]":
-        _, end = decoder.raw_decode(text, position)
-        texts.append(text[position:end].encode("utf-8"))
-        position = ws.match(text, end).end()
-        if text[position] == ",":
-            position = ws.match(text, position + 1).end()
-    return texts
 
 
 def _dumps(obj: object) -> bytes:

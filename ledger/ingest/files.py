@@ -10,16 +10,9 @@ from typing import Any, Iterator, Sequence
 
 from rich.console import Console
 
-from ledger.ingest.ingestor import (
-    ACCEPTED,
-    DUPLICATE,
-    REJECTED,
-    Ingestor,
-    Offered,
-    batches,
-    read_lines,
-)
+from ledger.ingest.ingestor import ACCEPTED, DUPLICATE, REJECTED, Ingestor
 from ledger.ingest.projector import Projector, ProjectorProcess
+from ledger.ingest.sources import Offered, batches, read_lines
 from ledger.storage.store import Store
 
 err = Console(stderr=True, highlight=False)

@@ -46,19 +46,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import orjson
 from eventsourcing.persistence import StoredEvent
 
 from ledger.contract import rules
 from ledger.contract.schema import (
-    MAX_LINE_BYTES,
     InvalidEvent,
     ParsedEvent,
     parse_event,
     validate_event_obj,
 )
+from ledger.ingest.sources import BATCH_MAX_EVENTS, Offered
 from ledger.storage.store import (
     AppendConflict,
     IdRecord,
@@ -74,22 +74,9 @@ ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 REJECTED = "rejected"
 
-# One transaction per batch: big enough that the commit's fsync is amortised,
-# small enough that a batch's rows fit comfortably in memory and a crash
-# redoes little work.
-BATCH_MAX_EVENTS = 1000
-BATCH_MAX_BYTES = 16 * 1024 * 1024
 # A conflict means another writer appended first; each retry catches up with
 # its events, so more than a few in a row means something is wrong.
 APPEND_RETRIES_MAX = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Offered:
-    """One event as offered: a raw line or a parsed JSON value, and its origin."""
-
-    payload: bytes | object
-    source: str
 
 
 @dataclass(slots=True)
@@ -276,41 +263,3 @@ def _raw(payload: bytes | object) -> bytes:
         return orjson.dumps(payload)
     except TypeError:
         return repr(payload).encode("utf-8", "replace")
-
-
-def batches(items: Iterable[Offered]) -> Iterator[list[Offered]]:
-    """Split a stream of offered events into bounded batches."""
-    batch: list[Offered] = []
-    size_bytes = 0
-    for item in items:
-        n = len(item.payload) if isinstance(item.payload, (bytes, bytearray)) else 0
-        if batch and (len(batch) >= BATCH_MAX_EVENTS or size_bytes + n > BATCH_MAX_BYTES):
-            yield batch
-            batch, size_bytes = [], 0
-        batch.append(item)
-        size_bytes += min(n, MAX_LINE_BYTES + 1)
-    if batch:
-        yield batch
-
-
-def read_lines(stream: Any, name: str) -> Iterator[Offered]:
-    """JSON Lines from a binary stream; blank lines are skipped.
-
-    A line longer than MAX_LINE_BYTES is not read whole into memory: its
-    first bytes are kept for the reject record and the rest is skipped.
-    """
-    number = 0
-    while True:
-        line = stream.readline(MAX_LINE_BYTES + 2)
-        if not line:
-            return
-        number += 1
-        if len(line) > MAX_LINE_BYTES + 1 and not line.endswith(b"\n"):
-            head = line
-            while line and not line.endswith(b"\n"):  # drain the oversized line
-                line = stream.readline(MAX_LINE_BYTES)
-            yield Offered(head, f"{name}:{number}")
-            continue
-        if line.strip():
-            yield Offered(line, f"{name}:{number}")
-

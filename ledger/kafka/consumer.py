@@ -92,17 +92,14 @@ from ledger.contract import rules
 from ledger.contract.schema import ID_PATTERN, MAX_LINE_BYTES, PLATFORM_PATTERN
 from ledger.ingest.ingestor import (
     ACCEPTED,
-    BATCH_MAX_BYTES,
-    BATCH_MAX_EVENTS,
     DUPLICATE,
     REJECTED,
     Ingestor,
-    Offered,
     Outcome,
     ledger_time,
-    read_lines,
 )
 from ledger.ingest.projector import Projector, ProjectorProcess
+from ledger.ingest.sources import BATCH_MAX_BYTES, BATCH_MAX_EVENTS, Offered, read_lines
 from ledger.ops import metrics
 from ledger.storage.store import OffsetAdvance, OffsetsFenced, RejectRecord, Store
 from ledger.storage.views import create_views
