@@ -14,7 +14,8 @@ The cost model is in docs/attribution.md.
 """
 
 from .allocation import allocate, reversal_bookings
-from .graph import ExactExplanation, Explanation, PathShare, WorkGraph
+from .cache import BoundedCache
+from .graph import ExactExplanation, Explanation, MemoryWorks, PathShare, Work, WorkGraph, WorkStore
 from .numbers import decimal_str, fraction_str, parse_decimal, ratio_str
 from .shares import PLATFORM, UNATTRIBUTED, ShareVector, from_json_obj, to_json_obj
 
@@ -25,7 +26,11 @@ __all__ = [
     "Explanation",
     "PathShare",
     "ShareVector",
+    "Work",
     "WorkGraph",
+    "WorkStore",
+    "MemoryWorks",
+    "BoundedCache",
     "allocate",
     "decimal_str",
     "fraction_str",

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Iterable, Mapping
 
-from projections.fold import Figures
+from projections.state import Figures
 
 
 def balance_rows(

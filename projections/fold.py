@@ -1,78 +1,44 @@
 """The deterministic fold of one platform's log.
 
-`PlatformFold` applies accepted events, in log order, to an in-memory state:
-the registered prosumers, the work graph, every realized value with its fixed
-share vector, the payouts, the fee in force, and the balances and statement
+`PlatformFold.apply` applies one accepted event, in log order, to the
+platform's state (`projections.state.PlatformState`): the registered
+prosumers, the work graph, every realized value with its fixed share
+vector, the payouts, the fee in force, and the balances and statement
 figures per account.  It is the single place where the rules of EVENTS.md §3
-turn events into bookings.  Everything else folds through it:
+turn events into bookings.  Everything folds through it:
 
-* the write side (`ledger.ingest.ingestor`) asks the fold's *current* state whether an
-  offered event may be accepted, then applies it, so decisions are taken in
-  log order on exactly the state the log implies;
-* the read models (`projections.views`) are the fold's figures written out;
-* `verify` and audits replay the stored log through a fresh fold.
+* the write side (`ledger.ingest`) asks the state whether an offered event
+  may be accepted (`ledger.contract.rules`), then applies it here, so
+  decisions are taken in log order on exactly the state the log implies;
+  the state's changes, bookings included, are written with the events:
+  the read models (balances, statements, explanations) *are* that state;
+* `verify`, `--as-of` queries and audits replay the stored log through a
+  fresh state (`ledger.storage.replay`).
 
 The fold trusts its input: it is only ever given events that the schema
-accepted and the rules allowed (`ledger.contract.rules`).  It asserts the invariants
-it relies on rather than re-checking ledger rules.
+accepted and the rules allowed.  It asserts the invariants it relies on
+rather than re-checking ledger rules.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable
 
 import orjson
 
-from attribution import (
-    PLATFORM,
-    ShareVector,
-    WorkGraph,
-    allocate,
-    reversal_bookings,
-)
+from attribution import PLATFORM, allocate, reversal_bookings
+from projections.explain import work_explanation
 from projections.periods import utc_month
-
-EARNED = "earned"
-REVERSED = "reversed"
-PAID = "paid"
-
-
-@dataclass(slots=True)
-class ValueRecord:
-    """A realized value: its share vector is fixed when it is realized."""
-
-    value: str
-    work: str
-    amount_minor: int
-    currency: str
-    fee_bps: int
-    shares: ShareVector
-    vector_version: int
-    reversed_minor: int
-    seq: int
-
-
-@dataclass(slots=True)
-class Figures:
-    """earned, reversed and paid of one (account, currency), in minor units."""
-
-    earned: int = 0
-    reversed: int = 0
-    paid: int = 0
-
-    @property
-    def balance(self) -> int:
-        return self.earned + self.reversed - self.paid
-
+from projections.state import EARNED, PAID, REVERSED, PlatformState, PrefetchKeys, ValueRecord
 
 NO_BOOKINGS: dict[str, int] = {}
 
 
 @dataclass(slots=True)
 class Applied:
-    """What applying one event booked, for the read models.
+    """What applying one event booked.
 
     An event books into one column (`kind`: earned for value.realized,
     reversed for value.reversed, usually negative, paid for payout.issued)
@@ -101,138 +67,122 @@ class Applied:
 EMPTY_EFFECT = hashlib.blake2b(b"", digest_size=16).digest()
 
 
-@dataclass
 class PlatformFold:
-    """The state implied by one platform's log up to `seq`."""
+    """Applies a platform's events to its state, in log order."""
 
-    platform: str
-    seq: int = 0
-    fee_bps: int = 0
-    prosumers: set[str] = field(default_factory=set)
-    graph: WorkGraph = field(default_factory=WorkGraph)
-    values: dict[str, ValueRecord] = field(default_factory=dict)
-    payouts: set[str] = field(default_factory=set)
-    balances: dict[tuple[str, str], Figures] = field(default_factory=dict)
-    # (account, "YYYY-MM", currency) -> figures booked in that UTC month
-    statements: dict[tuple[str, str, str], Figures] = field(default_factory=dict)
-    # A ShareVector with the fee applied is shared by every sale of the same
-    # work at the same graph state and fee: one object, not one per value.
-    _fee_vectors: dict[tuple[str, int, int], ShareVector] = field(
-        default_factory=dict, repr=False
-    )
+    def __init__(self, state: PlatformState) -> None:
+        self.state = state
 
-    # -- queries the write side asks ---------------------------------------
+    @property
+    def platform(self) -> str:
+        return self.state.platform
 
-    def balance_minor(self, account: str, currency: str) -> int:
-        figures = self.balances.get((account, currency))
-        return figures.balance if figures is not None else 0
-
-    # -- the fold ----------------------------------------------------------
+    @property
+    def seq(self) -> int:
+        return self.state.head.seq
 
     def apply(self, event: dict[str, Any], seq: int) -> Applied:
         """Apply one accepted event at log position `seq`."""
-        assert seq == self.seq + 1, f"log order broken: {seq} after {self.seq}"
-        assert event["platform"] == self.platform
+        state = self.state
+        head = state.head
+        assert seq == head.seq + 1, f"log order broken: {seq} after {head.seq}"
+        assert event["platform"] == state.platform
         data = event["data"]
         kind = event["type"]
+        graph = state.graph
         applied = Applied(seq, utc_month(event["at"]))
         if kind == "value.realized":
             record = applied.value = self._realize(data, seq)
             applied.kind, applied.currency = EARNED, record.currency
-            applied.bookings = allocate(record.amount_minor, record.shares)
+            applied.bookings = allocate(record.amount_minor, state.shares(record.work, record.vector_version,
+                                                                          record.fee_bps))
         elif kind == "value.reversed":
-            record = applied.value = self.values[data["value"]]
+            before = state.value(data["value"])
+            assert before is not None
             reversal_minor = data["amount"]
-            assert record.reversed_minor + reversal_minor <= record.amount_minor
-            applied.kind, applied.currency = REVERSED, record.currency
-            applied.bookings = reversal_bookings(record.shares, record.reversed_minor, reversal_minor)
-            record.reversed_minor += reversal_minor
+            assert before.reversed_minor + reversal_minor <= before.amount_minor
+            shares = state.shares(before.work, before.vector_version, before.fee_bps)
+            applied.kind, applied.currency = REVERSED, before.currency
+            applied.bookings = reversal_bookings(shares, before.reversed_minor, reversal_minor)
+            record = applied.value = replace(before, reversed_minor=before.reversed_minor + reversal_minor)
+            state.put_value(record, created=False)
         elif kind == "payout.issued":
-            self.payouts.add(data["payout"])
+            state.add_payout(data["payout"])
             applied.kind, applied.currency = PAID, data["currency"]
             applied.bookings = {data["prosumer"]: data["amount"]}
         elif kind == "prosumer.registered":
-            self.prosumers.add(data["prosumer"])
+            state.add_prosumer(data["prosumer"])
         elif kind == "contribution.recorded":
-            self.graph.add_contribution(data["work"], data["authors"])
+            graph.add_contribution(data["work"], data["authors"])
         elif kind == "output.composed":
-            self.graph.add_output(
-                data["work"],
-                data["components"],
-                data.get("authors", {}),
-                data.get("upstream_bps", 10_000),
-            )
+            graph.add_output(data["work"], data["components"], data.get("authors", {}),
+                             data.get("upstream_bps", 10_000))
         elif kind == "policy.set":
-            self.fee_bps = data["platform_fee_bps"]
+            head.fee_bps = data["platform_fee_bps"]
         elif kind == "work.retracted":
-            self.graph.retract(data["work"])
+            graph.retract(data["work"])
         elif kind == "work.reinstated":
-            self.graph.reinstate(data["work"])
+            graph.reinstate(data["work"])
         elif kind == "work.reassigned":
-            self.graph.reassign(data["work"], data["authors"])
-        else:  # the schema admits exactly the ten types
+            graph.reassign(data["work"], data["authors"])
+        else:  # the schema admits no other type
             raise AssertionError(f"unknown event type {kind!r}")
         if applied.bookings:
-            self._book(applied)
-        self.seq = seq
+            state.book(applied.kind, applied.currency, applied.month, applied.bookings)
+        head.seq = seq
         return applied
 
-    def _shares(self, work: str) -> tuple[ShareVector, int]:
-        version = self.graph.vector_version(work)
-        key = (work, version, self.fee_bps)
-        shares = self._fee_vectors.get(key)
-        if shares is None:
-            shares = self.graph.vector(work).with_fee(self.fee_bps)
-            if len(self._fee_vectors) >= FEE_VECTOR_CACHE_MAX:
-                self._fee_vectors.clear()
-            self._fee_vectors[key] = shares
-        return shares, version
-
     def _realize(self, data: dict[str, Any], seq: int) -> ValueRecord:
-        shares, version = self._shares(data["work"])
+        state = self.state
+        work = data["work"]
+        version = state.graph.vector_version(work)
+        if not state.vector_stored((work, version)):
+            # The first sale at this graph state: its vector and explanation
+            # are written with it, so later sales, refunds and `explain`
+            # find them whatever the graph has become.
+            state.store_vector(work, version, state.graph.vector(work), work_explanation(state.graph, work))
         record = ValueRecord(
             value=data["value"],
-            work=data["work"],
+            work=work,
             amount_minor=data["amount"],
             currency=data["currency"],
-            fee_bps=self.fee_bps,
-            shares=shares,
+            fee_bps=state.head.fee_bps,
             vector_version=version,
             reversed_minor=0,
             seq=seq,
         )
-        self.values[record.value] = record
+        state.put_value(record, created=True)
         return record
 
-    def _book(self, applied: Applied) -> None:
-        # One event books one column of one currency: pick the column once,
-        # then it is two dict lookups and an add per account.
-        column = applied.kind
-        assert column in (EARNED, REVERSED, PAID), column
-        currency, month = applied.currency, applied.month
-        balances, statements = self.balances, self.statements
-        for account, units in applied.bookings.items():
-            figures = balances.get((account, currency))
-            if figures is None:
-                figures = balances[(account, currency)] = Figures()
-            period = statements.get((account, month, currency))
-            if period is None:
-                period = statements[(account, month, currency)] = Figures()
-            if column == EARNED:
-                figures.earned += units
-                period.earned += units
-            elif column == REVERSED:
-                figures.reversed += units
-                period.reversed += units
-            else:
-                figures.paid += units
-                period.paid += units
 
+def keys_of(events: Iterable[dict[str, Any]]) -> PrefetchKeys:
+    """Every row of the state that `events` name, by table: what a writer
+    reads (`PlatformState.prefetch`) before it decides them."""
+    keys = PrefetchKeys()
+    for event in events:
+        data = event["data"]
+        kind = event["type"]
+        if kind == "value.realized":
+            keys.values.add(data["value"])
+            keys.works.add(data["work"])
+            keys.sold_works.add(data["work"])
+        elif kind == "value.reversed":
+            keys.values.add(data["value"])
+            keys.reversed_values.add(data["value"])
+        elif kind == "payout.issued":
+            keys.payouts.add(data["payout"])
+            keys.prosumers.add(data["prosumer"])
+            keys.balances.add((data["prosumer"], data["currency"]))
+        elif kind == "prosumer.registered":
+            keys.prosumers.add(data["prosumer"])
+        elif kind in ("contribution.recorded", "output.composed", "work.reassigned"):
+            keys.works.add(data["work"])
+            keys.works.update(data.get("components", ()))
+            keys.prosumers.update(data.get("authors", ()))
+        elif kind in ("work.retracted", "work.reinstated"):
+            keys.works.add(data["work"])
+    return keys
 
-# Sales of one work at one graph state and fee share one vector object; the
-# bound keeps a platform with millions of distinct (work, version, fee) keys
-# from growing the cache without limit (vectors are rebuilt on a miss).
-FEE_VECTOR_CACHE_MAX = 100_000
 
 __all__ = [
     "EARNED",
@@ -240,7 +190,7 @@ __all__ = [
     "PLATFORM",
     "REVERSED",
     "Applied",
-    "Figures",
     "PlatformFold",
     "ValueRecord",
+    "keys_of",
 ]

@@ -205,3 +205,20 @@ class Frontier:
 
     def root(self) -> bytes:
         return fold_parts(self._edge) if self._edge else EMPTY_ROOT
+
+    def copy(self) -> Frontier:
+        return Frontier.restore(self.size, self.edge())
+
+    def edge(self) -> bytes:
+        """The right edge as bytes (one hash per set bit of `size`, largest
+        subtree first): all a writer needs to keep to go on appending."""
+        return b"".join(self._edge)
+
+    @classmethod
+    def restore(cls, size: int, edge: bytes) -> Frontier:
+        """The frontier of a tree of `size` leaves from its stored `edge`."""
+        assert len(edge) == HASH_BYTES * size.bit_count(), "edge does not match the tree size"
+        f = cls()
+        f.size = size
+        f._edge = [edge[i:i + HASH_BYTES] for i in range(0, len(edge), HASH_BYTES)]
+        return f

@@ -23,7 +23,7 @@ PG_BASE = os.environ.get("PEERLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:
 def _pg_admin():
     import psycopg
 
-    from ledger.storage.store import DbUrl
+    from ledger.storage.dialect import DbUrl
 
     params = DbUrl.parse(PG_BASE).pg
     assert params is not None

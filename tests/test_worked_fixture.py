@@ -9,12 +9,11 @@ from conftest import EXAMPLES
 
 from ledger.audit.verify import verify
 from ledger.ingest.ingestor import Ingestor
-from ledger.ingest.projector import Projector
 from ledger.ingest.sources import Offered
-from ledger.storage.replay import replay
+from ledger.storage.replay import balances_as_of
 from ledger.storage.store import Store
 from ledger.storage.views import read_balances, read_explain
-from projections.balances import balance_rows, balances_digest
+from projections.balances import balances_digest
 
 EXPECTED = json.loads((EXAMPLES / "worked.expected.json").read_text())
 LINES = (EXAMPLES / "worked.jsonl").read_bytes().splitlines()
@@ -24,7 +23,6 @@ LINES = (EXAMPLES / "worked.jsonl").read_bytes().splitlines()
 def worked(db_url: str):
     with Store(db_url) as store:
         outcomes = Ingestor(store).ingest([Offered(line, f"worked.jsonl:{i + 1}") for i, line in enumerate(LINES)])
-        Projector(store).catch_up()
         yield store, outcomes
 
 
@@ -47,7 +45,7 @@ def test_final_balances_and_digest(worked):
 
 def test_digest_after_every_seq(worked):
     store, _ = worked
-    digests = [balances_digest(balance_rows(replay(store, "demo", seq).balances)) for seq in range(1, 14)]
+    digests = [balances_digest(balances_as_of(store, "demo", seq)) for seq in range(1, 14)]
     assert digests == EXPECTED["digest_by_seq"]
 
 

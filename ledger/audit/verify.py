@@ -1,30 +1,43 @@
-"""Replay a platform's log from the store alone: `--as-of` queries and `verify`.
+"""`verify`: rebuild a platform from its log alone and compare with the ledger.
 
-`verify` rebuilds everything from the stored canonical bytes with a fresh
-fold and compares, in this order, and stops at the first difference:
+The stored canonical events are folded again, in seq order, into a scratch
+database (`ledger.storage.replay`: bounded memory, whatever the log's
+length), and compared, in this order; the first difference stops it and is
+named by its seq where it has one:
 
-1. per seq: the stored event is well-formed, its id is new, the ledger rules
-   allow it at that point (the write side decided the same), the leaf
-   hash and effect hash recorded when it was appended equal the replay's,
-   and every Merkle tree node the event completes equals the stored one
-   (`ledger.audit.tree.TreeCheck`), as does the root at each signed checkpoint;
-2. per recorded seq: the balances digest recorded by the live ledger;
-3. at the end: the live read models (balances, statements, values, tracking)
-   equal the rebuilt ones, row for row.
+1. per seq: the stored event is well-formed and canonical, its id record
+   is its own, the ledger rules allow it at that point (the write side
+   decided the same), the leaf hash and effect hash recorded when it was
+   appended equal the replay's, and every Merkle tree node the event
+   completes equals the stored one (`ledger.audit.tree.TreeCheck`), as does
+   the root at each signed checkpoint;
+2. per recorded seq: the balances digest the ledger recorded;
+3. at the end: no event id twice, no tree node or checkpoint beyond the
+   log, and every state table (the writer's state and the read models:
+   heads, prosumers, works, reverse edges, payouts, values, vectors and
+   explanations, balances, statements) equal to the rebuilt one, row for row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
+from decimal import Decimal
+from typing import Any
 
 from ledger.audit.tree import TreeCheck
 from ledger.contract import rules
 from ledger.contract.schema import InvalidEvent, parse_event
+from ledger.storage.replay import Replay, batches_of, scratch_store
+from ledger.storage.state import STATE_TABLES
 from ledger.storage.store import LogGap, Store, leaf_hash
-from ledger.storage.views import read_balances, recorded_digests, tracking_name
+from ledger.storage.views import recorded_digests
 from projections.balances import balance_rows, balances_digest
-from projections.fold import PlatformFold
+
+# Rows compared per query when the state tables are walked side by side.
+COMPARE_CHUNK_ROWS = 10_000
+# Compared at the end; the digests are compared per recorded seq instead.
+_COMPARED_TABLES = [t for t in STATE_TABLES if t != "peerledger_digests"]
 
 
 @dataclass
@@ -37,94 +50,169 @@ class VerifyReport:
     digests_checked: int = 0
 
 
+class _Difference(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 def verify(store: Store, platform: str) -> VerifyReport:
-    try:
-        return _verify(store, platform)
-    except LogGap as gap:  # the log is read in seq order: everything before the gap was checked
-        return VerifyReport(platform, False, gap.seq - 1, "", f"seq {gap.seq}: missing from the stored log "
-                                                             "(event removed?)")
+    with scratch_store() as scratch:
+        replay = Replay(scratch, platform)
+        checked = [0]
+        try:
+            digest = _verify(store, platform, replay, scratch, checked)
+        except LogGap as gap:  # the log is read in seq order: everything before the gap was checked
+            return VerifyReport(platform, False, gap.seq - 1, "",
+                                f"seq {gap.seq}: missing from the stored log (event removed?)", checked[0])
+        except _Difference as d:
+            return VerifyReport(platform, False, replay.seq, "", d.message, checked[0])
+        return VerifyReport(platform, True, replay.seq, digest, None, checked[0])
 
 
-def _verify(store: Store, platform: str) -> VerifyReport:
-    fold = PlatformFold(platform)
-    seen_ids: set[str] = set()
+def _verify(store: Store, platform: str, replay: Replay, scratch: Store, checked: list[int]) -> str:
     digests = recorded_digests(store, platform)
-    checked = 0
-
-    def fail(message: str) -> VerifyReport:
-        return VerifyReport(platform, False, fold.seq, "", message, checked)
-
     ids: Iterator[tuple[str, int, bytes, bytes, str]] = store.id_records(platform)
     tree = TreeCheck(store, platform)
-    for stored in store.read_log(platform):
-        seq = stored.originator_version
-        record = next(ids, None)
-        try:
-            parsed = parse_event(stored.state)
-        except InvalidEvent as e:
-            return fail(f"seq {seq}: stored event is not a valid v1 event: {e.message}")
-        if parsed.canonical != stored.state:
-            return fail(f"seq {seq}: stored bytes are not canonical")
-        event = parsed.event
-        if event["platform"] != platform or event["type"] != stored.topic:
-            return fail(f"seq {seq}: platform or type differs from the log's")
-        if event["id"] in seen_ids:
-            return fail(f"seq {seq}: event id {event['id']!r} appears twice in the log")
-        refusal = rules.check(fold, event)
-        if refusal is not None:
-            return fail(f"seq {seq}: the rules refuse this event on replay: {refusal.code}: {refusal.message}")
-        applied = fold.apply(event, seq)
-        seen_ids.add(event["id"])
-        if record is None or record[1] != seq or record[0] != event["id"]:
-            return fail(f"seq {seq}: id record missing or for another event")
-        if record[2] != leaf_hash(stored.state):
-            return fail(f"seq {seq}: leaf hash recorded at append differs from the stored bytes'")
-        if problem := tree.leaf(seq, record[2]):
-            return fail(problem)
-        if record[3] != applied.effect_hash():
-            return fail(f"seq {seq}: bookings differ from those recorded when the event was appended")
+    for batch in batches_of(store.read_log(platform), stops=digests):
+        replay.begin(batch)
+        for seq, _, stored in batch:
+            record = next(ids, None)
+            try:
+                parsed = parse_event(stored)
+            except InvalidEvent as e:
+                raise _Difference(f"seq {seq}: stored event is not a valid v1 event: {e.message}") from None
+            if parsed.canonical != stored:
+                raise _Difference(f"seq {seq}: stored bytes are not canonical")
+            event = parsed.event
+            if event["platform"] != platform or event["type"] != parsed.type:
+                raise _Difference(f"seq {seq}: platform or type differs from the log's")
+            if record is None or record[1] != seq or record[0] != event["id"]:
+                raise _Difference(f"seq {seq}: id record missing or for another event")
+            refusal = rules.check(replay.state, event)
+            if refusal is not None:
+                raise _Difference(f"seq {seq}: the rules refuse this event on replay: {refusal.code}: "
+                                  f"{refusal.message}")
+            applied = replay.apply(seq, event, stored)
+            if record[2] != leaf_hash(stored):
+                raise _Difference(f"seq {seq}: leaf hash recorded at append differs from the stored bytes'")
+            if problem := tree.leaf(seq, record[2]):
+                raise _Difference(problem)
+            if record[3] != applied.effect_hash():
+                raise _Difference(f"seq {seq}: bookings differ from those recorded when the event was appended")
+        replay.end()
+        seq = replay.seq
         if seq in digests:
-            checked += 1
-            replayed = balances_digest(balance_rows(fold.balances))
-            if replayed != digests[seq]:
-                return fail(f"seq {seq}: balances digest {replayed} differs from recorded {digests[seq]}")
+            checked[0] += 1
+            rebuilt = balances_digest(balance_rows(replay.balances()))
+            if rebuilt != digests[seq]:
+                raise _Difference(f"seq {seq}: balances digest {rebuilt} differs from recorded {digests[seq]}")
     if next(ids, None) is not None:
-        return fail(f"seq {fold.seq + 1}: id record without an event (event removed?)")
+        raise _Difference(f"seq {replay.seq + 1}: id record without an event (event removed?)")
+    twice = store.query("SELECT event_id FROM peerledger_event_ids WHERE platform = ? GROUP BY event_id "
+                        "HAVING COUNT(*) > 1 LIMIT 1", (platform,))
+    if twice:
+        raise _Difference(f"event id {twice[0][0]!r} appears twice in the log")
     if problem := tree.finish():
-        return fail(problem)
-    if max(digests, default=0) > fold.seq:
-        return fail(f"seq {max(digests)}: a digest was recorded beyond the log's end ({fold.seq})")
+        raise _Difference(problem)
+    if max(digests, default=0) > replay.seq:
+        raise _Difference(f"seq {max(digests)}: a digest was recorded beyond the log's end ({replay.seq})")
+    for table in _COMPARED_TABLES:
+        _compare_table(store, scratch, platform, table)
+    return balances_digest(balance_rows(replay.balances()))
 
-    rows = balance_rows(fold.balances)
-    digest = balances_digest(rows)
-    tracked = store.tracked_seq(tracking_name(platform))
-    if tracked != fold.seq:
-        return fail(f"read models are at seq {tracked}, the log at {fold.seq}")
-    live = read_balances(store, platform)
-    if live != rows:
-        first = next((f"{a} != {b}" for a, b in zip(live, rows) if a != b), f"{len(live)} rows != {len(rows)} rows")
-        return fail(f"live balances differ from the replay: {first}")
-    live_statements = {
-        (a, m, c): (int(e), int(r), int(p))
-        for a, m, c, e, r, p in store.query(
-            "SELECT account, period, currency, earned, reversed, paid FROM peerledger_statements "
-            "WHERE platform = ?", (platform,))
-    }
-    rebuilt_statements = {k: (f.earned, f.reversed, f.paid) for k, f in fold.statements.items()}
-    if live_statements != rebuilt_statements:
-        diff = sorted(set(live_statements.items()) ^ set(rebuilt_statements.items()))
-        return fail(f"live statements differ from the replay at {diff[0][0]}")
-    live_values = {
-        v: (w, int(ver), int(fee), int(amt), cur, int(rev), int(s))
-        for v, w, ver, fee, amt, cur, rev, s in store.query(
-            "SELECT value, work, vector_version, fee_bps, amount, currency, reversed, seq "
-            "FROM peerledger_values WHERE platform = ?", (platform,))
-    }
-    rebuilt_values = {
-        v.value: (v.work, v.vector_version, v.fee_bps, v.amount_minor, v.currency, v.reversed_minor, v.seq)
-        for v in fold.values.values()
-    }
-    if live_values != rebuilt_values:
-        diff = sorted(set(live_values.items()) ^ set(rebuilt_values.items()))
-        return fail(f"live value explanations differ from the replay at value {diff[0][0]!r}")
-    return VerifyReport(platform, True, fold.seq, digest, None, checked)
+
+def _compare_table(live: Store, rebuilt: Store, platform: str, name: str) -> None:
+    """Every row of table `name`: the live one equals the rebuilt one.
+
+    The live rows are walked in the live database's key order, a page at a
+    time, and each page's rebuilt rows are fetched by key (one query), so the
+    two databases need not agree on how they sort text; then the counts
+    must agree, else a rebuilt row the live ledger lacks is named."""
+    table = STATE_TABLES[name]
+    live_count = 0
+    for page in _pages(live, name, platform):
+        rebuilt_rows = _by_key(rebuilt, name, platform, [_key(table, row) for row in page])
+        for row in page:
+            other = rebuilt_rows.get(_key(table, row))
+            if other != row:
+                _differ(name, table, row, other)
+        live_count += len(page)
+    rebuilt_count = int(rebuilt.query(f"SELECT COUNT(*) FROM {name} WHERE platform = ?", (platform,))[0][0])
+    if rebuilt_count != live_count:
+        for page in _pages(rebuilt, name, platform):
+            live_rows = _by_key(live, name, platform, [_key(table, row) for row in page])
+            for row in page:
+                if _key(table, row) not in live_rows:
+                    _differ(name, table, None, row)
+        raise _Difference(f"live {name.removeprefix('peerledger_')}: {live_count} rows, the replay "
+                          f"{rebuilt_count}")
+
+
+def _pages(store: Store, name: str, platform: str) -> Iterator[list[tuple[Any, ...]]]:
+    """The platform's rows of table `name`, in the database's own key order,
+    a page at a time (keyset pagination: each page starts after the last
+    key of the one before, so a page costs the same wherever it is)."""
+    table = STATE_TABLES[name]
+    columns = ", ".join(table.columns)
+    if not table.keys:
+        yield [_normalised(table, r) for r in store.query(f"SELECT {columns} FROM {name} WHERE platform = ?",
+                                                           (platform,))]
+        return
+    keys = ", ".join(table.keys)
+    after: tuple[Any, ...] | None = None
+    while True:
+        if after is None:
+            rows = store.query(f"SELECT {columns} FROM {name} WHERE platform = ? ORDER BY {keys} LIMIT ?",
+                               (platform, COMPARE_CHUNK_ROWS))
+        else:
+            marks = ", ".join("?" * len(after))
+            rows = store.query(f"SELECT {columns} FROM {name} WHERE platform = ? AND ({keys}) > ({marks}) "
+                               f"ORDER BY {keys} LIMIT ?", (platform, *after, COMPARE_CHUNK_ROWS))
+        if not rows:
+            return
+        after = tuple(rows[-1][:len(table.keys)])  # the key columns lead every table's column list
+        yield [_normalised(table, r) for r in rows]
+
+
+def _by_key(store: Store, name: str, platform: str, keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], Any]:
+    table = STATE_TABLES[name]
+    if not table.keys:
+        rows = store.query(f"SELECT {', '.join(table.columns)} FROM {name} WHERE platform = ?", (platform,))
+    else:
+        one = len(table.keys) == 1
+        rows = store.state.select(name, ", ".join(table.columns), table.keys, platform,
+                                  [k[0] if one else k for k in keys])
+    return {_key(table, row): row for row in (_normalised(table, r) for r in rows)}
+
+
+def _key(table: Any, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(row[:len(table.keys)])
+
+
+def _normalised(table: Any, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row as comparable Python values, whichever database it came from:
+    exact ints for money and counters, bytes for blobs."""
+    out = []
+    for column, x in zip(table.columns, row):
+        if isinstance(x, (bytes, bytearray, memoryview)):
+            x = bytes(x)
+        elif isinstance(x, (bool, Decimal)) or column in table.money:
+            x = int(x)
+        out.append(x)
+    return tuple(out)
+
+
+def _differ(name: str, table: Any, live_row: tuple[Any, ...] | None, rebuilt_row: tuple[Any, ...] | None) -> None:
+    seqs = [int(r[table.columns.index("seq")]) for r in (live_row, rebuilt_row)
+            if r is not None and "seq" in table.columns]
+    where = f"seq {min(seqs)}: " if seqs else ""
+    raise _Difference(f"{where}live {name.removeprefix('peerledger_')} differ from the replay: "
+                      f"live {_show(live_row)} != rebuilt {_show(rebuilt_row)}")
+
+
+def _show(row: tuple[Any, ...] | None) -> str:
+    if row is None:
+        return "(none)"
+    text = ", ".join(x.hex()[:16] + "…" if isinstance(x, bytes) else repr(x) for x in row)
+    return f"({text[:300]})"

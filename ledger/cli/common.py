@@ -17,7 +17,7 @@ from rich.console import Console
 
 from ledger.storage.queries import ledger_instant
 from ledger.storage.store import DEFAULT_DB_URL, Store
-from ledger.storage.views import create_views
+from ledger.storage.upgrade import upgrade
 
 # Every environment variable peerledger reads, and what for.  The deploy
 # files may set these and no others (tests/test_deploy_files.py).
@@ -52,9 +52,29 @@ def print_json(obj: Any) -> None:
 
 
 def open_store(args: argparse.Namespace) -> Store:
+    """The database of `--db`; one written by an older peerledger is
+    upgraded first, once (`ledger.storage.upgrade`), with a progress bar."""
     store = Store(args.db)
-    create_views(store)
+    if store.upgrade_pending:
+        upgrade_store(store)
     return store
+
+
+def upgrade_store(store: Store) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    err.print(f"peerledger: upgrading {store.url}: building each platform's state from its log (once)")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=False, disable=not err.is_terminal) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(platform: str, done: int, total: int) -> None:
+            if platform not in tasks:
+                tasks[platform] = bar.add_task(platform, total=total)
+            bar.update(tasks[platform], completed=done)
+
+        platforms = upgrade(store, progress)
+    err.print(f"peerledger: upgraded {len(platforms)} platform(s)")
 
 
 def parent_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:

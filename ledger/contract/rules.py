@@ -2,8 +2,9 @@
 
 `check` is asked, on the write side and in log order, whether an event that
 passed the schema (shape) and is neither a duplicate nor a conflict may be
-appended to the log as it stands.  It reads the fold's current state; it
-never changes it.  The order of the checks is normative: `already_exists`,
+appended to the log as it stands.  It reads the platform's current state
+(`projections.state.PlatformState`, the one the fold changes); it never
+changes it.  The order of the checks is normative: `already_exists`,
 then `unknown_reference`, then the remaining codes.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from projections.fold import PlatformFold
+from projections.state import PlatformState
 
 INVALID = "invalid"
 CONFLICT = "conflict"
@@ -50,44 +51,45 @@ CREATES = {
 }
 
 
-def _exists(fold: PlatformFold, namespace: str, name: str) -> bool:
+def _exists(state: PlatformState, namespace: str, name: str) -> bool:
     if namespace == "works":
-        return fold.graph.has(name)
+        return state.graph.has(name)
     if namespace == "prosumers":
-        return name in fold.prosumers
+        return state.prosumer_exists(name)
     if namespace == "values":
-        return name in fold.values
-    return name in fold.payouts
+        return state.value(name) is not None
+    return state.payout_exists(name)
 
 
-def _first_unregistered(fold: PlatformFold, prosumers: Iterable[str]) -> str | None:
+def _first_unregistered(state: PlatformState, prosumers: Iterable[str]) -> str | None:
     for prosumer in prosumers:
-        if prosumer not in fold.prosumers:
+        if not state.prosumer_exists(prosumer):
             return prosumer
     return None
 
 
-def check(fold: PlatformFold, event: dict[str, Any]) -> Refusal | None:
+def check(state: PlatformState, event: dict[str, Any]) -> Refusal | None:
     """None if the event may be appended now, else why not."""
     data = event["data"]
     kind = event["type"]
-    graph = fold.graph
+    graph = state.graph
 
     # 1. already_exists: the id the event creates is taken.
     created = CREATES.get(kind)
     if created is not None:
         name, namespace = created
-        if _exists(fold, namespace, data[name]):
+        if _exists(state, namespace, data[name]):
             return Refusal(ALREADY_EXISTS, f"{name} {data[name]!r} exists already")
 
     # 2. unknown_reference: everything referred to must exist already.
-    missing = _missing_reference(fold, kind, data)
+    missing = _missing_reference(state, kind, data)
     if missing is not None:
         return Refusal(UNKNOWN_REFERENCE, missing)
 
     # 3. the remaining codes.
     if kind == "value.reversed":
-        record = fold.values[data["value"]]
+        record = state.value(data["value"])
+        assert record is not None
         remaining_minor = record.amount_minor - record.reversed_minor
         if data["amount"] > remaining_minor:
             return Refusal(
@@ -96,7 +98,7 @@ def check(fold: PlatformFold, event: dict[str, Any]) -> Refusal | None:
                 f"{remaining_minor} of {record.amount_minor} remains",
             )
     elif kind == "payout.issued":
-        balance_minor = fold.balance_minor(data["prosumer"], data["currency"])
+        balance_minor = state.balance(data["prosumer"], data["currency"]).balance
         if data["amount"] > balance_minor:
             return Refusal(
                 INSUFFICIENT_BALANCE,
@@ -119,8 +121,8 @@ def check(fold: PlatformFold, event: dict[str, Any]) -> Refusal | None:
     return None
 
 
-def _missing_reference(fold: PlatformFold, kind: str, data: dict[str, Any]) -> str | None:
-    graph = fold.graph
+def _missing_reference(state: PlatformState, kind: str, data: dict[str, Any]) -> str | None:
+    graph = state.graph
     if kind in ("contribution.recorded", "output.composed", "work.reassigned"):
         if kind == "work.reassigned" and not graph.has(data["work"]):
             return f"work {data['work']!r} does not exist"
@@ -128,16 +130,16 @@ def _missing_reference(fold: PlatformFold, kind: str, data: dict[str, Any]) -> s
             for component in data["components"]:
                 if not graph.has(component):
                     return f"component work {component!r} does not exist"
-        prosumer = _first_unregistered(fold, data.get("authors", {}))
+        prosumer = _first_unregistered(state, data.get("authors", {}))
         if prosumer is not None:
             return f"author {prosumer!r} is not a registered prosumer"
     elif kind in ("value.realized", "work.retracted", "work.reinstated"):
         if not graph.has(data["work"]):
             return f"work {data['work']!r} does not exist"
     elif kind == "value.reversed":
-        if data["value"] not in fold.values:
+        if state.value(data["value"]) is None:
             return f"value {data['value']!r} does not exist"
     elif kind == "payout.issued":
-        if data["prosumer"] not in fold.prosumers:
+        if not state.prosumer_exists(data["prosumer"]):
             return f"prosumer {data['prosumer']!r} is not registered"
     return None

@@ -11,7 +11,6 @@ from typing import Any, Iterator, Sequence
 from rich.console import Console
 
 from ledger.ingest.ingestor import ACCEPTED, DUPLICATE, REJECTED, Ingestor
-from ledger.ingest.projector import Projector, ProjectorProcess
 from ledger.ingest.sources import Offered, batches, read_lines
 from ledger.storage.store import Store
 
@@ -33,21 +32,11 @@ def _offered(paths: Sequence[str], stack: ExitStack, progress: Any) -> Iterator[
             yield item
 
 
-# Inputs at least this large are projected by a second process while they
-# are appended (two cores busy); smaller ones are projected afterwards, in
-# process, which is quicker than starting a process.
-PARALLEL_PROJECTION_MIN_BYTES = 4 * 1024 * 1024
-
-
 def ingest_paths(store: Store, paths: Sequence[str], show_progress: bool) -> dict[str, Any]:
-    """Ingest files (or stdin), then bring the read models to the log's head."""
+    """Ingest files (or stdin); the read models are written with each batch."""
     counts: Counter[str] = Counter()
     by_code: Counter[str] = Counter()
-    size_bytes = sum(os.path.getsize(p) for p in paths if p != "-")
-    parallel = "-" in paths or size_bytes >= PARALLEL_PROJECTION_MIN_BYTES
     with ExitStack() as stack:
-        if parallel:
-            stack.enter_context(ProjectorProcess(store.url))
         ingestor = Ingestor(store)
         progress = None
         if show_progress:
@@ -67,8 +56,6 @@ def ingest_paths(store: Store, paths: Sequence[str], show_progress: bool) -> dic
                 counts[outcome.outcome] += 1
                 if outcome.code:
                     by_code[outcome.code] += 1
-    if not parallel:
-        Projector(store).catch_up()
     return {
         ACCEPTED: counts[ACCEPTED],
         DUPLICATE: counts[DUPLICATE],

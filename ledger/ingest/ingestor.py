@@ -3,18 +3,31 @@
 A batch of raw lines (or already-parsed JSON values) goes through:
 
 1. shape: `ledger.contract.schema` parses and validates each one (`invalid`);
-2. the platform's writer, under the platform's lock and caught up with the
-   log head, decides in input order: `duplicate` or `conflict` by the id
-   records (looked up once per batch, plus the ids accepted earlier in the
-   batch), then `ledger.contract.rules.check` on the fold's current state, and applies
-   each accepted event to the fold at once, so later events in the same
-   batch see it;
-3. one transaction appends the accepted events, their id records and every
-   reject (and, for a Kafka batch, the partitions' offsets after it); only
-   after it commits are outcomes returned (that is the acknowledgement).
-   The read models follow the log (`ledger.ingest.projector`).
+2. under the locks of the batch's platforms (and, for Kafka, partitions),
+   each platform's state (`projections.state.PlatformState`) starts at the
+   committed head (if another process wrote the platform since, what this
+   process cached of it is dropped), and reads every row the batch names
+   (`prefetch`: one query per table for what the caches miss);
+3. in input order: `duplicate` or `conflict` by the id records (looked up
+   once per batch, plus the ids accepted earlier in the batch), then
+   `ledger.contract.rules.check` on the state, and each accepted event is
+   folded at once (`projections.fold.PlatformFold`), so later events in the
+   same batch see it;
+4. one transaction (`Store.append`) writes the accepted events, their id
+   records, every reject, the Merkle nodes the batch completed, each
+   platform's state after the batch (read models included), and for a
+   Kafka batch the partitions' offsets after it.  Only after it commits are
+   outcomes returned: that is the acknowledgement, and a read that follows
+   it sees the batch.
 
-A Kafka consumer (`ledger.kafka.consumer`) adds three things to a batch: rejects it
+If the transaction fails, nothing of the batch happened: the states roll
+back (and forget what they cached of their platforms) and the error
+propagates, or on an `AppendConflict` (a writer that skipped the locks)
+the batch is decided again.  A crash at any instant therefore loses no
+acknowledged event and duplicates none: an event is either in a committed
+batch, whose resend is a `duplicate`, or in none.
+
+A Kafka consumer (`ledger.kafka`) adds three things to a batch: rejects it
 decided itself (a mis-keyed message), the `OffsetAdvance` of each partition,
 checked under the partitions' locks before anything is decided (a stale
 batch raises `OffsetsFenced` and changes nothing), and `before_append`,
@@ -22,44 +35,31 @@ called with the outcomes once they are decided and before the transaction
 (it copies the rejected messages to the dead-letter topic: a batch whose
 dead letters are not acknowledged is not appended).
 
-If the transaction fails, nothing of the batch happened: the writers of the
-batch's platforms are dropped (their folds and Merkle tree edges moved
-ahead of the log) and rebuilt from the log, and the batch is decided again.
-A crash at any instant therefore loses no acknowledged event and duplicates
-none: an event is either in a committed batch, whose resend is a
-`duplicate`, or in none.
-
-Back of the envelope (2 cores, CPython), per event: parse + validate ~8 µs,
-rules ~3 µs, fold ~10 µs plus the share vector of a newly sold work (~50 µs,
-once per work and graph state) and ~1 µs per recipient for allocation and
-bookings, SQLite insert of event, id record and Merkle nodes ~10 µs.
-Measured on the bench stream (half the events are sales with ~9 recipients
-each; bench/results/ingest.md, whose floor rows time the parse and the
-insert alone): 55 to 108 µs per event on the write side, by host and hour
-(the shared host runs at half speed at times), so 9 000 to 18 700 events/s
-per process; one fsync per batch of 1000 is noise.  The read models are
-built by the projector in a second process at a similar rate, so
-`peerledger ingest` runs at 6 700 to 14 000 events/s end to end.
+Back of the envelope (one core, CPython), per event: parse + validate
+~20 µs; rules and fold ~20 µs plus the share vector and explanation of a work
+sold at a new graph state (~50 µs, once per work and graph state) and ~1 µs
+per recipient for allocation and bookings; the SQLite rows of the event, its
+id record and Merkle nodes ~20 µs; state rows ~10 µs, fewer than one per
+event once aggregated per batch (a hot account's balance is written once per
+batch, not once per sale).  One fsync per batch of 1000 is noise.  Measured
+figures: bench/results/scale.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any
 
 import orjson
 from eventsourcing.persistence import StoredEvent
 
 from ledger.contract import rules
-from ledger.contract.schema import (
-    InvalidEvent,
-    ParsedEvent,
-    parse_event,
-    validate_event_obj,
-)
+from ledger.contract.schema import InvalidEvent, ParsedEvent, parse_event, validate_event_obj
 from ledger.ingest.sources import BATCH_MAX_EVENTS, Offered
 from ledger.storage.store import (
+    AppendBatch,
     AppendConflict,
     IdRecord,
     OffsetAdvance,
@@ -67,16 +67,20 @@ from ledger.storage.store import (
     Store,
     leaf_hash,
 )
-from projections.fold import PlatformFold
-from projections.merkle import Frontier
+from projections.fold import PlatformFold, keys_of
+from projections.state import PlatformState, StateCaches
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 REJECTED = "rejected"
 
-# A conflict means another writer appended first; each retry catches up with
-# its events, so more than a few in a row means something is wrong.
+# A conflict means a writer that skipped the platform's lock appended
+# first; each retry starts from the committed state again, so more than a
+# few in a row means something is wrong.
 APPEND_RETRIES_MAX = 5
+# Platforms whose state objects a writer keeps (their rows live in the
+# shared, bounded caches; the objects themselves are small).
+PLATFORM_STATES_MAX = 10_000
 
 
 @dataclass(slots=True)
@@ -103,42 +107,29 @@ def ledger_time() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class PlatformWriter:
-    """The write side of one platform: its fold at the log head and the right
-    edge of its Merkle tree.  Event ids are looked up in the store, one query
-    per batch (`Store.known_ids`), not held in memory: a platform accepts
-    millions of them."""
-
-    def __init__(self, platform: str, store: Store) -> None:
-        self.fold = PlatformFold(platform)
-        # Rebuilt from the leaves while catching up (the log is read for the
-        # fold anyway); appends report the tree nodes each batch completes.
-        self.tree = Frontier()
-        self.catch_up(store)
-
-    def catch_up(self, store: Store) -> int:
-        """Apply what other writers appended since this writer last looked."""
-        start_seq = self.fold.seq
-        if store.head(self.fold.platform) == start_seq:
-            return 0
-        for stored in store.read_log(self.fold.platform, after_seq=start_seq):
-            self.fold.apply(orjson.loads(stored.state), stored.originator_version)
-            self.tree.append(leaf_hash(stored.state))  # its nodes were stored by whoever appended it
-        return self.fold.seq - start_seq
-
-
 class Ingestor:
     """Decides and appends batches of offered events; see the module doc."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, caches: StateCaches | None = None) -> None:
+        if store.upgrade_pending:
+            raise RuntimeError(f"{store.url} was written by an older peerledger: run `peerledger upgrade` first")
         self.store = store
-        self.writers: dict[str, PlatformWriter] = {}
+        self.caches = caches if caches is not None else StateCaches()
+        self._states: dict[str, PlatformState] = {}
 
-    def writer(self, platform: str) -> PlatformWriter:
-        w = self.writers.get(platform)
-        if w is None:
-            w = self.writers[platform] = PlatformWriter(platform, self.store)
-        return w
+    def state(self, platform: str) -> PlatformState:
+        """This process's window on `platform`'s state (see projections.state)."""
+        state = self._states.get(platform)
+        if state is None:
+            if len(self._states) >= PLATFORM_STATES_MAX:
+                self._states.clear()  # their rows stay cached; the objects are cheap to make again
+            state = self._states[platform] = PlatformState(platform, self.store.state, self.caches)
+        return state
+
+    def head_seq(self, platform: str) -> int:
+        """The seq of `platform`'s last event this process appended or saw."""
+        state = self._states.get(platform)
+        return state.head.seq if state is not None else 0
 
     def ingest(
         self,
@@ -169,57 +160,65 @@ class Ingestor:
                 parsed.append(e)
         platforms = sorted({p.platform for p in parsed if isinstance(p, ParsedEvent)})
         for _attempt in range(APPEND_RETRIES_MAX):
+            states = [self.state(p) for p in platforms]
             try:
                 with self.store.platform_locks(platforms, also=[a.lock_name for a in offsets]):
                     self.store.check_offsets(offsets)
-                    outcomes, appending = self._decide(batch, parsed, platforms, now, extra_rejects)
+                    heads = self.store.state.heads(platforms)
+                    for state in states:
+                        state.sync(heads.get(state.platform))
+                    outcomes, appending = self._decide(batch, parsed, now, extra_rejects)
                     if before_append is not None:
                         before_append(outcomes)
-                    self.store.append(*appending, offsets=offsets, offsets_at=now)
-                    return outcomes
+                    appending.offsets, appending.offsets_at = offsets, now
+                    self.store.append(appending)
             except AppendConflict:
-                for p in platforms:  # their folds ran ahead of the log: rebuild
-                    self.writers.pop(p, None)
+                for state in states:
+                    state.rollback()
+                continue
             except BaseException:
-                for p in platforms:
-                    self.writers.pop(p, None)
+                for state in states:
+                    state.rollback()
                 raise
-        raise RuntimeError(f"gave up after {APPEND_RETRIES_MAX} append conflicts")
+            for changes in appending.states:
+                self._states[changes.platform].commit(changes)
+            return outcomes
+        raise RuntimeError(f"gave up after {APPEND_RETRIES_MAX} append conflicts: a writer is not taking the "
+                           "platform locks")
 
     def _decide(
         self,
         batch: Sequence[Offered],
         parsed: list[ParsedEvent | InvalidEvent],
-        platforms: list[str],
         now: str,
         extra_rejects: Sequence[RejectRecord],
-    ) -> tuple[list[Outcome], "_Appending"]:
+    ) -> tuple[list[Outcome], AppendBatch]:
         """Outcomes in input order, and what to append (`extra_rejects`
-        first); the writers' folds and trees are moved to the batch's end
-        (dropped if it is not appended)."""
-        writers = {p: self.writer(p) for p in platforms}
-        for w in writers.values():
-            w.catch_up(self.store)
-        # event id -> leaf hash of the accepted canonical bytes, per platform:
-        # equal hashes are equal JSON values (canonical bytes are a function
-        # of the value).  Ids accepted earlier in this batch are added below.
-        offered_ids: dict[str, set[str]] = {p: set() for p in platforms}
+        first); the platforms' states hold the batch's changes until the
+        append commits or fails."""
+        by_platform: dict[str, list[ParsedEvent]] = {}
         for item in parsed:
             if isinstance(item, ParsedEvent):
-                offered_ids[item.platform].add(item.event["id"])
-        known_ids = {p: self.store.known_ids(p, sorted(ids)) for p, ids in offered_ids.items()}
-        events: list[StoredEvent] = []
-        id_records: list[IdRecord] = []
+                by_platform.setdefault(item.platform, []).append(item)
+        folds: dict[str, PlatformFold] = {}
+        known_ids: dict[str, dict[str, bytes]] = {}
+        for platform, items in by_platform.items():
+            state = self._states[platform]
+            state.prefetch(keys_of(item.event for item in items))
+            folds[platform] = PlatformFold(state)
+            # event id -> leaf hash of the accepted canonical bytes: equal
+            # hashes are equal JSON values (canonical bytes are a function of
+            # the value).  Ids accepted earlier in this batch are added below.
+            known_ids[platform] = self.store.known_ids(platform, sorted({i.event["id"] for i in items}))
+        appending = AppendBatch(rejects=list(extra_rejects))
         outcomes: list[Outcome] = []
-        rejects: list[RejectRecord] = list(extra_rejects)
-        merkle_nodes: list[tuple[str, int, int, bytes]] = []
         for offered, item in zip(batch, parsed):
             if isinstance(item, InvalidEvent):
                 outcomes.append(Outcome(REJECTED, item.event_id, item.platform, code=rules.INVALID, message=item.message))
-                rejects.append(RejectRecord(item.platform, item.event_id, rules.INVALID, item.message,
-                                            _raw(offered.payload), offered.source, now))
+                appending.rejects.append(RejectRecord(item.platform, item.event_id, rules.INVALID, item.message,
+                                                      _raw(offered.payload), offered.source, now))
                 continue
-            w = writers[item.platform]
+            fold = folds[item.platform]
             event = item.event
             event_id = event["id"]
             leaf = leaf_hash(item.canonical)
@@ -231,29 +230,22 @@ class Ingestor:
             if known is not None:
                 refusal = rules.Refusal(rules.CONFLICT, f"event id {event_id!r} was accepted before with different content")
             else:
-                refusal = rules.check(w.fold, event)
+                refusal = rules.check(fold.state, event)
             if refusal is not None:
                 outcomes.append(Outcome(REJECTED, event_id, item.platform, code=refusal.code, message=refusal.message))
-                rejects.append(RejectRecord(item.platform, event_id, refusal.code, refusal.message,
-                                            _raw(offered.payload), offered.source, now))
+                appending.rejects.append(RejectRecord(item.platform, event_id, refusal.code, refusal.message,
+                                                      _raw(offered.payload), offered.source, now))
                 continue
-            seq = w.fold.seq + 1
-            applied = w.fold.apply(event, seq)
+            seq = fold.seq + 1
+            applied = fold.apply(event, seq)
             known_ids[item.platform][event_id] = leaf
-            merkle_nodes.extend((item.platform, level, idx, h) for level, idx, h in w.tree.append(leaf))
-            events.append(StoredEvent(item.platform, seq, event["type"], item.canonical))
-            id_records.append(IdRecord(item.platform, event_id, seq, leaf, applied.effect_hash(), now))
+            appending.merkle_nodes.extend(
+                (item.platform, level, idx, h) for level, idx, h in fold.state.head.tree.append(leaf))
+            appending.events.append(StoredEvent(item.platform, seq, event["type"], item.canonical))
+            appending.id_records.append(IdRecord(item.platform, event_id, seq, leaf, applied.effect_hash(), now))
             outcomes.append(Outcome(ACCEPTED, event_id, item.platform, seq=seq))
-        return outcomes, _Appending(events, id_records, rejects, merkle_nodes)
-
-
-class _Appending(NamedTuple):
-    """A decided batch's rows, in `Store.append`'s argument order."""
-
-    events: list[StoredEvent]
-    id_records: list[IdRecord]
-    rejects: list[RejectRecord]
-    merkle_nodes: list[tuple[str, int, int, bytes]]
+        appending.states = [folds[p].state.changes() for p in sorted(folds) if folds[p].state.dirty]
+        return outcomes, appending
 
 
 def _raw(payload: bytes | object) -> bytes:

@@ -8,10 +8,9 @@ from typing import Any
 
 import orjson
 
-from ledger.storage.replay import replay
+from ledger.storage.replay import balances_as_of
 from ledger.storage.store import Store
 from ledger.storage.views import read_balances, read_explain, read_statement
-from projections.balances import balance_rows
 
 
 def statement_doc(store: Store, platform: str, prosumer: str, period: str | None) -> dict[str, Any]:
@@ -30,7 +29,7 @@ def as_of_seq(store: Store, platform: str, as_of: int | None, as_of_time: str | 
 def balances_doc(store: Store, platform: str, currency: str | None, as_of: int | None) -> list[dict[str, Any]]:
     """The balances array: the live read models, or a replay up to `as_of`."""
     if as_of is not None:
-        return balance_rows(replay(store, platform, as_of).balances, currency)
+        return balances_as_of(store, platform, as_of, currency)
     return read_balances(store, platform, currency)
 
 

@@ -7,11 +7,11 @@ The stream's primary key (originator_id, originator_version) is what makes a
 gap or a second event at the same `seq` impossible, whatever the writers do.
 
 Beside the log, in the same database and in the *same transaction* as the
-events they describe, the store keeps:
+events they describe (`append`), the store keeps:
 
 * `peerledger_event_ids`: one id record per accepted event (platform, id) ->
   seq, leaf hash and effect hash.  Its primary key makes a second acceptance
-  of an id impossible even for two processes racing on PostgreSQL;
+  of an id impossible even for two processes racing;
 * `peerledger_rejects`: every rejected event with its code, message, the raw
   line (bounded) and where it came from;
 * `peerledger_merkle_nodes`: the hash of every perfect aligned subtree
@@ -20,21 +20,29 @@ events they describe, the store keeps:
 * `peerledger_kafka_offsets`, for a batch consumed from Kafka: how far the
   batch took its consumer group through each partition (`OffsetAdvance`),
   so that the ledger and its position in the topic can never disagree;
-and, written by `ledger.storage.views` in their own transactions, the read models
-with their eventsourcing tracking record (the seq they reflect).
+* the platform's state after the batch (`ledger.storage.state`): what the
+  next decision needs, and the read models.
 
-The recorders are eventsourcing's own (`SQLiteApplicationRecorder`,
-`PostgresApplicationRecorder`), subclassed only to add those tables and to
-write them inside the library's insert transaction.
+The recorders are eventsourcing's own, subclassed only to create the
+ledger's tables: on SQLite the application recorder (one writer at a time
+holds the file anyway); on PostgreSQL the *aggregate* recorder, which
+inserts a stream's events without the application recorder's
+`LOCK TABLE … IN EXCLUSIVE MODE`: that lock orders notification ids across
+all streams, which nothing here reads (a platform's order is its `seq`),
+and it made every append of every platform of a database wait in one queue
+(docs/scaling.md, `bench/pg_append_bench.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import logging
 import os
-from dataclasses import dataclass
+import sqlite3
+from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple, Sequence
-from urllib.parse import unquote, urlparse
 
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.sqlite import (
@@ -43,11 +51,17 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 
+from ledger.storage import state as state_tables
+from ledger.storage.dialect import DEFAULT_DB_URL as DEFAULT_DB_URL
+from ledger.storage.dialect import POSTGRES, SQLITE, DbUrl, Dialect
+from projections.state import Changes
+
 from projections.merkle import (
     leaf_hash as leaf_hash,  # re-exported: the write side hashes here
 )
 
-DEFAULT_DB_URL = "sqlite:///peerledger.db"
+log = logging.getLogger("peerledger.store")
+
 EVENTS_TABLE = "peerledger_events"
 # A rejected line is kept whole up to this size; beyond it, the head of the
 # line is kept and `raw_truncated` says so.  Lines over 1 MiB are rejected
@@ -64,6 +78,14 @@ KNOWN_IDS_MAX = 1000
 SCHEMA_TABLE = "peerledger_schema"
 LOG_SCHEMA_VERSION = 1
 KAFKA_OFFSETS_SCHEMA_VERSION = 1
+# The state tables (`ledger.storage.state`).  Version 1 was the projector's
+# read models alone (balances, statements, values, vectors, digests); a
+# database at version 1 is upgraded by building its state from its log once
+# (`ledger.storage.upgrade`).
+STATE_SCHEMA_VERSION = 2
+# A writer waits this long for SQLite's write lock before it says so in the
+# log and waits again: writers never give up on each other.
+SQLITE_BUSY_WAIT_S = 30
 
 
 class AppendConflict(Exception):
@@ -152,26 +174,6 @@ class RejectRecord:
         )
 
 
-@dataclass(frozen=True)
-class Dialect:
-    """The few SQL differences between SQLite and PostgreSQL that we use."""
-
-    name: str
-    param: str  # placeholder
-    blob: str
-    # Money columns hold sums of amounts up to 2^63-1, which may exceed 64
-    # bits: TEXT (decimal) on SQLite, NUMERIC on PostgreSQL, never float.
-    big_int: str
-    serial_pk: str
-
-    def sql(self, statement: str) -> str:
-        return statement if self.param == "?" else statement.replace("?", "%s")
-
-
-SQLITE = Dialect("sqlite", "?", "BLOB", "TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT")
-POSTGRES = Dialect("postgresql", "%s", "BYTEA", "NUMERIC", "BIGSERIAL PRIMARY KEY")
-
-
 def ledger_ddl(d: Dialect) -> list[str]:
     return [
         "CREATE TABLE IF NOT EXISTS peerledger_event_ids ("
@@ -224,35 +226,48 @@ INSERT_REJECT = (
 )
 
 
-def _write_extras(c: Any, d: Dialect, kwargs: dict[str, Any]) -> None:
-    ids: Sequence[IdRecord] = kwargs.get("id_records", ())
-    if ids:
-        c.executemany(
-            d.sql(INSERT_ID),
-            [
-                (r.platform, r.event_id, r.seq, r.leaf_hash, r.effect_hash, r.accepted_at)
-                for r in ids
-            ],
-        )
-    rejects: Sequence[RejectRecord] = kwargs.get("rejects", ())
-    if rejects:
-        c.executemany(d.sql(INSERT_REJECT), [r.row() for r in rejects])
-    # (platform, level, idx, hash) of the subtrees the batch's leaves completed.
-    nodes: Sequence[tuple[str, int, int, bytes]] = kwargs.get("merkle_nodes", ())
-    if nodes:
-        c.executemany(d.sql(INSERT_MERKLE_NODE), nodes)
-    offsets: Sequence[OffsetAdvance] = kwargs.get("offsets", ())
-    if offsets:
-        # The ingestor checked before deciding.  On PostgreSQL it held the
-        # partition's advisory lock since, so that check stands (and this
-        # cursor is in pipeline mode, where a SELECT's rows cannot be read
-        # back mid-batch).  On SQLite nothing serialised two consumers of one
-        # partition meanwhile: check again, inside the transaction.
-        if d is SQLITE:
-            _check_offsets(c, d, offsets)
+@dataclass
+class AppendBatch:
+    """Everything one decided batch writes, in one transaction: the accepted
+    events (eventsourcing's stored events), their id records, the rejects,
+    the Merkle nodes the batch completed, each platform's state changes and,
+    for a Kafka batch, each partition's offset after it (stored at ledger
+    time `offsets_at`)."""
+
+    events: list[StoredEvent] = field(default_factory=list)
+    id_records: list[IdRecord] = field(default_factory=list)
+    rejects: list[RejectRecord] = field(default_factory=list)
+    merkle_nodes: list[tuple[str, int, int, bytes]] = field(default_factory=list)
+    states: list[Changes] = field(default_factory=list)
+    offsets: Sequence[OffsetAdvance] = ()
+    offsets_at: str = ""
+
+    def __post_init__(self) -> None:
+        assert len(self.events) == len(self.id_records)
+        assert not self.offsets or self.offsets_at, "offsets are stored with the ledger time"
+
+
+def _write_batch(c: Any, d: Dialect, batch: AppendBatch, insert_events: Any) -> None:
+    """All of a batch's rows with cursor `c`, inside its transaction."""
+    if batch.offsets:
+        # Checked before the batch was decided, under the partitions' locks;
+        # checked again here because on SQLite nothing but this transaction
+        # serialises two consumers of one partition (a stale batch must not
+        # commit whatever happened in between).
+        _check_offsets(c, d, batch.offsets)
+    if batch.events:
+        insert_events(c, batch.events)
+        c.executemany(d.sql(INSERT_ID), [
+            (r.platform, r.event_id, r.seq, r.leaf_hash, r.effect_hash, r.accepted_at) for r in batch.id_records])
+    if batch.rejects:
+        c.executemany(d.sql(INSERT_REJECT), [r.row() for r in batch.rejects])
+    if batch.merkle_nodes:
+        c.executemany(d.sql(INSERT_MERKLE_NODE), batch.merkle_nodes)
+    for changes in batch.states:
+        state_tables.write(c, d, changes)
+    if batch.offsets:
         c.executemany(d.sql(UPSERT_KAFKA_OFFSET), [
-            (a.consumer_group, a.topic, a.partition, a.next_offset, kwargs["offsets_at"]) for a in offsets
-        ])
+            (a.consumer_group, a.topic, a.partition, a.next_offset, batch.offsets_at) for a in batch.offsets])
 
 
 def _check_offsets(c: Any, d: Dialect, offsets: Sequence[OffsetAdvance]) -> None:
@@ -273,72 +288,57 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return super().construct_create_table_statements() + ledger_ddl(SQLITE)
 
-    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+    def insert_stored_events(self, c: Any, stored_events: Sequence[StoredEvent]) -> None:
         # One executemany instead of the library's row-by-row loop: the ledger
         # never needs the notification ids back, and this is the hot path.
         c.executemany(
             self.insert_events_statement,
             [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events],
         )
-        _write_extras(c, SQLITE, kwargs)
-        return None
 
 
 def _postgres_recorder_class() -> type:
-    from eventsourcing.postgres import PostgresApplicationRecorder
+    from eventsourcing.postgres import PostgresAggregateRecorder
     from psycopg.sql import SQL
 
-    class PostgresLedgerRecorder(PostgresApplicationRecorder):
-        """eventsourcing's PostgreSQL application recorder plus the ledger's tables.
-
-        The library runs `_insert_events` inside its insert transaction, just
-        before it takes its table lock and inserts the stored events.
-        """
+    class PostgresLedgerRecorder(PostgresAggregateRecorder):
+        """eventsourcing's PostgreSQL aggregate recorder plus the ledger's
+        tables: streams without a global notification order (see the
+        module doc)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.sql_create_statements.extend(SQL(s) for s in ledger_ddl(POSTGRES))  # type: ignore[arg-type]
 
-        def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-            _write_extras(curs, POSTGRES, kwargs)
+        def insert_stored_events(self, c: Any, stored_events: Sequence[StoredEvent]) -> None:
+            self._insert_stored_events(c, stored_events)
 
     return PostgresLedgerRecorder
 
 
-@dataclass(frozen=True)
-class DbUrl:
-    dialect: Dialect
-    sqlite_path: str = ""
-    pg: dict[str, Any] | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> "DbUrl":
-        u = urlparse(url)
-        if u.scheme == "sqlite":
-            # sqlite:///relative.db and sqlite:////absolute/path.db, as SQLAlchemy.
-            path = unquote(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else ""
-            if not path:
-                raise ValueError(f"bad SQLite URL {url!r}: use sqlite:///FILE")
-            return cls(SQLITE, sqlite_path=path)
-        if u.scheme in ("postgresql", "postgres"):
-            return cls(
-                POSTGRES,
-                pg={
-                    "dbname": unquote(u.path.lstrip("/")) or "postgres",
-                    "host": u.hostname or "127.0.0.1",
-                    "port": u.port or 5432,
-                    "user": unquote(u.username or os.environ.get("PGUSER", "postgres")),
-                    "password": unquote(u.password or os.environ.get("PGPASSWORD", "")),
-                },
-            )
-        raise ValueError(f"unsupported database URL {url!r} (sqlite:///FILE or postgresql://…)")
+def _begin_immediate(raw: sqlite3.Connection, path: str) -> None:
+    """BEGIN IMMEDIATE, waiting for SQLite's write lock as long as it takes
+    (each attempt waits the connection's busy timeout)."""
+    waited_s = 0
+    while True:
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+            waited_s += SQLITE_BUSY_WAIT_S
+            log.warning("%s: waited %d s for the write lock; another writer holds it, waiting on", path, waited_s)
 
 
 class Store:
-    """The ledger's database: log, id records, rejects, read models, tracking."""
+    """The ledger's database: log, id records, rejects, state, tracking."""
 
-    def __init__(self, url: str = DEFAULT_DB_URL) -> None:
+    def __init__(self, url: str = DEFAULT_DB_URL, *, durable: bool = True) -> None:
         self.url = url
+        # A scratch database (a replay's) need not survive a crash: its
+        # writes skip the fsync.
+        self.durable = durable
         parsed = DbUrl.parse(url)
         self.dialect = parsed.dialect
         self._pg_lock_conn: Any = None
@@ -349,7 +349,7 @@ class Store:
             self.datastore: Any = SQLiteDatastore(
                 db_name=parsed.sqlite_path,
                 originator_id_type="text",
-                lock_timeout=30,
+                lock_timeout=SQLITE_BUSY_WAIT_S,
             )
             self._sqlite_path = parsed.sqlite_path
             self.recorder: Any = SQLiteLedgerRecorder(self.datastore, events_table_name=EVENTS_TABLE)
@@ -379,6 +379,11 @@ class Store:
                 self._record_schema_part("log", LOG_SCHEMA_VERSION)
         if self.dialect is POSTGRES:
             self.datastore.register_type_adapters()  # what create_table would have done
+        self.state = state_tables.SqlState(self)
+        # True for a database written before the state lived in tables: its
+        # state must be built from its log once (`ledger.storage.upgrade`)
+        # before anything writes to it.
+        self.upgrade_pending = self._ensure_state_schema()
 
     # -- the schema ----------------------------------------------------------
 
@@ -402,6 +407,27 @@ class Store:
                 for statement in statements:
                     c.execute(statement)
             self._record_schema_part(part, version)
+
+    def _ensure_state_schema(self) -> bool:
+        """Create the state tables; True if the database has events whose
+        state is not in them yet (an upgrade is pending)."""
+        if self._schema_part_ready("state", STATE_SCHEMA_VERSION):
+            return False
+        with self.schema_lock():
+            if self._schema_part_ready("state", STATE_SCHEMA_VERSION):
+                return False
+            with self.transaction(commit=True) as c:
+                for statement in state_tables.state_ddl(self.dialect):
+                    c.execute(statement)
+            if self.query(f"SELECT 1 FROM {EVENTS_TABLE} LIMIT 1"):
+                return True
+            self._record_schema_part("state", STATE_SCHEMA_VERSION)
+            return False
+
+    def record_state_built(self) -> None:
+        """The upgrade built every platform's state from its log."""
+        self._record_schema_part("state", STATE_SCHEMA_VERSION)
+        self.upgrade_pending = False
 
     def _schema_part_ready(self, part: str, version: int) -> bool:
         exists = (f"SELECT to_regclass('{SCHEMA_TABLE}') IS NOT NULL" if self.dialect is POSTGRES else
@@ -446,29 +472,47 @@ class Store:
 
     # -- the log -----------------------------------------------------------
 
-    def append(
-        self,
-        events: Sequence[StoredEvent],
-        id_records: Sequence[IdRecord],
-        rejects: Sequence[RejectRecord],
-        merkle_nodes: Sequence[tuple[str, int, int, bytes]] = (),
-        offsets: Sequence[OffsetAdvance] = (),
-        offsets_at: str = "",
-    ) -> None:
-        """Append events, their id records, rejects, completed Merkle tree
-        nodes and Kafka offsets (stored at ledger time `offsets_at`) in one
-        transaction.  Raises AppendConflict when a seq or id was taken by
-        another writer meanwhile, OffsetsFenced when a partition's stored
-        offset is past the batch (the whole transaction is rolled back)."""
-        assert len(events) == len(id_records)
-        assert not offsets or offsets_at, "offsets are stored with the ledger time"
+    def append(self, batch: AppendBatch) -> None:
+        """Write a decided batch in one transaction (see `AppendBatch`).
+
+        Raises AppendConflict when a seq, an id or a state row was taken by
+        another writer meanwhile (only a writer that skipped the platform's
+        lock can do that), OffsetsFenced when a partition's stored offset is
+        past the batch; the whole transaction is then rolled back.
+        """
         try:
-            self.recorder.insert_events(
-                events, id_records=id_records, rejects=rejects, merkle_nodes=merkle_nodes,
-                offsets=offsets, offsets_at=offsets_at,
-            )
-        except IntegrityError as e:
+            with self.write_transaction() as c:
+                _write_batch(c, self.dialect, batch, self.recorder.insert_stored_events)
+        except (IntegrityError, sqlite3.IntegrityError) as e:
             raise AppendConflict(str(e)) from e
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[Any]:
+        """A transaction that writes.  On SQLite it takes the file's write
+        lock at BEGIN (IMMEDIATE): a transaction that read first and then
+        wrote could fail on a snapshot another writer made stale, whereas
+        waiting for the lock up front always succeeds in the end."""
+        if self.dialect is POSTGRES:
+            with self.datastore.transaction(commit=True) as c:
+                yield c
+            return
+        with self.datastore.get_connection(commit=True) as conn:
+            raw = conn._sqlite_conn  # noqa: SLF001 — the library's connection, in autocommit mode
+            raw.execute("PRAGMA synchronous = " + ("FULL" if self.durable else "OFF"))
+            _begin_immediate(raw, self._sqlite_path)
+            try:
+                yield conn.cursor()
+            except BaseException:
+                raw.rollback()
+                raise
+            raw.commit()
+
+    def write_state(self, changes: Sequence[Changes]) -> None:
+        """Write platforms' state changes alone, in one transaction: a
+        replay's (`ledger.storage.replay`), whose events are stored already."""
+        with self.write_transaction() as c:
+            for platform_changes in changes:
+                state_tables.write(c, self.dialect, platform_changes)
 
     # -- Kafka offsets stored with the ledger -------------------------------
 
@@ -500,9 +544,8 @@ class Store:
         return int(rows[0][0] or 0)
 
     def platforms(self) -> list[str]:
-        return [r[0] for r in self.query(
-            f"SELECT DISTINCT originator_id FROM {EVENTS_TABLE} ORDER BY originator_id"
-        )]
+        """Every platform with an accepted event (one row each: their heads)."""
+        return [r[0] for r in self.query("SELECT platform FROM peerledger_heads ORDER BY platform")]
 
     def read_log(
         self, platform: str, after_seq: int = 0, upto_seq: int | None = None
@@ -629,22 +672,35 @@ class Store:
             conn.execute("SELECT pg_advisory_unlock(hashtextextended('peerledger:schema', 7))")
 
     @contextlib.contextmanager
-    def platform_locks(self, platforms: Sequence[str], purpose: str = "append",
-                       also: Sequence[str] = ()) -> Iterator[None]:
-        """Hold an exclusive lock per platform while deciding and appending
-        (or, with purpose "views", while writing its read models), and the
-        locks named in `also` (a Kafka partition's `OffsetAdvance.lock_name`).
+    def platform_locks(self, platforms: Sequence[str], also: Sequence[str] = ()) -> Iterator[None]:
+        """Hold an exclusive lock per platform while a batch is decided and
+        appended, and the locks named in `also` (a Kafka partition's
+        `OffsetAdvance.lock_name`), taken in sorted order so two processes
+        can never deadlock.
 
-        On PostgreSQL, session advisory locks, taken in sorted order so two
-        processes can never deadlock; they die with the connection, so a
-        killed writer never leaves one behind.  On SQLite, writers are
-        serialised by the database file lock; a race is still caught by the
-        primary keys (AppendConflict) and the writer retries, or by the
-        stored Kafka offsets (OffsetsFenced).
+        On PostgreSQL, session advisory locks; on SQLite, `flock` on a file
+        per name beside the database (`<db>.locks/`).  Both die with their
+        process, so a killed writer never leaves one behind, and both wait
+        as long as it takes: writers of one platform queue, they never give
+        up on each other.  The platform's state is read under its lock.
         """
-        names = sorted({f"peerledger:{purpose}:{key}" for key in platforms} | set(also))
-        if self.dialect is not POSTGRES or not names:
+        names = sorted({f"peerledger:append:{key}" for key in platforms} | set(also))
+        if not names:
             yield
+            return
+        if self.dialect is not POSTGRES:
+            if self._sqlite_path.startswith(":memory:") or "mode=memory" in self._sqlite_path:
+                yield  # one connection pool, one process: nothing to serialise against
+                return
+            directory = self._sqlite_path + ".locks"
+            os.makedirs(directory, exist_ok=True)
+            with contextlib.ExitStack() as held:
+                for name in names:
+                    # Names hold any character (a topic, a group): hash them to a file name.
+                    lock_file = held.enter_context(open(
+                        os.path.join(directory, hashlib.sha256(name.encode()).hexdigest()[:32]), "a"))
+                    fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file is closed
+                yield
             return
         conn = self._lock_connection()
         for name in names:

@@ -1,0 +1,319 @@
+"""The ledger's state in tables: what the fold reads, written with the events.
+
+Every row a decision needs, and every read model, lives in one table per
+kind, keyed by platform first:
+
+| table | a row per | written when |
+|---|---|---|
+| `peerledger_heads` | platform: its seq, fee in force, Merkle tree edge | every batch |
+| `peerledger_prosumers` | registered prosumer | `prosumer.registered` |
+| `peerledger_works` | work: kind, authors, components, upstream, retracted, vector version | created, retracted, reinstated, reassigned, or below one of those |
+| `peerledger_dependents` | (component, output listing it): the graph's reverse edges | `output.composed` |
+| `peerledger_values` | realized value: work, vector version, fee, amount, reversed | realized, reversed |
+| `peerledger_vectors` | (work, vector version) sold: its exact share vector and explanation | the first sale at that graph state |
+| `peerledger_payouts` | payout id | `payout.issued` |
+| `peerledger_balances` | (account, currency): earned, reversed, paid, balance | a booking |
+| `peerledger_statements` | (account, UTC month, currency) | a booking |
+| `peerledger_digests` | (platform, seq): the balances digest | a batch crossing a multiple of 10 000 seqs |
+
+`SqlState` reads them for `projections.state.PlatformState` (one query per
+table and chunk of keys) and `write` writes a batch's `Changes` inside the
+append transaction (`ledger.storage.store.Store.append`): one statement per
+table, one row per touched key.  So the read models are those of the log's
+head at every commit, and a writer needs nothing but these rows to go on.
+
+Money columns are exact: NUMERIC on PostgreSQL, decimal TEXT on SQLite (a
+sum of amounts up to 2^63 − 1 may exceed 64 bits; SQLite would turn it
+into a float), never floats.  SQLite therefore cannot add in SQL: figures are
+read, added in Python and written whole (the platform's lock keeps anyone
+else from changing them in between).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from attribution import ShareVector, Work, from_json_obj, to_json_obj
+from attribution.graph import VectorKey
+from ledger.storage.dialect import POSTGRES, Dialect
+from projections.balances import balance_rows, balances_digest
+from projections.merkle import Frontier
+from projections.state import BalanceKey, Changes, Figures, Head, StatementKey, ValueRecord
+
+# Keys per query: SQLite binds at most 32 766 parameters per statement, and
+# a long IN list costs the planner more than a second round trip does.
+KEYS_PER_QUERY_MAX = 900
+
+
+def state_ddl(d: Dialect) -> list[str]:
+    n, b = d.big_int, d.blob
+    return [
+        "CREATE TABLE IF NOT EXISTS peerledger_heads (platform TEXT PRIMARY KEY, seq BIGINT NOT NULL, "
+        f"fee_bps INTEGER NOT NULL, tree_edge {b} NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS peerledger_prosumers (platform TEXT NOT NULL, prosumer TEXT NOT NULL, "
+        "seq BIGINT NOT NULL, PRIMARY KEY (platform, prosumer))",
+        "CREATE TABLE IF NOT EXISTS peerledger_works (platform TEXT NOT NULL, work TEXT NOT NULL, "
+        "kind TEXT NOT NULL, authors TEXT NOT NULL, components TEXT NOT NULL, upstream_bps INTEGER NOT NULL, "
+        "retracted BOOLEAN NOT NULL, version BIGINT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (platform, work))",
+        "CREATE TABLE IF NOT EXISTS peerledger_dependents (platform TEXT NOT NULL, work TEXT NOT NULL, "
+        "dependent TEXT NOT NULL, PRIMARY KEY (platform, work, dependent))",
+        "CREATE TABLE IF NOT EXISTS peerledger_payouts (platform TEXT NOT NULL, payout TEXT NOT NULL, "
+        "seq BIGINT NOT NULL, PRIMARY KEY (platform, payout))",
+        "CREATE TABLE IF NOT EXISTS peerledger_balances (platform TEXT NOT NULL, "
+        f"account TEXT NOT NULL, currency TEXT NOT NULL, earned {n} NOT NULL, "
+        f"reversed {n} NOT NULL, paid {n} NOT NULL, balance {n} NOT NULL, "
+        "PRIMARY KEY (platform, account, currency))",
+        "CREATE TABLE IF NOT EXISTS peerledger_statements (platform TEXT NOT NULL, "
+        "account TEXT NOT NULL, period TEXT NOT NULL, currency TEXT NOT NULL, "
+        f"earned {n} NOT NULL, reversed {n} NOT NULL, paid {n} NOT NULL, "
+        "PRIMARY KEY (platform, account, period, currency))",
+        "CREATE TABLE IF NOT EXISTS peerledger_values (platform TEXT NOT NULL, "
+        "value TEXT NOT NULL, work TEXT NOT NULL, vector_version BIGINT NOT NULL, "
+        "fee_bps INTEGER NOT NULL, amount BIGINT NOT NULL, currency TEXT NOT NULL, "
+        "reversed BIGINT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (platform, value))",
+        "CREATE TABLE IF NOT EXISTS peerledger_vectors (platform TEXT NOT NULL, "
+        f"work TEXT NOT NULL, version BIGINT NOT NULL, vector {b} NOT NULL, "
+        f"explanation {b} NOT NULL, PRIMARY KEY (platform, work, version))",
+        "CREATE TABLE IF NOT EXISTS peerledger_digests (platform TEXT NOT NULL, "
+        "seq BIGINT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (platform, seq))",
+    ]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A state table: the columns that identify a row (after `platform`),
+    every column, and which hold money (exact ints, as decimal text on
+    SQLite): what `verify` compares and an upgrade clears."""
+
+    keys: tuple[str, ...]
+    columns: tuple[str, ...]
+    money: frozenset[str] = frozenset()
+
+
+_MONEY = frozenset({"earned", "reversed", "paid", "balance"})
+STATE_TABLES: dict[str, Table] = {
+    "peerledger_heads": Table((), ("seq", "fee_bps", "tree_edge")),
+    "peerledger_prosumers": Table(("prosumer",), ("prosumer", "seq")),
+    "peerledger_works": Table(("work",), ("work", "kind", "authors", "components", "upstream_bps", "retracted",
+                                          "version", "seq")),
+    "peerledger_dependents": Table(("work", "dependent"), ("work", "dependent")),
+    "peerledger_payouts": Table(("payout",), ("payout", "seq")),
+    "peerledger_values": Table(("value",), ("value", "work", "vector_version", "fee_bps", "amount", "currency",
+                                            "reversed", "seq")),
+    "peerledger_vectors": Table(("work", "version"), ("work", "version", "vector", "explanation")),
+    "peerledger_balances": Table(("account", "currency"), ("account", "currency", "earned", "reversed", "paid",
+                                                           "balance"), _MONEY),
+    "peerledger_statements": Table(("account", "period", "currency"), ("account", "period", "currency", "earned",
+                                                                        "reversed", "paid"), _MONEY),
+    "peerledger_digests": Table(("seq",), ("seq", "digest")),
+}
+
+
+def _money(d: Dialect, value: int) -> Any:
+    return str(value) if d.big_int == "TEXT" else value
+
+
+def _weights_text(pairs: tuple[tuple[str, int], ...]) -> str:
+    return orjson.dumps(pairs).decode()
+
+
+def _work_row(kind: str, authors: str, components: str, upstream_bps: int, retracted: Any, version: int) -> Work:
+    author_pairs = tuple((p, int(a)) for p, a in orjson.loads(authors))
+    component_pairs = tuple((c, int(k)) for c, k in orjson.loads(components))
+    return Work(kind, author_pairs, sum(a for _, a in author_pairs), component_pairs,
+                sum(k for _, k in component_pairs), int(upstream_bps), bool(retracted), int(version))
+
+
+def _chunks(keys: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(keys), KEYS_PER_QUERY_MAX):
+        yield keys[start:start + KEYS_PER_QUERY_MAX]
+
+
+class SqlState:
+    """`projections.state.StateSource` over the ledger's tables, through a
+    `Store`'s read transactions (the caller holds the platform's lock)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.dialect: Dialect = store.dialect
+
+    # -- key lookups: one query per chunk ------------------------------------
+
+    def select(self, table: str, columns: str, key_columns: tuple[str, ...], platform: str,
+                keys: Collection[Any]) -> list[tuple[Any, ...]]:
+        """Rows of `table` whose key columns are one of `keys` (each a value,
+        or a tuple for several key columns)."""
+        rows: list[tuple[Any, ...]] = []
+        keys = list(keys)
+        width = len(key_columns)
+        for chunk in _chunks(keys):
+            if self.dialect is POSTGRES:
+                if width == 1:
+                    sql = (f"SELECT {columns} FROM {table} WHERE platform = %s AND {key_columns[0]} = ANY(%s)")
+                    params: list[Any] = [platform, list(chunk)]
+                else:
+                    # One array per key column, zipped back into rows by unnest.
+                    names = ", ".join(f"k{i}" for i in range(width))
+                    arrays = ", ".join("%s::text[]" for _ in range(width))
+                    on = " AND ".join(f"t.{c}::text = k.k{i}" for i, c in enumerate(key_columns))
+                    sql = (f"SELECT {', '.join('t.' + c.strip() for c in columns.split(','))} FROM {table} t "
+                           f"JOIN unnest({arrays}) AS k({names}) ON {on} WHERE t.platform = %s")
+                    params = [[str(key[i]) for key in chunk] for i in range(width)] + [platform]
+                rows.extend(self.store.query(sql, params))
+                continue
+            if width == 1:
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT {columns} FROM {table} WHERE platform = ? AND {key_columns[0]} IN ({marks})"
+                rows.extend(self.store.query(sql, (platform, *chunk)))
+            else:
+                values = ", ".join(["(" + ", ".join("?" * width) + ")"] * len(chunk))
+                names = ", ".join(f"k{i}" for i in range(width))
+                on = " AND ".join(f"t.{c} = k.k{i}" for i, c in enumerate(key_columns))
+                sql = (f"WITH k ({names}) AS (VALUES {values}) "
+                       f"SELECT {', '.join('t.' + c.strip() for c in columns.split(','))} "
+                       f"FROM k JOIN {table} t ON t.platform = ? AND {on}")
+                rows.extend(self.store.query(sql, [x for key in chunk for x in key] + [platform]))
+        return rows
+
+    def head(self, platform: str) -> Head | None:
+        return self.heads([platform]).get(platform)
+
+    def heads(self, platforms: Collection[str]) -> dict[str, Head]:
+        """Each platform's head, in one query (a batch's platforms, under their locks)."""
+        if not platforms:
+            return {}
+        if self.dialect is POSTGRES:
+            rows = self.store.query("SELECT platform, seq, fee_bps, tree_edge FROM peerledger_heads "
+                                    "WHERE platform = ANY(%s)", (list(platforms),))
+        else:
+            marks = ", ".join("?" * len(platforms))
+            rows = self.store.query("SELECT platform, seq, fee_bps, tree_edge FROM peerledger_heads "
+                                    f"WHERE platform IN ({marks})", tuple(platforms))
+        return {p: Head(int(seq), int(fee), Frontier.restore(int(seq), bytes(edge))) for p, seq, fee, edge in rows}
+
+    def prosumers(self, platform: str, ids: Collection[str]) -> set[str]:
+        return {r[0] for r in self.select("peerledger_prosumers", "prosumer", ("prosumer",), platform, ids)}
+
+    def works(self, platform: str, ids: Collection[str]) -> dict[str, Work]:
+        rows = self.select("peerledger_works", "work, kind, authors, components, upstream_bps, retracted, version",
+                            ("work",), platform, ids)
+        return {w: _work_row(*rest) for w, *rest in rows}
+
+    def dependents(self, platform: str, ids: Collection[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for work, dependent in self.select("peerledger_dependents", "work, dependent", ("work",), platform, ids):
+            found.setdefault(work, []).append(dependent)
+        for deps in found.values():
+            deps.sort()  # the walk's order never depends on the database's
+        return found
+
+    def values(self, platform: str, ids: Collection[str]) -> dict[str, ValueRecord]:
+        rows = self.select("peerledger_values",
+                            "value, work, amount, currency, fee_bps, vector_version, reversed, seq",
+                            ("value",), platform, ids)
+        return {v: ValueRecord(v, w, int(a), cur, int(fee), int(ver), int(rev), int(s))
+                for v, w, a, cur, fee, ver, rev, s in rows}
+
+    def payouts(self, platform: str, ids: Collection[str]) -> set[str]:
+        return {r[0] for r in self.select("peerledger_payouts", "payout", ("payout",), platform, ids)}
+
+    def vectors(self, platform: str, keys: Collection[VectorKey]) -> dict[VectorKey, ShareVector]:
+        rows = self.select("peerledger_vectors", "work, version, vector", ("work", "version"), platform, keys)
+        return {(w, int(ver)): from_json_obj(orjson.loads(bytes(blob))) for w, ver, blob in rows}
+
+    def balances(self, platform: str, keys: Collection[BalanceKey]) -> dict[BalanceKey, Figures]:
+        rows = self.select("peerledger_balances", "account, currency, earned, reversed, paid",
+                            ("account", "currency"), platform, keys)
+        return {(a, c): Figures(int(e), int(r), int(p)) for a, c, e, r, p in rows}
+
+    def statements(self, platform: str, keys: Collection[StatementKey]) -> dict[StatementKey, Figures]:
+        rows = self.select("peerledger_statements", "account, period, currency, earned, reversed, paid",
+                            ("account", "period", "currency"), platform, keys)
+        return {(a, m, c): Figures(int(e), int(r), int(p)) for a, m, c, e, r, p in rows}
+
+    def all_balances(self, platform: str) -> Iterator[tuple[BalanceKey, Figures]]:
+        for a, c, e, r, p in self.store.query(
+                "SELECT account, currency, earned, reversed, paid FROM peerledger_balances WHERE platform = ?",
+                (platform,)):
+            yield (a, c), Figures(int(e), int(r), int(p))
+
+
+# -- writing a batch's changes, inside the append transaction ------------------
+
+
+def _sql(d: Dialect, statement: str) -> str:
+    return d.sql(statement)
+
+
+UPSERT_HEAD = ("INSERT INTO peerledger_heads (platform, seq, fee_bps, tree_edge) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT (platform) DO UPDATE SET seq = excluded.seq, fee_bps = excluded.fee_bps, "
+               "tree_edge = excluded.tree_edge")
+INSERT_PROSUMER = "INSERT INTO peerledger_prosumers (platform, prosumer, seq) VALUES (?, ?, ?)"
+UPSERT_WORK = ("INSERT INTO peerledger_works (platform, work, kind, authors, components, upstream_bps, retracted, "
+               "version, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, work) DO UPDATE SET "
+               "authors = excluded.authors, retracted = excluded.retracted, version = excluded.version")
+INSERT_DEPENDENT = "INSERT INTO peerledger_dependents (platform, work, dependent) VALUES (?, ?, ?)"
+INSERT_PAYOUT = "INSERT INTO peerledger_payouts (platform, payout, seq) VALUES (?, ?, ?)"
+UPSERT_VALUE = ("INSERT INTO peerledger_values (platform, value, work, vector_version, fee_bps, amount, currency, "
+                "reversed, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (platform, value) DO UPDATE SET reversed = excluded.reversed")
+INSERT_VECTOR = "INSERT INTO peerledger_vectors (platform, work, version, vector, explanation) VALUES (?, ?, ?, ?, ?)"
+UPSERT_BALANCE = ("INSERT INTO peerledger_balances (platform, account, currency, earned, reversed, paid, balance) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, account, currency) DO UPDATE SET "
+                  "earned = excluded.earned, reversed = excluded.reversed, paid = excluded.paid, "
+                  "balance = excluded.balance")
+UPSERT_STATEMENT = ("INSERT INTO peerledger_statements (platform, account, period, currency, earned, reversed, paid) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, account, period, currency) DO UPDATE SET "
+                    "earned = excluded.earned, reversed = excluded.reversed, paid = excluded.paid")
+UPSERT_DIGEST = ("INSERT INTO peerledger_digests (platform, seq, digest) VALUES (?, ?, ?) "
+                 "ON CONFLICT (platform, seq) DO UPDATE SET digest = excluded.digest")
+
+
+def write(c: Any, d: Dialect, changes: Changes) -> None:
+    """Write one platform's batch of changes with cursor `c` (in the batch's
+    transaction).  New rows are plain INSERTs, so a row created twice (two
+    writers that both skipped the platform's lock) fails the transaction."""
+    p = changes.platform
+    head = changes.head
+    c.execute(_sql(d, UPSERT_HEAD), (p, head.seq, head.fee_bps, head.tree.edge()))
+    if changes.prosumers:
+        c.executemany(_sql(d, INSERT_PROSUMER), [(p, prosumer, seq) for prosumer, seq in changes.prosumers])
+    if changes.works:
+        c.executemany(_sql(d, UPSERT_WORK), [
+            (p, w, work.kind, _weights_text(work.authors), _weights_text(work.components), work.upstream_bps,
+             work.retracted, work.version, seq)
+            for w, (work, seq) in changes.works.items()])
+    if changes.dependents:
+        c.executemany(_sql(d, INSERT_DEPENDENT), [(p, w, dep) for w, dep in changes.dependents])
+    if changes.payouts:
+        c.executemany(_sql(d, INSERT_PAYOUT), [(p, payout, seq) for payout, seq in changes.payouts])
+    if changes.values:
+        c.executemany(_sql(d, UPSERT_VALUE), [
+            (p, v.value, v.work, v.vector_version, v.fee_bps, v.amount_minor, v.currency, v.reversed_minor, v.seq)
+            for v in changes.values.values()])
+    if changes.vectors:
+        c.executemany(_sql(d, INSERT_VECTOR), [
+            (p, w, version, orjson.dumps(to_json_obj(vector)), orjson.dumps(explanation))
+            for w, version, vector, explanation in changes.vectors])
+    if changes.balances:
+        c.executemany(_sql(d, UPSERT_BALANCE), [
+            (p, a, cur, *(_money(d, x) for x in (f.earned, f.reversed, f.paid, f.balance)))
+            for (a, cur), f in changes.balances.items()])
+    if changes.statements:
+        c.executemany(_sql(d, UPSERT_STATEMENT), [
+            (p, a, month, cur, *(_money(d, x) for x in (f.earned, f.reversed, f.paid)))
+            for (a, month, cur), f in changes.statements.items()])
+    if changes.digest_due:
+        c.execute(_sql(d, "SELECT account, currency, earned, reversed, paid FROM peerledger_balances "
+                          "WHERE platform = ?"), (p,))
+        rows = {(r[0], r[1]): Figures(int(r[2]), int(r[3]), int(r[4])) for r in map(tuple, _rows(c))}
+        c.execute(_sql(d, UPSERT_DIGEST), (p, head.seq, balances_digest(balance_rows(rows))))
+
+
+def _rows(c: Any) -> list[Any]:
+    """All rows of the cursor's last query as tuples (psycopg's are dicts here)."""
+    return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in c.fetchall()]

@@ -1,0 +1,531 @@
+"""The state a platform's fold reads and changes, kept outside the process.
+
+A ledger runs for years, so no process may hold a platform's whole state:
+not its works, values, prosumers or balances.  The state lives in a
+database (the ledger's tables, `ledger.storage.state`), and a
+`PlatformState` is one process's window on it for one platform:
+
+* reads go through a batch's own changes, then a bounded cache shared by
+  every platform of the process (`StateCaches`), then the `StateSource`,
+  which answers many keys with one query;
+* `prefetch(events)` reads, before a batch is decided, every row its events
+  name (one query per table for the rows the caches miss), so deciding and
+  folding the batch does no I/O except to walk the work graph below a work
+  sold at a new graph state, or above a retracted one;
+* the fold's changes stay in the batch until the shell writes them
+  (`changes()`, in the same transaction as the batch's events) and then
+  calls `commit()` (they become cached) or `rollback()` (they vanish, and so
+  does everything cached of the platform, which may have moved meanwhile).
+
+Cached rows are always committed rows, so a cache can never make two
+processes disagree: a process that finds the platform's head moved since it
+last wrote (`sync`) drops its cached rows of the platform.
+
+Money is exact: figures are Python ints, stored as NUMERIC or decimal text.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from attribution import BoundedCache, ShareVector, Work, WorkGraph
+from attribution.graph import VectorKey, vector_size
+from projections.merkle import Frontier
+
+EARNED = "earned"
+REVERSED = "reversed"
+PAID = "paid"
+_COLUMN = {EARNED: 0, REVERSED: 1, PAID: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """earned, reversed and paid of one (account, currency), in minor units."""
+
+    earned: int = 0
+    reversed: int = 0
+    paid: int = 0
+
+    @property
+    def balance(self) -> int:
+        return self.earned + self.reversed - self.paid
+
+    def plus(self, delta: list[int]) -> Figures:
+        return Figures(self.earned + delta[0], self.reversed + delta[1], self.paid + delta[2])
+
+
+NO_FIGURES = Figures()
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRecord:
+    """A realized value: its share vector is the work's at (`work`,
+    `vector_version`) with the fee `fee_bps`, fixed when it was realized."""
+
+    value: str
+    work: str
+    amount_minor: int
+    currency: str
+    fee_bps: int
+    vector_version: int
+    reversed_minor: int
+    seq: int
+
+
+@dataclass(slots=True)
+class Head:
+    """Where a platform's log is: its last seq, the fee in force, and the
+    right edge of its Merkle tree (`projections.merkle.Frontier`)."""
+
+    seq: int = 0
+    fee_bps: int = 0
+    tree: Frontier = field(default_factory=Frontier)
+
+    def copy(self) -> Head:
+        return Head(self.seq, self.fee_bps, self.tree.copy())
+
+
+StatementKey = tuple[str, str, str]  # (account, "YYYY-MM", currency)
+BalanceKey = tuple[str, str]  # (account, currency)
+
+
+class StateSource(Protocol):
+    """The committed state of a database.  Every read takes many keys and
+    returns only the rows that exist; a stored implementation answers each
+    call with one query (or one per chunk of keys)."""
+
+    def head(self, platform: str) -> Head | None: ...
+
+    def prosumers(self, platform: str, ids: Collection[str]) -> set[str]: ...
+
+    def works(self, platform: str, ids: Collection[str]) -> dict[str, Work]: ...
+
+    def dependents(self, platform: str, ids: Collection[str]) -> dict[str, list[str]]: ...
+
+    def values(self, platform: str, ids: Collection[str]) -> dict[str, ValueRecord]: ...
+
+    def payouts(self, platform: str, ids: Collection[str]) -> set[str]: ...
+
+    def vectors(self, platform: str, keys: Collection[VectorKey]) -> dict[VectorKey, ShareVector]: ...
+
+    def balances(self, platform: str, keys: Collection[BalanceKey]) -> dict[BalanceKey, Figures]: ...
+
+    def statements(self, platform: str, keys: Collection[StatementKey]) -> dict[StatementKey, Figures]: ...
+
+    def all_balances(self, platform: str) -> Iterator[tuple[BalanceKey, Figures]]: ...
+
+
+@dataclass
+class Changes:
+    """What one batch changed in one platform's state: the rows to write,
+    in the batch's transaction, as they are after the batch (absolute
+    figures, whole rows), each once."""
+
+    platform: str
+    head: Head
+    prosumers: list[tuple[str, int]]  # (prosumer, seq registered)
+    works: dict[str, tuple[Work, int]]  # work -> (row after the batch, seq it was created)
+    created_works: set[str]
+    dependents: list[tuple[str, str]]  # (component, output listing it)
+    values: dict[str, ValueRecord]
+    created_values: set[str]
+    payouts: list[tuple[str, int]]  # (payout, seq)
+    vectors: list[tuple[str, int, ShareVector, dict[str, Any]]]  # (work, version, vector, explanation)
+    balances: dict[BalanceKey, Figures]
+    statements: dict[StatementKey, Figures]
+    digest_due: bool  # the batch crossed a multiple of DIGEST_EVERY_SEQ
+
+
+def _text_bytes(*texts: str) -> int:
+    return sum(len(t) for t in texts)
+
+
+# Estimated bytes per cached row beside its text: the key tuple, the row
+# object and the cache's own slot.  Estimates, not measurements: they keep
+# a cache's budget honest to within a small factor.
+ROW_OVERHEAD_BYTES = 250
+# Split of the state cache budget, by what a writer looks up most.
+CACHE_SHARES = {"works": 0.25, "vectors": 0.35, "values": 0.12, "balances": 0.12,
+                "statements": 0.08, "prosumers": 0.08}
+# Default budget of one process's state caches: with the interpreter and a
+# batch's working set, a writer stays near 200 MiB whatever the log's length
+# (`PEERLEDGER_CACHE_MIB` changes it; bench/scale_bench.py measures it).
+CACHE_DEFAULT_BYTES = 96 * 1024 * 1024
+# Rows per cache are bounded too: many tiny rows cost more than their bytes.
+CACHE_MAX_ROWS = 2_000_000
+
+
+def _work_size(work: Work) -> tuple[int, int]:
+    return 1, ROW_OVERHEAD_BYTES + 80 * (len(work.authors) + len(work.components))
+
+
+def _row_size(_row: object) -> tuple[int, int]:
+    return 1, ROW_OVERHEAD_BYTES
+
+
+def _cached_vector_size(item: tuple[ShareVector, bool]) -> tuple[int, int]:
+    entries, size = vector_size(item[0])
+    return entries, size + ROW_OVERHEAD_BYTES
+
+
+class StateCaches:
+    """The bounded caches of one process, shared by all its platforms.
+
+    Keys start with (platform, generation): a platform whose cached rows may
+    be stale gets a new generation, and its old rows age out unread.
+    """
+
+    def __init__(self, budget_bytes: int = CACHE_DEFAULT_BYTES) -> None:
+        assert budget_bytes >= 0
+
+        def cache(kind: str, size_of: Any) -> BoundedCache:
+            return BoundedCache(CACHE_MAX_ROWS, int(budget_bytes * CACHE_SHARES[kind]), size_of)
+
+        self.budget_bytes = budget_bytes
+        self.prosumers: BoundedCache[tuple, bool] = cache("prosumers", _row_size)
+        self.works: BoundedCache[tuple, Work] = cache("works", _work_size)
+        self.values: BoundedCache[tuple, ValueRecord] = cache("values", _row_size)
+        # (vector, stored): stored says the vectors table has its row.
+        self.vectors: BoundedCache[tuple, tuple[ShareVector, bool]] = cache("vectors", _cached_vector_size)
+        self.balances: BoundedCache[tuple, Figures] = cache("balances", _row_size)
+        self.statements: BoundedCache[tuple, Figures] = cache("statements", _row_size)
+        self._generations = itertools.count(1)
+
+    def new_generation(self) -> int:
+        return next(self._generations)
+
+    def stats(self) -> dict[str, tuple[int, int, int]]:
+        """(rows, entries, estimated bytes) per cache: for tests and metrics."""
+        return {kind: getattr(self, kind).stats() for kind in CACHE_SHARES}
+
+
+# A balances digest is recorded whenever a batch crosses a multiple of this
+# seq; `verify` compares its rebuild with every recorded one.
+DIGEST_EVERY_SEQ = 10_000
+
+
+class PlatformState:
+    """One platform's state as one process sees it: see the module doc.
+
+    It is also the `WorkStore` of the platform's `WorkGraph` (`graph`), so
+    the graph's works and vectors are the platform's rows.
+    """
+
+    def __init__(self, platform: str, source: StateSource, caches: StateCaches) -> None:
+        self.platform = platform
+        self.source = source
+        self.caches = caches
+        self.graph = WorkGraph(self)
+        self._generation = caches.new_generation()
+        self._committed: Head | None = None  # None: not read yet, or unknown after a failed batch
+        self.head = Head()
+        self._begin()
+
+    # -- the batch's life ----------------------------------------------------
+
+    def _begin(self) -> None:
+        self._prosumers: dict[str, int] = {}
+        self._works: dict[str, Work] = {}
+        self._created_works: dict[str, int] = {}
+        self._edges: list[tuple[str, str]] = []
+        self._values: dict[str, ValueRecord] = {}
+        self._created_values: set[str] = set()
+        self._payouts: dict[str, int] = {}
+        self._vectors: dict[VectorKey, ShareVector] = {}
+        self._explained: dict[VectorKey, dict[str, Any]] = {}
+        self._balance_delta: dict[BalanceKey, list[int]] = {}
+        self._statement_delta: dict[StatementKey, list[int]] = {}
+        # Rows the source said do not exist, during this batch only.
+        self._absent: dict[str, set[Any]] = {kind: set() for kind in (
+            "prosumers", "works", "values", "payouts", "vectors", "balances", "statements")}
+        if self._committed is not None:
+            self.head = self._committed.copy()
+
+    def sync(self, head: Head | None) -> None:
+        """Start a batch at the committed head `head` (read under the
+        platform's lock).  If another process moved the platform since this
+        one last wrote it, what is cached of it is dropped."""
+        head = head if head is not None else Head()
+        if self._committed is None or self._committed.seq != head.seq:
+            self._generation = self.caches.new_generation()
+        self._committed = head
+        self._begin()
+
+    @property
+    def dirty(self) -> bool:
+        """Whether the batch accepted an event of the platform (only
+        accepted events change its state)."""
+        committed_seq = self._committed.seq if self._committed is not None else 0
+        return self.head.seq != committed_seq
+
+    def changes(self) -> Changes:
+        """The batch's rows, read-modify-write of its figures (one source
+        read per table for the rows the caches miss)."""
+        base = self._figures("balances", self.caches.balances, self.source.balances, self._balance_delta)
+        balances = {key: base.get(key, NO_FIGURES).plus(delta) for key, delta in self._balance_delta.items()}
+        base_s = self._figures("statements", self.caches.statements, self.source.statements, self._statement_delta)
+        statements = {key: base_s.get(key, NO_FIGURES).plus(delta) for key, delta in self._statement_delta.items()}
+        committed_seq = self._committed.seq if self._committed is not None else 0
+        return Changes(
+            platform=self.platform,
+            head=self.head,
+            prosumers=sorted(self._prosumers.items()),
+            works={w: (work, self._created_works.get(w, 0)) for w, work in sorted(self._works.items())},
+            created_works=set(self._created_works),
+            dependents=list(self._edges),
+            values=dict(sorted(self._values.items())),
+            created_values=set(self._created_values),
+            payouts=sorted(self._payouts.items()),
+            vectors=[(w, v, self._vectors[(w, v)], ex) for (w, v), ex in sorted(self._explained.items())],
+            balances=dict(sorted(balances.items())),
+            statements=dict(sorted(statements.items())),
+            digest_due=self.head.seq // DIGEST_EVERY_SEQ != committed_seq // DIGEST_EVERY_SEQ,
+        )
+
+    def commit(self, changes: Changes) -> None:
+        """The batch's transaction committed: its rows become cached."""
+        c, g, p = self.caches, self._generation, self.platform
+        for prosumer, _ in changes.prosumers:
+            c.prosumers.put((p, g, prosumer), True)
+        for w, work in self._works.items():
+            c.works.put((p, g, w), work)
+        for v, record in self._values.items():
+            c.values.put((p, g, v), record)
+        for key, vector in self._vectors.items():
+            c.vectors.put((p, g, *key), (vector, key in self._explained))
+        for key, figures in changes.balances.items():
+            c.balances.put((p, g, *key), figures)
+        for key, figures in changes.statements.items():
+            c.statements.put((p, g, *key), figures)
+        self._committed = self.head
+        self._begin()
+
+    def rollback(self) -> None:
+        """The batch was not written: forget it, and everything cached of
+        the platform (whoever else wrote meanwhile may have changed it)."""
+        self._committed = None
+        self._generation = self.caches.new_generation()
+        self.head = Head()
+        self._begin()
+
+    # -- reading, many keys at once --------------------------------------------
+
+    def _read(self, kind: str, cache: BoundedCache, load: Any, keys: Iterable[Any],
+              overlay: dict[Any, Any]) -> dict[Any, Any]:
+        """Rows of `keys`: the batch's, the cache's, then the source's (one
+        call for all misses, which are cached; absent ones are remembered for
+        the batch)."""
+        p, g = self.platform, self._generation
+        absent = self._absent[kind]
+        found: dict[Any, Any] = {}
+        missing: list[Any] = []
+        for key in keys:
+            hit = overlay.get(key)
+            if hit is None:
+                hit = cache.get((p, g, *key) if type(key) is tuple else (p, g, key))
+            if hit is not None:
+                found[key] = hit
+            elif key not in absent and key not in found:
+                missing.append(key)
+        if missing:
+            loaded = load(p, missing)
+            for key in missing:
+                row = loaded.get(key) if type(loaded) is dict else (True if key in loaded else None)
+                if row is None:
+                    absent.add(key)
+                    continue
+                found[key] = row
+                cache.put((p, g, *key) if type(key) is tuple else (p, g, key), row)
+        return found
+
+    def _figures(self, kind: str, cache: BoundedCache, load: Any,
+                 keys: Iterable[Any]) -> dict[Any, Figures]:
+        return self._read(kind, cache, load, keys, {})
+
+    def prefetch(self, keys: PrefetchKeys) -> None:
+        """Read every row a batch names, before it is decided."""
+        if keys.prosumers:
+            self._read("prosumers", self.caches.prosumers, self.source.prosumers, keys.prosumers, self._prosumers)
+        if keys.works:
+            self.works(keys.works)
+        if keys.values:
+            self._read("values", self.caches.values, self.source.values, keys.values, self._values)
+        if keys.payouts:
+            self._read("payouts", _NO_CACHE, self.source.payouts, keys.payouts, self._payouts)
+        if keys.balances:
+            self._figures("balances", self.caches.balances, self.source.balances, keys.balances)
+        # Second round: the vectors of the works sold and of the values
+        # reversed, at the versions just read.
+        wanted: list[VectorKey] = []
+        works = self.works(keys.sold_works)
+        wanted.extend((w, works[w].version) for w in keys.sold_works if w in works)
+        values = self._read("values", self.caches.values, self.source.values, keys.values, self._values)
+        wanted.extend((r.work, r.vector_version) for r in values.values() if r.value in keys.reversed_values)
+        if wanted:
+            self.vectors(wanted)
+
+    # -- what the rules and the fold ask ----------------------------------------
+
+    def prosumer_exists(self, prosumer: str) -> bool:
+        return bool(self._read("prosumers", self.caches.prosumers, self.source.prosumers, (prosumer,),
+                               self._prosumers))
+
+    def value(self, value: str) -> ValueRecord | None:
+        return self._read("values", self.caches.values, self.source.values, (value,), self._values).get(value)
+
+    def payout_exists(self, payout: str) -> bool:
+        return bool(self._read("payouts", _NO_CACHE, self.source.payouts, (payout,), self._payouts))
+
+    def balance(self, account: str, currency: str) -> Figures:
+        key = (account, currency)
+        base = self._figures("balances", self.caches.balances, self.source.balances, (key,)).get(key, NO_FIGURES)
+        delta = self._balance_delta.get(key)
+        return base if delta is None else base.plus(delta)
+
+    def shares(self, work: str, version: int, fee_bps: int) -> ShareVector:
+        """The share vector of a sale of `work` at `version` with `fee_bps`:
+        the work's stored (or computed) vector with the fee applied."""
+        vector = self.vectors(((work, version),)).get((work, version))
+        if vector is None:  # not known anywhere: only the current version can be computed
+            assert self.graph.vector_version(work) == version, "a past version's vector must be stored"
+            vector = self.graph.vector(work)
+        return vector.with_fee(fee_bps)
+
+    def vector_stored(self, key: VectorKey) -> bool:
+        """Whether the vectors table has (or this batch writes) the row of `key`."""
+        if key in self._explained:
+            return True
+        hit = self.caches.vectors.get((self.platform, self._generation, *key))
+        if hit is not None and hit[1]:
+            return True
+        if key in self._absent["vectors"]:
+            return False
+        return key in self.source.vectors(self.platform, (key,))
+
+    # -- the fold's changes -----------------------------------------------------
+
+    def add_prosumer(self, prosumer: str) -> None:
+        self._prosumers[prosumer] = self.head.seq + 1
+
+    def add_payout(self, payout: str) -> None:
+        self._payouts[payout] = self.head.seq + 1
+
+    def put_value(self, record: ValueRecord, *, created: bool) -> None:
+        self._values[record.value] = record
+        if created:
+            self._created_values.add(record.value)
+
+    def store_vector(self, work: str, version: int, vector: ShareVector, explanation: dict[str, Any]) -> None:
+        """Write the vector of (work, version) and its explanation with the
+        batch: the first sale at a graph state fixes them for good."""
+        self._vectors[(work, version)] = vector
+        self._explained[(work, version)] = explanation
+
+    def book(self, column: str, currency: str, month: str, bookings: dict[str, int]) -> None:
+        i = _COLUMN[column]
+        balances, statements = self._balance_delta, self._statement_delta
+        for account, units in bookings.items():
+            delta = balances.get((account, currency))
+            if delta is None:
+                delta = balances[(account, currency)] = [0, 0, 0]
+            delta[i] += units
+            period = statements.get((account, month, currency))
+            if period is None:
+                period = statements[(account, month, currency)] = [0, 0, 0]
+            period[i] += units
+
+    # -- WorkStore: the graph's rows are the platform's ------------------------
+
+    def works(self, ids: Collection[str]) -> dict[str, Work]:
+        return self._read("works", self.caches.works, self.source.works, ids, self._works)
+
+    def put_work(self, work_id: str, work: Work) -> None:
+        if work_id not in self._works and not self.works((work_id,)):
+            self._created_works[work_id] = self.head.seq + 1
+        self._works[work_id] = work
+
+    def dependents(self, ids: Collection[str]) -> dict[str, list[str]]:
+        found = self.source.dependents(self.platform, ids)
+        wanted = set(ids)
+        for component, dependent in self._edges:
+            if component in wanted:
+                found.setdefault(component, []).append(dependent)
+        return found
+
+    def add_dependent(self, component: str, dependent: str) -> None:
+        self._edges.append((component, dependent))
+
+    def vectors(self, keys: Collection[VectorKey]) -> dict[VectorKey, ShareVector]:
+        p, g = self.platform, self._generation
+        absent = self._absent["vectors"]
+        found: dict[VectorKey, ShareVector] = {}
+        missing: list[VectorKey] = []
+        for key in keys:
+            vector = self._vectors.get(key)
+            if vector is None:
+                hit = self.caches.vectors.get((p, g, *key))
+                vector = hit[0] if hit is not None else None
+            if vector is not None:
+                found[key] = vector
+            elif key not in absent:
+                missing.append(key)
+        if missing:
+            loaded = self.source.vectors(p, missing)
+            for key in missing:
+                vector = loaded.get(key)
+                if vector is None:
+                    absent.add(key)
+                else:
+                    found[key] = vector
+                    self.caches.vectors.put((p, g, *key), (vector, True))
+        return found
+
+    def put_vector(self, key: VectorKey, vector: ShareVector) -> None:
+        self._vectors[key] = vector
+
+
+class _NoCache:
+    """A cache that keeps nothing: payout ids are asked for once, when a
+    payout is issued, so caching them would only hold memory."""
+
+    def get(self, _key: Any) -> None:
+        return None
+
+    def put(self, _key: Any, _value: Any) -> None:
+        pass
+
+
+_NO_CACHE: Any = _NoCache()
+
+
+@dataclass
+class PrefetchKeys:
+    """The rows a batch of events names, by table (`projections.fold.keys_of`)."""
+
+    prosumers: set[str] = field(default_factory=set)
+    works: set[str] = field(default_factory=set)
+    sold_works: set[str] = field(default_factory=set)
+    values: set[str] = field(default_factory=set)
+    reversed_values: set[str] = field(default_factory=set)
+    payouts: set[str] = field(default_factory=set)
+    balances: set[BalanceKey] = field(default_factory=set)
+
+
+__all__ = [
+    "CACHE_DEFAULT_BYTES",
+    "DIGEST_EVERY_SEQ",
+    "EARNED",
+    "PAID",
+    "REVERSED",
+    "Changes",
+    "Figures",
+    "Head",
+    "PlatformState",
+    "PrefetchKeys",
+    "StateCaches",
+    "StateSource",
+    "ValueRecord",
+]
