@@ -21,8 +21,7 @@ from ledger.audit.signing import sign_checkpoint
 from ledger.audit.tree import StoredTree, create_audit_tables, record_checkpoint
 from ledger.audit.verify import verify
 from ledger.demo.generate import generate
-from ledger.ingest.ingestor import Ingestor, PlatformWriter
-from ledger.ingest.projector import Projector
+from ledger.ingest.ingestor import Ingestor
 from ledger.ingest.sources import Offered
 from ledger.storage.store import Store
 
@@ -34,12 +33,11 @@ def ingest_in_batches(store: Store, lines: list[bytes], batch_sizes: list[int], 
     ingestor = Ingestor(store)
     position = 0
     for size in batch_sizes:
-        if fresh_writer_each_batch:  # a new process: the frontier is rebuilt from the log
+        if fresh_writer_each_batch:  # a new process: the frontier is read from the stored head
             ingestor = Ingestor(store)
         ingestor.ingest([Offered(line, "test") for line in lines[position:position + size]])
         position += size
     assert position == len(lines)
-    Projector(store).catch_up()
 
 
 def leaves(store: Store, platform: str) -> list[bytes]:
@@ -61,9 +59,9 @@ def generated_lines(n: int, seed: int = 5, platform: str = "gen") -> list[bytes]
 
 
 def test_tree_nodes_are_right_after_a_failed_append_and_a_rival_writer(sqlite_url: str, monkeypatch: pytest.MonkeyPatch):
-    """A failed append drops the writer with its frontier (no node of the
-    failed batch is kept in memory), and a writer that another one overtook
-    catches its frontier up from the log."""
+    """A failed append forgets the batch, frontier and all (no node of the
+    failed batch is kept), and a writer that another one overtook starts
+    from the stored head, frontier included."""
     lines = generated_lines(700)
     with Store(sqlite_url) as store:
         a, b = Ingestor(store), Ingestor(store)
@@ -81,22 +79,21 @@ def test_tree_nodes_are_right_after_a_failed_append_and_a_rival_writer(sqlite_ur
             return real_append(self, *args, **kwargs)
 
         monkeypatch.setattr(Store, "append", failing_append)
-        writer_before = a.writers["gen"]
+        head_before = a.state("gen").head.seq
         with pytest.raises(OSError):
             a.ingest([Offered(x, "a") for x in lines[333:500]])
-        assert "gen" not in a.writers  # dropped, frontier and all
+        assert a.state("gen").head.seq == 0  # forgotten: read again under the lock at the next batch
         a.ingest([Offered(x, "a") for x in lines[333:500]])
-        assert a.writers["gen"] is not writer_before
+        assert a.state("gen").head.seq > head_before
         b.ingest([Offered(x, "b") for x in lines[500:]])
         monkeypatch.undo()
-        Projector(store).catch_up()
 
         head = store.head("gen")
         assert head > 600  # the generator's stream is mostly accepted
         assert StoredTree(store, "gen").root(head) == ref_mth(leaves(store, "gen"))
         report = verify(store, "gen")
         assert report.ok, report.difference
-        assert PlatformWriter("gen", store).tree.root() == ref_mth(leaves(store, "gen"))
+        assert store.state.head("gen").tree.root() == ref_mth(leaves(store, "gen"))
 
 
 def test_proofs_of_a_really_ingested_log_verify_at_every_seq(sqlite_url: str):

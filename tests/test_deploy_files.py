@@ -281,6 +281,7 @@ def test_kafka_and_postgres_are_external_services_the_workers_name():
 
 def test_every_variable_in_the_environment_list_is_read_by_the_code(monkeypatch: pytest.MonkeyPatch):
     from ledger.audit import signing
+    from ledger.ops import runtime
     from ledger.storage.store import DbUrl
 
     monkeypatch.setenv("PEERLEDGER_DB", "sqlite:///from-env.db")
@@ -291,7 +292,7 @@ def test_every_variable_in_the_environment_list_is_read_by_the_code(monkeypatch:
         "dbname": "ledger", "host": "db", "port": 5432, "user": "ledger-user", "password": "from-env"}
     monkeypatch.setenv(signing.KEY_ENV, "/keys/k.pem")
     assert str(signing.key_path(None)) == "/keys/k.pem"
-    assert set(common.ENVIRONMENT) == {"PEERLEDGER_DB", "PGUSER", "PGPASSWORD", signing.KEY_ENV}
+    assert set(common.ENVIRONMENT) == {"PEERLEDGER_DB", "PGUSER", "PGPASSWORD", signing.KEY_ENV, runtime.CACHE_ENV}
 
 
 # -- the Grafana dashboard ---------------------------------------------------------------

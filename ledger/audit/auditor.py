@@ -16,9 +16,10 @@
     the fold so far, and is applied; the balances digest at `size` (and at
     the previous size) must be the signed one.
 
-The export is read once, line by line: memory is the fold's state plus
-O(log n) hashes (the proof's nodes are known before reading and kept as
-the recomputation completes them).
+The export is read once, line by line: memory is a batch of lines, the
+bounded caches of the replay (its state lives in a scratch SQLite file that
+the audit removes) and O(log n) hashes (the proof's nodes are known before
+reading and kept as the recomputation completes them).
 
 Where a difference can be placed, the check names the seq: a line that is
 not a valid canonical event or that the rules refuse (a swap often makes a
@@ -45,9 +46,10 @@ from ledger.audit.signing import (
     signature_valid,
 )
 from ledger.contract import rules
-from ledger.contract.schema import MAX_LINE_BYTES, InvalidEvent, parse_event
+from ledger.contract.schema import MAX_LINE_BYTES, InvalidEvent, ParsedEvent, parse_event
+from ledger.storage.replay import REPLAY_BATCH_EVENTS, Replay, scratch_store
+from ledger.storage.store import Store
 from projections.balances import balance_rows, balances_digest
-from projections.fold import PlatformFold
 from projections.merkle import (
     EMPTY_ROOT,
     Frontier,
@@ -92,38 +94,71 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj  # type: ignore[no-any-return]
 
 
-@dataclass
 class _Replay:
-    """The rules replay of the export: the fold and the first refusal."""
+    """The rules replay of the export: the ledger's own fold, into a scratch
+    database (`ledger.storage.replay`, bounded memory), a batch of lines at
+    a time, and the first refusal.  Lines are queued by `apply` and folded
+    when a batch is full or a digest is asked for."""
 
-    fold: PlatformFold
-    seen_ids: set[str]
-    failure: Check | None = None
+    def __init__(self, platform: str, scratch: Store) -> None:
+        self.platform = platform
+        self.replay = Replay(scratch, platform)
+        self.scratch = scratch
+        self.failure: Check | None = None
+        self._queued: list[tuple[int, bytes]] = []
+        # The ids seen so far: a table in the scratch database, not a set.
+        with scratch.write_transaction() as c:
+            c.execute("CREATE TABLE audit_ids (platform TEXT NOT NULL, event_id TEXT NOT NULL, "
+                      "PRIMARY KEY (platform, event_id))")
 
     def apply(self, seq: int, line: bytes) -> None:
         if self.failure is not None:  # the fold no longer follows the log
             return
-        try:
-            parsed = parse_event(line)
-        except InvalidEvent as e:
-            self.failure = Check("events", False, f"seq {seq}: not a valid v1 event: {e.message}", seq)
-            return
-        event = parsed.event
-        if parsed.canonical != line:
-            self.failure = Check("events", False, f"seq {seq}: the line is not the event's canonical bytes", seq)
-        elif event["platform"] != self.fold.platform:
-            self.failure = Check("events", False, f"seq {seq}: an event of platform {event['platform']!r}", seq)
-        elif event["id"] in self.seen_ids:
-            self.failure = Check("events", False, f"seq {seq}: event id {event['id']!r} appears twice", seq)
-        elif (refusal := rules.check(self.fold, event)) is not None:
-            self.failure = Check("rules", False, f"seq {seq}: the rules refuse this event: {refusal.code}: "
-                                                 f"{refusal.message}", seq)
-        else:
-            self.seen_ids.add(event["id"])
-            self.fold.apply(event, seq)
+        self._queued.append((seq, line))
+        if len(self._queued) >= REPLAY_BATCH_EVENTS:
+            self.flush()
 
     def digest(self) -> str:
-        return balances_digest(balance_rows(self.fold.balances))
+        self.flush()
+        return balances_digest(balance_rows(self.replay.balances()))
+
+    def flush(self) -> None:
+        """Fold the lines queued so far."""
+        queued, self._queued = self._queued, []
+        if self.failure is not None or not queued:
+            return
+        parsed: list[tuple[int, bytes, ParsedEvent]] = []
+        for seq, line in queued:
+            try:
+                parsed.append((seq, line, parse_event(line)))
+            except InvalidEvent as e:
+                self.failure = Check("events", False, f"seq {seq}: not a valid v1 event: {e.message}", seq)
+                break
+        ids = sorted({p.event["id"] for _, _, p in parsed})
+        seen = set(self.scratch.state.select("audit_ids", "event_id", ("event_id",), self.platform, ids))
+        replay = self.replay
+        replay.begin([(seq, p.event, line) for seq, line, p in parsed])
+        batch_ids: list[tuple[str]] = []
+        for seq, line, p in parsed:
+            event = p.event
+            if p.canonical != line:
+                self.failure = Check("events", False, f"seq {seq}: the line is not the event's canonical bytes", seq)
+            elif event["platform"] != self.platform:
+                self.failure = Check("events", False, f"seq {seq}: an event of platform {event['platform']!r}", seq)
+            elif (event["id"],) in seen:
+                self.failure = Check("events", False, f"seq {seq}: event id {event['id']!r} appears twice", seq)
+            elif (refusal := rules.check(replay.state, event)) is not None:
+                self.failure = Check("rules", False, f"seq {seq}: the rules refuse this event: {refusal.code}: "
+                                                     f"{refusal.message}", seq)
+            if self.failure is not None:
+                break
+            seen.add((event["id"],))
+            batch_ids.append((event["id"],))
+            replay.apply(seq, event, line)
+        replay.end()
+        with self.scratch.write_transaction() as c:
+            c.executemany("INSERT INTO audit_ids (platform, event_id) VALUES (?, ?)",
+                          [(self.platform, event_id) for (event_id,) in batch_ids])
 
 
 def _signature_checks(label: str, checkpoint: dict[str, Any], public_key: Any) -> list[Check]:
@@ -183,33 +218,41 @@ def audit_export(
     old_size = previous["size"] if previous else 0
     # The nodes the consistency proof needs, kept as the recomputation completes them.
     proof_ranges = consistency_ranges(old_size, size) if 0 < old_size < size else []
-    wanted: set[NodeKey] = set(nodes_of(proof_ranges))
-    kept: dict[NodeKey, bytes] = {}
 
+    with scratch_store() as scratch, open(log_path, "rb") as stream:
+        return checks + _audit_log(stream, checkpoint, previous, proof_ranges, _Replay(platform, scratch))
+
+
+def _audit_log(stream: BinaryIO, checkpoint: dict[str, Any], previous: dict[str, Any] | None,
+               proof_ranges: list[tuple[int, int]], replay: _Replay) -> list[Check]:
+    """The checks the export's lines answer: one pass over them."""
+    size = checkpoint["size"]
+    old_size = previous["size"] if previous else 0
+    wanted: set[NodeKey] = set(nodes_of(proof_ranges))
     frontier = Frontier()
-    replay = _Replay(PlatformFold(platform), set())
+    kept: dict[NodeKey, bytes] = {}
     old_root = old_digest = None
     beyond = 0
-    with open(log_path, "rb") as stream:
-        if old_size == 0:
-            old_root, old_digest = EMPTY_ROOT, replay.digest()
-        for line in _read_lines(stream):
-            if frontier.size == size:
-                beyond += 1
-                continue
-            seq = frontier.size + 1
-            leaf = leaf_hash(line)
-            if (0, seq - 1) in wanted:
-                kept[(0, seq - 1)] = leaf
-            for level, idx, h in frontier.append(leaf):
-                if (level, idx) in wanted:
-                    kept[(level, idx)] = h
-            replay.apply(seq, line)
-            if seq == old_size:
-                old_root = frontier.root()
-                old_digest = replay.digest() if replay.failure is None else None
+    if old_size == 0:
+        old_root, old_digest = EMPTY_ROOT, replay.digest()
+    for line in _read_lines(stream):
+        if frontier.size == size:
+            beyond += 1
+            continue
+        seq = frontier.size + 1
+        leaf = leaf_hash(line)
+        if (0, seq - 1) in wanted:
+            kept[(0, seq - 1)] = leaf
+        for level, idx, h in frontier.append(leaf):
+            if (level, idx) in wanted:
+                kept[(level, idx)] = h
+        replay.apply(seq, line)
+        if seq == old_size:
+            old_root = frontier.root()
+            old_digest = replay.digest() if replay.failure is None else None
 
-    checks += _log_checks(checkpoint, frontier, replay, beyond)
+    replay.flush()
+    checks = _log_checks(checkpoint, frontier, replay, beyond)
     if previous is not None:
         root_ok = next(c.ok for c in checks if c.name == "root")
         checks += _previous_checks(previous, checkpoint, root_ok, frontier.size, old_root, old_digest, replay,
@@ -230,7 +273,7 @@ def _log_checks(checkpoint: dict[str, Any], frontier: Frontier, replay: _Replay,
     if replay.failure is not None:
         checks.append(replay.failure)
     else:
-        checks.append(Check("events", True, f"{read} lines are canonical v1 events of {replay.fold.platform!r} "
+        checks.append(Check("events", True, f"{read} lines are canonical v1 events of {replay.platform!r} "
                                             "with distinct ids"))
         checks.append(Check("rules", True, "the rules of EVENTS.md allow every event, in log order"))
     root = frontier.root().hex()

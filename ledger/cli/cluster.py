@@ -37,7 +37,6 @@ JSON object per line with `--json`), which tests read to find the children.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import subprocess
@@ -50,6 +49,7 @@ from typing import Any
 import orjson
 
 from ledger.cli.common import DB_ENV, EXIT_FAILURE, EXIT_OK
+from ledger.ops.runtime import die_with_parent
 
 DEFAULT_CONSUMERS = 3
 DEFAULT_PROJECTORS = 2
@@ -62,7 +62,6 @@ RESTART_BACKOFF_MAX_SECONDS = 30.0
 BACKOFF_RESET_AFTER_SECONDS = 60.0
 STOP_GRACE_SECONDS = 60.0  # per phase; a consumer's batch and a projector's catch-up fit well within
 SUPERVISE_INTERVAL_SECONDS = 0.2  # how often exits are noticed
-PR_SET_PDEATHSIG = 1
 
 WRITERS, PROJECTORS = 0, 1  # stop phases, in order
 
@@ -135,8 +134,8 @@ def children(s: ClusterSettings) -> list[Child]:
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the supervisor dies (Linux)."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    """In the child, before exec: SIGTERM when the supervisor dies."""
+    die_with_parent(signal.SIGTERM)
 
 
 class Cluster:

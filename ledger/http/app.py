@@ -8,25 +8,25 @@ stay quick while events stream in:
   folds events, so its event loop and threads only wait on I/O and SQL;
 * the **writer** (one process, `RequestWriter`): splits a POSTed body into
   events, checks them against the path's platform and the token's role, and
-  runs `ledger.ingest.ingestor.Ingestor` on batches of at most 1000 (one transaction
-  each).  One writer serialises the decisions, as `peerledger ingest` does;
-* the **projector** (one process): `ledger.ingest.projector`'s projections, told by
-  the writer which platform it appended to after every batch (a bounded
-  queue), keep the read models at the log's head.  `serve --projector none`
-  leaves that to projection workers of their own (`peerledger project
-  --follow`, as in deploy/): the freshness guarantee below then rests on
-  them, and they poll every `FOLLOW_POLL_MS`.
+  runs `ledger.ingest.ingestor.Ingestor` on batches of at most 1000 (one
+  transaction each, the read models included).  One writer serialises the
+  decisions, as `peerledger ingest` does;
+* the **projector** (one process): `ledger.ingest.projector` keeps the
+  derived views (the dashboard's flows) at the log's head, told by the
+  writer which platform it appended to after every batch (a bounded queue).
+  `serve --projector none` leaves that to projection workers of their own
+  (`peerledger project --follow`, as in deploy/).
 
-Freshness guarantee.  A POST answers after its events are durable (the
-append committed) **and** the read models include them (the projector's
-tracking seq reached the writer's head), waiting at most
-`PROJECTION_WAIT_MAX_S`; the header `X-Ledger-Projected: false` says when
-that bound was hit (the events are appended all the same).  So a client that
-got its 200 reads its own writes, and so does everyone after it: the read
-models only move forward.  GETs never wait; `X-Ledger-Views-Seq` on the read
-endpoints gives the seq the read models had reached just before the query
-(the answer reflects at least that seq).  `as_of` queries and
-`/log`, `/flows` read the log itself and are exact at the head.
+Both helper processes end when the front does, however it ends (the kernel
+kills them when their parent dies: `ledger.ops.runtime.die_with_parent`).
+
+Freshness guarantee.  A POST answers after its events are durable, and the
+read models (balances, statements, explanations) are written in the same
+transaction as the events: a client that got its 200 reads its own writes,
+and so does everyone after it.  `X-Ledger-Views-Seq` on the read endpoints
+gives the platform's head the read models had just before the query (the
+answer reflects at least that seq).  `as_of` queries replay the log; `/log`
+reads it.
 
 Tenancy.  Every resource lives under `/v1/platforms/{platform}/`.  A token
 of another platform gets 404 with exactly the body of an unknown route,
@@ -99,11 +99,11 @@ from ledger.ingest.sources import (
     array_items,
     ndjson_items,
 )
-from ledger.ops.runtime import tune_gc, yield_cpu_to_reads
+from ledger.ops.runtime import die_with_parent, tune_gc, yield_cpu_to_reads
 from ledger.storage import queries
 from ledger.storage.queries import ledger_instant
 from ledger.storage.store import RejectRecord, Store
-from ledger.storage.views import create_views, tracking_name
+from ledger.storage.views import views_seq
 from projections.balances import balances_digest
 
 API_VERSION = "1"
@@ -172,13 +172,6 @@ class RequestWriter:
         self.ingestor = Ingestor(store)
         self.appended = appended  # the projector's queue: platforms with new events
 
-    def warm_up(self) -> int:
-        """Bring every platform's writer to its log head now, not at its first POST."""
-        platforms = self.store.platforms()
-        for platform in platforms:
-            self.ingestor.writer(platform)
-        return len(platforms)
-
     def ingest(self, job: IngestJob) -> IngestReply:
         try:
             items = ndjson_items(job.body) if job.ndjson else array_items(job.body)
@@ -230,8 +223,7 @@ class RequestWriter:
         totals = Counter(outcome for outcome, _ in counts.elements())
         body = _dumps({"accepted": totals["accepted"], "duplicate": totals["duplicate"],
                        "rejected": totals["rejected"], "results": results})
-        writer = self.ingestor.writers.get(job.platform)
-        return IngestReply(200, body, dict(counts), batch_seconds, writer.fold.seq if writer is not None else 0)
+        return IngestReply(200, body, dict(counts), batch_seconds, self.ingestor.head_seq(job.platform))
 
 
 def _foreign_message(obj: object, payload: object, platform: str) -> str:
@@ -264,14 +256,15 @@ _writer: RequestWriter | None = None
 
 def _writer_start(db_url: str, appended: Any) -> None:
     global _writer
+    die_with_parent()
     tune_gc()
     yield_cpu_to_reads()
     _writer = RequestWriter(Store(db_url), appended)
 
 
-def _writer_warm_up() -> int:
-    assert _writer is not None
-    return _writer.warm_up()
+def _writer_ready() -> bool:
+    """Answers once the writer process has opened the store (its initializer ran)."""
+    return _writer is not None
 
 
 def _writer_ingest(job: IngestJob) -> IngestReply:
@@ -289,6 +282,7 @@ def _project_until_stopped(db_url: str, stop: Any, appended: Any) -> None:
 
     Unlike `Projector.follow`, a pass for one platform does not list every
     platform of the log first: that scan grows with the log."""
+    die_with_parent()
     tune_gc()
     yield_cpu_to_reads()
     with Store(db_url) as store:
@@ -317,7 +311,6 @@ class Backend:
         self.db_url = db_url
         self.runs_projector = projector
         self.store = Store(db_url)
-        create_views(self.store)
         create_tokens_table(self.store)
         create_audit_tables(self.store)
         self.metrics = metrics
@@ -344,7 +337,7 @@ class Backend:
     def _start_writer(self) -> None:
         self._executor = ProcessPoolExecutor(
             max_workers=1, mp_context=self._ctx, initializer=_writer_start, initargs=(self.db_url, self._appended))
-        self._warm = self._executor.submit(_writer_warm_up)
+        self._warm = self._executor.submit(_writer_ready)
 
     def stop(self) -> None:
         self._stop.set()
@@ -359,7 +352,7 @@ class Backend:
     def not_ready(self) -> str | None:
         """Why the service cannot take traffic now, or None."""
         if self._warm is None or not self._warm.done():
-            return "the writer is catching up with the log"
+            return "the writer is starting"
         if self._warm.exception() is not None:
             return f"the writer failed to start: {self._warm.exception()}"
         if self.runs_projector and not self._projector.is_alive():
@@ -379,21 +372,6 @@ class Backend:
             self._start_writer()
             raise HTTPException(503, "the writer process died; resend the request (resends are idempotent)",
                                 headers={"Retry-After": "1"}) from None
-
-    async def await_projection(self, platform: str, seq: int) -> bool:
-        """Wait until the read models of `platform` include `seq` (bounded)."""
-        started = time.monotonic()
-        delay_s = PROJECTION_POLL_MIN_S
-        name = tracking_name(platform)
-        try:
-            while await anyio.to_thread.run_sync(self.store.tracked_seq, name) < seq:
-                if time.monotonic() - started > PROJECTION_WAIT_MAX_S:
-                    return False
-                await asyncio.sleep(delay_s)
-                delay_s = min(2 * delay_s, PROJECTION_POLL_MAX_S)
-            return True
-        finally:
-            self.metrics.projection_wait.observe(time.monotonic() - started)
 
 
 # -- authentication and tenancy --------------------------------------------------
@@ -572,7 +550,7 @@ def _json(obj: object, headers: dict[str, str] | None = None, status: int = 200)
 
 
 def _views_seq(backend: Backend, platform: str) -> dict[str, str]:
-    return {"X-Ledger-Views-Seq": str(backend.store.tracked_seq(tracking_name(platform)))}
+    return {"X-Ledger-Views-Seq": str(views_seq(backend.store, platform))}
 
 
 def _as_of(backend: Backend, platform: str, as_of: int | None, as_of_time: str | None) -> int | None:
@@ -654,9 +632,7 @@ def _events_routes(app: FastAPI) -> None:
         "/v1/platforms/{platform}/events", tags=["events"], response_model=api.IngestResponse,
         summary="Ingest events (JSON array or NDJSON)",
         responses={**_doc(400, 401, 403, 404, 413, 415, 503),
-                   200: {"description": "Every event's outcome, in input order, even when some are rejected",
-                         "headers": {"X-Ledger-Projected": {"schema": {"type": "string", "enum": ["true", "false"]},
-                                                            "description": "whether the read models include the events"}}}},
+                   200: {"description": "Every event's outcome, in input order, even when some are rejected"}},
         openapi_extra={"requestBody": {"required": True, "content": {
             JSON_TYPE: {"schema": {"type": "array", "items": event_schema,
                                    "description": f"at most {EVENTS_PER_REQUEST_MAX} events (else 413)"}},
@@ -671,7 +647,8 @@ def _events_routes(app: FastAPI) -> None:
         operator token may post only payout.issued, policy.set, work.retracted,
         work.reinstated and work.reassigned: a request with any other type is
         refused whole (403) and nothing of it is ingested.  The answer comes after
-        the events are durable and projected (see the freshness guarantee)."""
+        the events and the read models they change are durable (see the
+        freshness guarantee)."""
         backend = _backend(request)
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media not in (JSON_TYPE, NDJSON):
@@ -689,11 +666,7 @@ def _events_routes(app: FastAPI) -> None:
             reply = await backend.ingest(IngestJob(platform, media == NDJSON, bytes(body), who.token_id,
                                                    who.event_types))
         backend.metrics.count_events(reply.counts, reply.batch_seconds)
-        headers = {}
-        if reply.status == 200:
-            projected = await backend.await_projection(platform, reply.head_seq)
-            headers["X-Ledger-Projected"] = "true" if projected else "false"
-        return Response(reply.body, status_code=reply.status, media_type=JSON_TYPE, headers=headers)
+        return Response(reply.body, status_code=reply.status, media_type=JSON_TYPE)
 
 
 def _read_routes(app: FastAPI) -> None:

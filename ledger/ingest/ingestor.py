@@ -58,6 +58,7 @@ from eventsourcing.persistence import StoredEvent
 from ledger.contract import rules
 from ledger.contract.schema import InvalidEvent, ParsedEvent, parse_event, validate_event_obj
 from ledger.ingest.sources import BATCH_MAX_EVENTS, Offered
+from ledger.ops.runtime import cache_budget_bytes
 from ledger.storage.store import (
     AppendBatch,
     AppendConflict,
@@ -114,7 +115,7 @@ class Ingestor:
         if store.upgrade_pending:
             raise RuntimeError(f"{store.url} was written by an older peerledger: run `peerledger upgrade` first")
         self.store = store
-        self.caches = caches if caches is not None else StateCaches()
+        self.caches = caches if caches is not None else StateCaches(cache_budget_bytes())
         self._states: dict[str, PlatformState] = {}
 
     def state(self, platform: str) -> PlatformState:

@@ -29,42 +29,26 @@ import signal
 import time
 from typing import Any
 
-import orjson
-
 from ledger.ingest.claims import PlatformClaims
 from ledger.ops import metrics
 from ledger.ops.runtime import tune_gc
-from ledger.storage.replay import fold_log
 from ledger.storage.store import Store
-from ledger.storage.views import (
-    ViewWriter,
-    create_views,
-    stored_vector_keys,
-    tracking_name,
-)
-from projections.fold import PlatformFold
 
 # How often a following projector looks for new events when it is idle.
 FOLLOW_POLL_MS = 50
 
 
 class PlatformProjection:
+    """The derived views of one platform (being rewritten: see derived-views)."""
+
     def __init__(self, store: Store, platform: str) -> None:
-        tracked_seq = store.tracked_seq(tracking_name(platform))
-        self.fold = PlatformFold(platform)
-        self.views = ViewWriter(self.fold, stored_vector_keys(store, platform), tracked_seq)
-        fold_log(store, self.fold, tracked_seq)
+        self.platform = platform
+        self.seq = store.head(platform)
 
     def advance(self, store: Store) -> int:
-        """Apply and write everything the log holds past the fold; returns the count."""
-        start_seq = self.fold.seq
-        views = self.views
-        for stored in store.read_log(self.fold.platform, after_seq=start_seq):
-            views.note(self.fold.apply(orjson.loads(stored.state), stored.originator_version))
-            if views.pending_events >= views.flush_every_events:
-                views.flush(store)
-        views.flush(store)
-        return self.fold.seq - start_seq
+        head = store.head(self.platform)
+        applied, self.seq = head - self.seq, head
+        return applied
 
 
 class Projector:
@@ -74,7 +58,6 @@ class Projector:
     def __init__(self, store: Store, claims: PlatformClaims | None = None) -> None:
         self.store = store
         self.claims = claims
-        create_views(store)
         self.platforms: dict[str, PlatformProjection] = {}
 
     def advance(self, platform: str) -> int:
@@ -86,14 +69,14 @@ class Projector:
             projection = self.platforms[platform] = PlatformProjection(self.store, platform)
         head = self.store.head(platform)
         applied = 0
-        if head > projection.fold.seq:
-            metrics.PROJECTION_LAG.labels(platform).set(head - projection.fold.seq)
+        if head > projection.seq:
+            metrics.PROJECTION_LAG.labels(platform).set(head - projection.seq)
             started = time.perf_counter()
             applied = projection.advance(self.store)
             metrics.PROJECTION_BATCH_SECONDS.observe(time.perf_counter() - started)
             metrics.PROJECTION_EVENTS.labels(platform).inc(applied)
-        metrics.PROJECTION_APPLIED_SEQ.labels(platform).set(projection.fold.seq)
-        metrics.PROJECTION_LAG.labels(platform).set(max(0, head - projection.fold.seq))
+        metrics.PROJECTION_APPLIED_SEQ.labels(platform).set(projection.seq)
+        metrics.PROJECTION_LAG.labels(platform).set(max(0, head - projection.seq))
         return applied
 
     def catch_up(self) -> int:

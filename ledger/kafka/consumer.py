@@ -102,7 +102,6 @@ from ledger.ingest.projector import Projector, ProjectorProcess
 from ledger.ingest.sources import BATCH_MAX_BYTES, BATCH_MAX_EVENTS, Offered, read_lines
 from ledger.ops import metrics
 from ledger.storage.store import OffsetAdvance, OffsetsFenced, RejectRecord, Store
-from ledger.storage.views import create_views
 
 log = logging.getLogger("peerledger.kafka")
 
@@ -325,7 +324,6 @@ class LedgerConsumer:
         (as far as the group allows), the group is left and the read models
         are at the log's head."""
         s = self.settings
-        create_views(self.store)
         self.store.ensure_kafka_offsets_schema()
         with ExitStack() as stack:
             projector: Projector | None = None

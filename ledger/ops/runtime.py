@@ -31,8 +31,12 @@ ingest p90 9 to 12 ms against 18 to 31 ms without, the same ingest rate
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
+import signal
+
+from projections.state import CACHE_DEFAULT_BYTES
 
 # (generation 0 allocations, generation 1 and generation 2 collection ratios)
 GC_THRESHOLDS = (100_000, 50, 100)
@@ -53,4 +57,33 @@ def yield_cpu_to_reads() -> None:
     os.nice(BACKGROUND_NICE)
 
 
-__all__ = ["BACKGROUND_NICE", "GC_THRESHOLDS", "tune_gc", "yield_cpu_to_reads"]
+# The environment variable that sets a process's state cache budget, in MiB.
+CACHE_ENV = "PEERLEDGER_CACHE_MIB"
+
+
+def cache_budget_bytes() -> int:
+    """The bytes a writer's state caches may hold (`projections.state.StateCaches`):
+    `PEERLEDGER_CACHE_MIB`, or the default that keeps a writer near 200 MiB."""
+    text = os.environ.get(CACHE_ENV)
+    if text is None:
+        return CACHE_DEFAULT_BYTES
+    if not text.isdigit() or not 0 <= int(text) <= CACHE_MAX_MIB:
+        raise ValueError(f"{CACHE_ENV} must be a whole number of MiB from 0 to {CACHE_MAX_MIB}, got {text!r}")
+    return int(text) * 1024 * 1024
+
+
+# A bound on the setting: a typo of a few digits must not ask for terabytes.
+CACHE_MAX_MIB = 64 * 1024
+
+# prctl(2): ask the kernel to signal this process when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """Have the kernel send `signum` to this process when the thread that
+    started it exits, however it ends (kill -9 included): a command's child
+    processes end when the command does, never as orphans (Linux)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum))
+
+
+__all__ = ["BACKGROUND_NICE", "CACHE_ENV", "GC_THRESHOLDS", "cache_budget_bytes", "die_with_parent", "tune_gc", "yield_cpu_to_reads"]
