@@ -102,7 +102,7 @@ from ledger.ingest.sources import (
 from ledger.ops.runtime import die_with_parent, tune_gc, yield_cpu_to_reads
 from ledger.storage import queries
 from ledger.storage.queries import ledger_instant
-from ledger.storage.store import RejectRecord, Store
+from ledger.storage.store import AppendBatch, RejectRecord, Store
 from ledger.storage.views import views_seq
 from projections.balances import balances_digest
 
@@ -203,7 +203,7 @@ class RequestWriter:
             raw = payload if isinstance(payload, bytes) else _dumps(payload)
             refused.append(RejectRecord(job.platform, event_id, rules.INVALID, message, raw, source, now))
         if refused:
-            self.store.append([], [], refused)
+            self.store.append(AppendBatch(rejects=refused))
         batch_seconds = []
         for start in range(0, len(offered), BATCH_MAX_EVENTS):
             chunk = offered[start:start + BATCH_MAX_EVENTS]
