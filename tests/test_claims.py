@@ -14,8 +14,8 @@ from ledger.ingest.claims import REBALANCE_SECONDS, PlatformClaims, open_claims
 from ledger.ingest.ingestor import Ingestor
 from ledger.ingest.projector import Projector
 from ledger.ingest.sources import Offered, batches
+from ledger.storage.flows import tracking_name
 from ledger.storage.store import DbUrl, Store
-from ledger.storage.views import tracking_name
 
 PLATFORMS = ["east", "gamma", "north", "west"]
 

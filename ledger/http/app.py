@@ -314,7 +314,7 @@ class Backend:
         create_tokens_table(self.store)
         create_audit_tables(self.store)
         self.metrics = metrics
-        self.flows = dashboard.FlowCache(self.store)
+        self.flows = dashboard.FlowViews(self.store)
         self._ctx = multiprocessing.get_context("spawn")  # no inherited connections
         self._appended = self._ctx.Queue(APPENDED_QUEUE_MAX)
         self._stop = self._ctx.Event()

@@ -1,211 +1,82 @@
-"""What the dashboard shows, computed from the log: where the value went.
+"""What the dashboard shows: where the value went, who earned, what came in.
 
-For each platform, `FlowProjection` folds the log (the same
-`projections.fold.PlatformFold` as everything else) and, at every
-`value.realized`, splits the minor units the sale booked by the route they
-took, in three columns:
+The flow picture of a (UTC month, currency) is read from the flow tables
+(`ledger.storage.flows`), which the projector keeps (`ledger.ingest.projector`;
+how a sale is routed is `projections.flows`): sold works → paying works →
+recipients.  A request first brings the platform's flows to the log's head
+(normally nothing to do: `serve`'s projector follows the log) and reads
+them under the platform's flows lock, so the picture is exact at one seq.
 
-    sold work  ──►  paying work  ──►  recipient
-
-* the **sold work** is the work the value was realized on;
-* the **paying work** is the work whose authors the units reached from it: the
-  sold work itself (its own authors; all of a contribution), or one of its
-  direct components (the remixed works; whatever flows on below a component
-  is counted at that component), or `@fee` for the platform's fee.  A retracted
-  work pays `@unattributed`;
-* the **recipient** is a prosumer, `@platform` or `@unattributed`.
-
-The recipient column is exact: each recipient receives exactly the units the
-sale booked to it (`Applied.bookings`).  When one recipient is reached
-through several paying works, its units are split among them by largest
-remainder in proportion to its exact share through each (ties by work id),
-so every link is an integer and every column sums to the value's amount.
-The split depends only on the log, so it is deterministic.
-
-Aggregates are kept per (UTC month of the sale's `at`, currency); the
-picture of a period is built by keeping the largest nodes of each column and
-folding the rest into "other …" nodes (`sankey`).  Reversals are not drawn:
-they are reported as the period's `reversed` total.
-
-Cost: the projection lives in the HTTP process, follows the log on request
-(only the events since the last request are applied), and holds one fold
-per platform (at most `FLOW_PLATFORMS_MAX`, least recently used dropped).
+The picture keeps the largest nodes of each column and folds the rest into
+"other …" nodes (`sankey`): `TOP_SOLD`, `TOP_PAYING` and `TOP_RECIPIENTS`
+nodes are read by rank, the links among them by key, and every link to or
+from an "other" node is what the node totals leave over.  So a request
+reads a few dozen rows, whatever the number of works sold in the period,
+and every column still sums to the value realized.  Reversals are not
+drawn: they are reported as the period's `reversed` total.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import Counter, OrderedDict
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
-from math import lcm
 from typing import Any
 
-import orjson
-
-from attribution import PLATFORM, UNATTRIBUTED, ShareVector, allocate
+from attribution import PLATFORM, UNATTRIBUTED
+from ledger.ingest.projector import FlowFollower
+from ledger.storage import flows as flow_tables
 from ledger.storage.store import Store
-from projections.fold import Applied, PlatformFold
+from projections.flows import (
+    FEE_NODE,
+    PAYING,
+    PAYING_RECIPIENT,
+    RECIPIENT,
+    SOLD,
+    SOLD_PAYING,
+)
 
-# Platforms whose flow projection is kept in memory (each holds a fold).
-FLOW_PLATFORMS_MAX = 4
-# Per platform: route splits kept per (work, vector version).
-SPLIT_CACHE_MAX = 10_000
 # Nodes kept per column before the rest is folded into "other …".
 TOP_SOLD = 8
 TOP_PAYING = 10
 TOP_RECIPIENTS = 12
-FEE_NODE = "@fee"  # "@" cannot start a work id: no collision
 
 
 @dataclass
-class PeriodFlows:
-    """Integer minor units of one (period, currency)."""
+class Picture:
+    """What the flow picture of one (period, currency) is drawn from, in
+    integer minor units: the column total (the value realized), the kept
+    nodes of each column with their totals, and the links among kept nodes."""
 
     realized: int = 0
     reversed: int = 0  # sum of value.reversed amounts booked in the period (positive)
     values: int = 0
-    sold: Counter[str] = field(default_factory=Counter)
-    sold_paying: Counter[tuple[str, str]] = field(default_factory=Counter)
-    paying_recipient: Counter[tuple[str, str]] = field(default_factory=Counter)
+    sold: dict[str, int] = field(default_factory=dict)
+    paying: dict[str, int] = field(default_factory=dict)
+    recipients: dict[str, int] = field(default_factory=dict)
+    sold_paying: dict[tuple[str, str], int] = field(default_factory=dict)
+    paying_recipient: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-# recipient -> how its units split among paying works: a ShareVector over
-# paying work ids (exact weights, summing to 1).
-RouteSplit = dict[str, ShareVector]
+class FlowViews:
+    """The flow pictures of a database's platforms, brought to the log's
+    head on request."""
 
-
-class FlowProjection:
-    """The flows of one platform, following its log."""
-
-    def __init__(self, platform: str) -> None:
-        self.fold = PlatformFold(platform)
-        self.periods: dict[tuple[str, str], PeriodFlows] = {}
-        self._splits: OrderedDict[tuple[str, int], RouteSplit] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def advance(self, store: Store) -> int:
-        """Apply every event past the fold; returns the log position reached."""
-        for stored in store.read_log(self.fold.platform, after_seq=self.fold.seq):
-            event = orjson.loads(stored.state)
-            applied = self.fold.apply(event, stored.originator_version)
-            if event["type"] == "value.realized":
-                self._sale(applied)
-            elif event["type"] == "value.reversed":
-                self._period(applied).reversed += event["data"]["amount"]
-        return self.fold.seq
-
-    def _period(self, applied: Applied) -> PeriodFlows:
-        key = (applied.month, applied.currency)
-        flows = self.periods.get(key)
-        if flows is None:
-            flows = self.periods[key] = PeriodFlows()
-        return flows
-
-    def _sale(self, applied: Applied) -> None:
-        value = applied.value
-        assert value is not None
-        flows = self._period(applied)
-        flows.realized += value.amount_minor
-        flows.values += 1
-        flows.sold[value.work] += value.amount_minor
-        split = self._split(value.work, value.vector_version)
-        for recipient, units in applied.bookings.items():
-            if units == 0:
-                continue
-            if recipient == PLATFORM:
-                routes = {FEE_NODE: units}
-            else:
-                routes = allocate(units, split[recipient])
-            for paying, part in routes.items():
-                if part:
-                    flows.sold_paying[(value.work, paying)] += part
-                    flows.paying_recipient[(paying, recipient)] += part
-
-    def _split(self, work: str, version: int) -> RouteSplit:
-        key = (work, version)
-        hit = self._splits.get(key)
-        if hit is not None:
-            self._splits.move_to_end(key)
-            return hit
-        split = route_split(self.fold, work)
-        self._splits[key] = split
-        if len(self._splits) > SPLIT_CACHE_MAX:
-            self._splits.popitem(last=False)
-        return split
-
-
-def route_split(fold: PlatformFold, work: str) -> RouteSplit:
-    """For each recipient of flow(work, 1), its exact shares by paying work,
-    normalised to sum to 1 (the graph as it is now, i.e. at the sale)."""
-    g = fold.graph
-    by_recipient: dict[str, dict[str, Fraction]] = {}
-
-    def add(recipient: str, paying: str, share: Fraction) -> None:
-        routes = by_recipient.setdefault(recipient, {})
-        routes[paying] = routes.get(paying, Fraction(0)) + share
-
-    if g.is_retracted(work):
-        add(UNATTRIBUTED, work, Fraction(1))
-    elif g.kind(work) == "contribution":
-        for author in g.authors(work):
-            add(author, work, Fraction(1))
-    else:
-        upstream = Fraction(g.upstream_bps(work) or 0, 10_000)
-        authors = g.authors(work)
-        author_weight = sum(authors.values())
-        for author, weight in authors.items():
-            if upstream < 1:
-                add(author, work, (1 - upstream) * Fraction(weight, author_weight))
-        components = g.components(work)
-        component_weight = sum(components.values())
-        for component, weight in components.items():
-            reaching = upstream * Fraction(weight, component_weight)
-            if reaching == 0:
-                continue
-            vector = g.vector(component)
-            for recipient, numerator in vector.numerators.items():
-                add(recipient, component, reaching * Fraction(numerator, vector.denominator))
-    return {recipient: _normalised(routes) for recipient, routes in by_recipient.items()}
-
-
-def _normalised(routes: dict[str, Fraction]) -> ShareVector:
-    total = sum(routes.values())
-    shares = {paying: share / total for paying, share in routes.items() if share}
-    denominator = lcm(*(s.denominator for s in shares.values()))
-    return ShareVector(denominator, {p: s.numerator * (denominator // s.denominator) for p, s in shares.items()})
-
-
-class FlowCache:
-    """Flow projections of the most recently asked platforms (bounded)."""
-
-    def __init__(self, store: Store, max_platforms: int = FLOW_PLATFORMS_MAX) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.max_platforms = max_platforms
-        self._projections: OrderedDict[str, FlowProjection] = OrderedDict()
-        self._lock = threading.Lock()
+        self.follower = FlowFollower(store)
 
     def flows(self, platform: str, period: str | None, currency: str | None) -> dict[str, Any]:
         """The flow picture of a period (default: the latest period with
         sales, in its currency with the most value), at the log's head."""
-        with self._lock:
-            projection = self._projections.get(platform)
-            if projection is None:
-                projection = self._projections[platform] = FlowProjection(platform)
-                if len(self._projections) > self.max_platforms:
-                    self._projections.popitem(last=False)
-            self._projections.move_to_end(platform)
-        with projection.lock:
-            seq = projection.advance(self.store)
-            return flows_doc(platform, seq, projection.periods, period, currency)
+        with self.follower.at_head(platform) as seq:
+            return flows_doc(self.store, platform, seq, period, currency)
 
 
-def flows_doc(platform: str, seq: int, periods: dict[tuple[str, str], PeriodFlows],
-              period: str | None, currency: str | None) -> dict[str, Any]:
-    available = [
-        {"period": p, "currency": c, "realized": f.realized, "values": f.values}
-        for (p, c), f in sorted(periods.items())
-    ]
+def flows_doc(store: Store, platform: str, seq: int, period: str | None, currency: str | None) -> dict[str, Any]:
+    rows = {(p, c): row for row in flow_tables.periods(store, platform) for p, c in (row[:2],)}
+    available = [{"period": p, "currency": c, "realized": realized, "values": values}
+                 for p, c, realized, _, values in rows.values()]
     candidates = [a for a in available if (period is None or a["period"] == period)
                   and (currency is None or a["currency"] == currency)]
     if period is None and candidates:
@@ -213,51 +84,59 @@ def flows_doc(platform: str, seq: int, periods: dict[tuple[str, str], PeriodFlow
         candidates = [a for a in candidates if a["period"] == latest]
     chosen = max(candidates, key=lambda a: (a["realized"], a["currency"]), default=None)
     if chosen is None:
-        p, c, flows = period, currency, PeriodFlows()
+        p, c, picture = period, currency, Picture()
     else:
         p, c = chosen["period"], chosen["currency"]
-        flows = periods[(p, c)]
-    nodes, links = sankey(flows)
+        picture = read_picture(store, platform, *rows[(p, c)])
+    nodes, links = sankey(picture)
     return {
         "platform": platform, "seq": seq, "period": p, "currency": c,
-        "realized": flows.realized, "reversed": flows.reversed, "values": flows.values,
+        "realized": picture.realized, "reversed": picture.reversed, "values": picture.values,
         "nodes": nodes, "links": links, "available": available,
     }
 
 
-def _top(totals: Counter[str], keep: int, always: tuple[str, ...] = ()) -> set[str]:
-    ranked = sorted((k for k in totals if k not in always), key=lambda k: (-totals[k], k))
-    return set(ranked[:keep]) | {k for k in always if k in totals}
+def read_picture(store: Store, platform: str, period: str, currency: str, realized: int, reversed_minor: int,
+                 values: int) -> Picture:
+    """The picture of (period, currency) with those totals: the top nodes
+    of each column and the links among them (five small queries)."""
+    at = (store, platform, period, currency)
+    sold = flow_tables.top_nodes(*at, SOLD, TOP_SOLD)
+    paying = flow_tables.top_nodes(*at, PAYING, TOP_PAYING, always=(FEE_NODE,))
+    recipients = flow_tables.top_nodes(*at, RECIPIENT, TOP_RECIPIENTS, always=(PLATFORM, UNATTRIBUTED))
+    return Picture(
+        realized=realized, reversed=reversed_minor, values=values, sold=sold, paying=paying, recipients=recipients,
+        sold_paying=flow_tables.link_units(*at, SOLD_PAYING, sold, paying),
+        paying_recipient=flow_tables.link_units(*at, PAYING_RECIPIENT, paying, recipients),
+    )
 
 
-def sankey(flows: PeriodFlows) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _gap(total: int, sources: Mapping[str, int], targets: Mapping[str, int],
+         kept: Mapping[tuple[str, str], int], source_prefix: str, target_prefix: str) -> Counter[tuple[str, str]]:
+    """The links of one gap between kept nodes and "other" nodes (`*`).
+
+    Links among kept nodes are stored; a kept source's link to the other
+    targets is its total less its links to kept targets (and likewise for a
+    kept target); the others' link to each other is what the column total
+    leaves.  Every stored link is positive, so a link is drawn iff it is."""
+    links: Counter[tuple[str, str]] = Counter()
+    for (source, target), units in kept.items():
+        links[(f"{source_prefix}:{source}", f"{target_prefix}:{target}")] += units
+    for source, units in sources.items():
+        links[(f"{source_prefix}:{source}", f"{target_prefix}:*")] += units - sum(
+            u for (s, _), u in kept.items() if s == source)
+    for target, units in targets.items():
+        links[(f"{source_prefix}:*", f"{target_prefix}:{target}")] += units - sum(
+            u for (_, t), u in kept.items() if t == target)
+    links[(f"{source_prefix}:*", f"{target_prefix}:*")] += total - sum(links.values())
+    return Counter({link: units for link, units in links.items() if units})
+
+
+def sankey(picture: Picture) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Nodes (id, label, column, kind, amount) and links (source, target,
     amount) of the picture; columns 0 sold works, 1 paying works, 2 recipients."""
-    paying_totals: Counter[str] = Counter()
-    recipient_totals: Counter[str] = Counter()
-    for (paying, recipient), units in flows.paying_recipient.items():
-        paying_totals[paying] += units
-        recipient_totals[recipient] += units
-    sold_keep = _top(flows.sold, TOP_SOLD)
-    paying_keep = _top(paying_totals, TOP_PAYING, always=(FEE_NODE,))
-    recipient_keep = _top(recipient_totals, TOP_RECIPIENTS, always=(PLATFORM, UNATTRIBUTED))
-
-    def sold_node(work: str) -> str:
-        return f"s:{work}" if work in sold_keep else "s:*"
-
-    def paying_node(work: str) -> str:
-        return f"p:{work}" if work in paying_keep else "p:*"
-
-    def recipient_node(account: str) -> str:
-        return f"r:{account}" if account in recipient_keep else "r:*"
-
-    left: Counter[tuple[str, str]] = Counter()
-    for (sold, paying), units in flows.sold_paying.items():
-        left[(sold_node(sold), paying_node(paying))] += units
-    right: Counter[tuple[str, str]] = Counter()
-    for (paying, recipient), units in flows.paying_recipient.items():
-        right[(paying_node(paying), recipient_node(recipient))] += units
-
+    left = _gap(picture.realized, picture.sold, picture.paying, picture.sold_paying, "s", "p")
+    right = _gap(picture.realized, picture.paying, picture.recipients, picture.paying_recipient, "p", "r")
     amounts: Counter[str] = Counter()
     for (source, _), units in left.items():
         amounts[source] += units

@@ -1,10 +1,10 @@
 """Which platforms a projection worker projects, when several share one PostgreSQL database.
 
-A platform's read models are the fold of one ordered log, so only one
-process can usefully project a platform at a time: two would fold the same
-events and one of them would throw its rows away (`ledger.storage.views` keeps the
-newest).  Several `peerledger project --follow` workers therefore split the
-platforms between them instead of each folding all of them:
+A platform's derived views follow one ordered log, so only one process can
+usefully project a platform at a time: two would take turns at the
+platform's flows lock (`ledger.ingest.projector`), each waiting for the
+other.  Several `peerledger project --follow` workers therefore split the
+platforms between them instead of each following all of them:
 
 * a worker owns a platform while it holds a session advisory lock on it
   (`pg_try_advisory_lock`), on a connection of its own.  The lock dies with
@@ -16,15 +16,15 @@ platforms between them instead of each folding all of them:
   share, ceil(platforms / workers): it gives up the surplus when a worker
   joined, and claims free platforms up to its share when one left or new
   platforms appeared.  A handover therefore takes up to two rebalance
-  periods, plus the replay of the platform's log up to its tracked seq by
-  the new owner (`ledger.ingest.projector.PlatformProjection`).
+  periods; the new owner starts at the platform's tracked seq (two queries,
+  nothing replayed).
 
-Claims spread work; they are not what keeps the read models correct.  A
-platform projected by two processes at once (a worker and the projector of
-`peerledger ingest`, or a worker that lost its claims connection but still
-holds a fold) is still right: `ledger.storage.views` serialises the flushes and
-keeps the newest.  That is also why a lost claims connection simply stops
-the worker (the error propagates): its supervisor restarts it.
+Claims spread work; they are not what keeps the views correct.  A platform
+projected by two processes at once (a worker and `serve`'s projector, or a
+worker that lost its claims connection) is still right: each chunk is
+counted under the platform's flows lock, from the tracked seq read under
+it.  That is also why a lost claims connection simply stops the worker (the
+error propagates): its supervisor restarts it.
 
 Workers must reach PostgreSQL directly or through a session-mode pooler:
 advisory locks do not survive a transaction-mode pooler.  On SQLite (one

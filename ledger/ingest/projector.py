@@ -1,18 +1,25 @@
-"""The projector: folds each platform's log into the read models, with tracking.
+"""The projector: keeps the derived views (the dashboard's flows) at each log's head.
 
-The write side (`ledger.ingest.ingestor`) appends events and nothing else; the
-projector follows the logs and keeps the read models (`ledger.storage.views`) at
-their heads.  For each platform it holds a fold: on start it replays the log
-up to the tracked seq without writing (that state is already in the read
-models), then applies every later event and notes what it touched; the rows
-and the new tracked seq are written in one transaction.  A projector killed
-at any instant resumes from the tracked seq: nothing is applied twice,
-nothing is skipped.  Two projectors may run at once: a flush that finds the
-read models already past its fold's seq discards its own (older) rows.
+The core read models (balances, statements, explanations) need no
+projector: the writer writes them with the events, in one transaction
+(`ledger.ingest.ingestor`).  What is derived from them follows the log
+instead, with a tracking record, and never folds an event a second time:
+for the flows (`ledger.storage.flows`), a `FlowFollower` reads a chunk of at
+most FLOWS_CHUNK_EVENTS events past the platform's tracked seq, the value
+rows of its sales and refunds and the vector rows of the works sold (one
+query per table), books each sale again exactly as the fold did
+(`attribution.allocate` of the amount by the stored vector with the
+value's fee), routes it (`projections.flows`) and adds the chunk's sums to
+the flow rows with the new tracked seq, in one transaction.
 
-`peerledger ingest` runs a projector in a second process beside the
-appending one (the machine's second core), and waits for it to reach the
-log's head before it returns, so queries after an ingest see every event.
+Memory is one chunk and a bounded cache of routed vectors, whatever the
+log's length; starting costs two queries per platform (its head and its
+tracked seq).  Each chunk is read and written under the platform's flows
+lock, with the tracked seq read under it too, so a follower killed at any
+instant resumes where the last committed chunk ended, and several
+followers of one platform (a projection worker, `serve`'s projector, the
+dashboard bringing a platform to its head on request) never count an
+event twice.
 
 `peerledger project --follow` is the projection worker of a deployment:
 given `PlatformClaims` (`ledger.ingest.claims`), several of them split the
@@ -26,66 +33,179 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import orjson
+
+from attribution import BoundedCache, ShareVector, from_json_obj
+from attribution.graph import vector_size
 from ledger.ingest.claims import PlatformClaims
 from ledger.ops import metrics
 from ledger.ops.runtime import tune_gc
-from ledger.storage.store import Store
+from ledger.storage import flows as flow_tables
+from ledger.storage.store import LogEntry, Store
+from projections.flows import FlowDeltas, RouteSplit, route_split
+from projections.periods import utc_month
 
 # How often a following projector looks for new events when it is idle.
 FOLLOW_POLL_MS = 50
+# Events counted per transaction: bounds a chunk's memory (its events, value
+# and vector rows, and sums), and how much a killed follower does again.
+FLOWS_CHUNK_EVENTS = 2_000
+# Routed vectors kept between chunks, so a work sold again and again is
+# read and parsed once: bounded in recipient entries and estimated bytes.
+ROUTES_CACHE_MAX_ENTRIES = 1_000_000
+ROUTES_CACHE_MAX_BYTES = 32 * 1024 * 1024
+
+_REALIZED = "value.realized"
+_REVERSED = "value.reversed"
+Routed = tuple[ShareVector, RouteSplit]  # a (work, version)'s vector, and its routes
 
 
-class PlatformProjection:
-    """The derived views of one platform (being rewritten: see derived-views)."""
+def _routed_size(item: Routed) -> tuple[int, int]:
+    vector, split = item
+    entries, size = vector_size(vector)
+    for routes in split.values():
+        more, more_bytes = vector_size(routes)
+        entries, size = entries + more, size + more_bytes
+    return entries, size
 
-    def __init__(self, store: Store, platform: str) -> None:
-        self.platform = platform
-        self.seq = store.head(platform)
 
-    def advance(self, store: Store) -> int:
-        head = store.head(self.platform)
-        applied, self.seq = head - self.seq, head
-        return applied
+class FlowFollower:
+    """Adds each platform's events to its flow rows, a chunk at a time
+    (see the module doc).  Safe to share between threads."""
+
+    def __init__(self, store: Store) -> None:
+        if store.upgrade_pending:
+            raise RuntimeError(f"{store.url} was written by an older peerledger: run `peerledger upgrade` first")
+        self.store = store
+        flow_tables.ensure_flows_schema(store)
+        self._routes: BoundedCache[tuple[str, str, int], Routed] = BoundedCache(
+            ROUTES_CACHE_MAX_ENTRIES, ROUTES_CACHE_MAX_BYTES, _routed_size)
+        # PostgreSQL's advisory locks belong to a session, and a Store has one
+        # lock session for all its threads: threads exclude each other here.
+        self._thread_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _locked(self, platform: str) -> Iterator[None]:
+        with self._thread_lock, self.store.platform_locks((), also=(flow_tables.lock_name(platform),)):
+            yield
+
+    def advance(self, platform: str) -> tuple[int, int]:
+        """Count every event past the tracked seq, a chunk per transaction;
+        returns (events counted, the seq the flows are at)."""
+        counted = 0
+        while True:
+            with self._locked(platform):
+                n, seq = self._chunk(platform)
+            counted += n
+            if n == 0:
+                return counted, seq
+
+    @contextlib.contextmanager
+    def at_head(self, platform: str) -> Iterator[int]:
+        """The flows brought to the log's head and held there (the lock is
+        held) while the caller reads them; yields their seq."""
+        self.advance(platform)  # the long part, releasing the lock between chunks
+        with self._locked(platform):
+            while True:  # and the events appended since
+                n, seq = self._chunk(platform)
+                if n == 0:
+                    break
+            yield seq
+
+    def _chunk(self, platform: str) -> tuple[int, int]:
+        """Count the next chunk (the lock is held); (events counted, seq reached)."""
+        store = self.store
+        tracked = store.tracked_seq(flow_tables.tracking_name(platform))
+        entries = list(store.read_log(platform, after_seq=tracked, upto_seq=tracked + FLOWS_CHUNK_EVENTS))
+        if not entries:
+            return 0, tracked
+        deltas = self._deltas(platform, entries)
+        seq = entries[-1].originator_version
+        flow_tables.add_deltas(store, platform, deltas, seq)
+        return len(entries), seq
+
+    def _deltas(self, platform: str, entries: list[LogEntry]) -> FlowDeltas:
+        """The chunk's sums: its value and vector rows read once per table."""
+        events = [orjson.loads(e.state) for e in entries if e.topic in (_REALIZED, _REVERSED)]
+        values = self.store.state.values(platform, {event["data"]["value"] for event in events})
+        sold = (values[e["data"]["value"]] for e in events if e["type"] == _REALIZED)
+        routed = self._routed(platform, {(v.work, v.vector_version) for v in sold})
+        deltas = FlowDeltas()
+        for event in events:
+            value = values[event["data"]["value"]]
+            month = utc_month(event["at"])
+            if event["type"] == _REALIZED:
+                vector, split = routed[(value.work, value.vector_version)]
+                deltas.realized(month, value.currency, value.work, value.amount_minor, vector.with_fee(value.fee_bps),
+                                split)
+            else:
+                deltas.reversed(month, value.currency, event["data"]["amount"])
+        return deltas
+
+    def _routed(self, platform: str, keys: set[tuple[str, int]]) -> dict[tuple[str, int], Routed]:
+        """The vector and routes of each sold (work, version): cached, or
+        read with one query for the rest.  The fold stored both at the
+        work's first sale at that version."""
+        found: dict[tuple[str, int], Routed] = {}
+        missing = []
+        for key in keys:
+            hit = self._routes.get((platform, *key))
+            if hit is None:
+                missing.append(key)
+            else:
+                found[key] = hit
+        for work, version, vector, explanation in self.store.state.select(
+                "peerledger_vectors", "work, version, vector, explanation", ("work", "version"), platform, missing):
+            key = (work, int(version))
+            found[key] = (from_json_obj(orjson.loads(bytes(vector))),
+                          route_split(orjson.loads(bytes(explanation))["routes"]))
+            self._routes.put((platform, *key), found[key])
+        return found
 
 
 class Projector:
-    """Keeps every platform's read models at its log's head (with claims:
+    """Keeps every platform's derived views at its log's head (with claims:
     every platform this worker owns)."""
 
     def __init__(self, store: Store, claims: PlatformClaims | None = None) -> None:
         self.store = store
         self.claims = claims
-        self.platforms: dict[str, PlatformProjection] = {}
+        self.follower = FlowFollower(store)
+        # platform -> the seq its flows were at when this projector last looked.
+        self.platforms: dict[str, int] = {}
 
     def advance(self, platform: str) -> int:
-        """Bring one platform's read models to its log's head; returns how many
-        events were applied.  Cheaper than `catch_up` when the caller knows
-        which platform moved: no scan of the log for its platforms."""
-        projection = self.platforms.get(platform)
-        if projection is None:
-            projection = self.platforms[platform] = PlatformProjection(self.store, platform)
+        """Bring one platform's derived views to its log's head; returns how
+        many events were counted.  Cheaper than `catch_up` when the caller
+        knows which platform moved: no listing of the platforms."""
+        seq = self.platforms.get(platform)
+        if seq is None:
+            seq = self.store.tracked_seq(flow_tables.tracking_name(platform))
         head = self.store.head(platform)
         applied = 0
-        if head > projection.seq:
-            metrics.PROJECTION_LAG.labels(platform).set(head - projection.seq)
+        if head > seq:
+            metrics.PROJECTION_LAG.labels(platform).set(head - seq)
             started = time.perf_counter()
-            applied = projection.advance(self.store)
+            applied, seq = self.follower.advance(platform)
             metrics.PROJECTION_BATCH_SECONDS.observe(time.perf_counter() - started)
             metrics.PROJECTION_EVENTS.labels(platform).inc(applied)
-        metrics.PROJECTION_APPLIED_SEQ.labels(platform).set(projection.seq)
-        metrics.PROJECTION_LAG.labels(platform).set(max(0, head - projection.seq))
+        self.platforms[platform] = seq
+        metrics.PROJECTION_APPLIED_SEQ.labels(platform).set(seq)
+        metrics.PROJECTION_LAG.labels(platform).set(max(0, head - seq))
         return applied
 
     def catch_up(self) -> int:
         """One pass over every platform (with claims: every owned one);
-        returns how many events were applied."""
+        returns how many events were counted."""
         if self.claims is None:
             return sum(self.advance(platform) for platform in self.store.platforms())
         owned, released = self.claims.update(self.store.platforms)
-        for platform in released:  # another worker owns it now: drop its fold and its series
+        for platform in released:  # another worker owns it now: drop its series
             self.platforms.pop(platform, None)
             for gauge in (metrics.PROJECTION_APPLIED_SEQ, metrics.PROJECTION_LAG):
                 with contextlib.suppress(KeyError):  # never advanced here
@@ -103,9 +223,9 @@ class Projector:
 class ProjectorProcess:
     """A projector (`Projector.follow`) in a child process, for the duration
     of a `with` block.  On leaving the block the child is told to stop,
-    catches up with the log and exits; leaving waits for that, so the read
-    models are at the head.  Two more properties a long-running writer
-    (ingest, a Kafka consumer) needs:
+    catches up with the log and exits; leaving waits for that, so the
+    derived views are at the head.  Two more properties a long-running
+    writer (a Kafka consumer) needs:
 
     * the child ignores SIGINT and SIGTERM: a terminal's Ctrl-C and a
       supervisor's SIGTERM reach the whole process group, and the child must

@@ -92,25 +92,26 @@ KAFKA_CONSUMER_LAG = Gauge(
 
 PROJECTION_APPLIED_SEQ = Gauge(
     "peerledger_projection_applied_seq",
-    "seq up to which this projector has written the platform's read models.",
+    "seq up to which this projector has written the platform's derived views (the dashboard's flows).",
     ["platform"],
 )
 PROJECTION_LAG = Gauge(
     "peerledger_projection_lag_events",
-    "Events of the platform's log not yet in its read models when this projector last looked "
+    "Events of the platform's log not yet in its derived views when this projector last looked "
     "(log head minus applied seq).",
     ["platform"],
 )
 PROJECTION_EVENTS = Counter(
     "peerledger_projection_events",
-    "Events folded into the read models by this projector.",
+    "Events counted into the derived views by this projector.",
     ["platform"],
 )
 # One pass brings one platform to its log's head: a few milliseconds when a
-# few events came in, up to minutes when a projector takes over a long log.
+# few events came in, up to minutes when a long log's flows are first built
+# (a database upgraded from before they existed).
 PROJECTION_BATCH_SECONDS = Histogram(
     "peerledger_projection_batch_seconds",
-    "Time to bring one platform's read models to its log head (read, fold, write), passes that applied events.",
+    "Time to bring one platform's derived views to its log head (read, count, write), passes that applied events.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
 PROJECTION_PLATFORMS_CLAIMED = Gauge(
