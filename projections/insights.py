@@ -2,10 +2,12 @@
 
 `InsightsFold` is a read model like the others: it folds a platform's
 canonical events in log order, so it can be rebuilt from the log at any time
-and two rebuilds give the same report, figure for figure.  It wraps a
-`PlatformFold` (the one place where EVENTS.md §3 books money) and observes
-what each event did; it never re-derives a booking.  `report()` turns the
-folded state into a JSON-ready document.  Definitions, with a worked
+and two rebuilds give the same report, figure for figure.  It drives the
+ledger's own fold (`PlatformFold`, the one place where EVENTS.md §3 books
+money) over a `PlatformState`, whose rows live in a database (the shell
+replays the log into a scratch one), and observes what each event did; it
+never re-derives a booking.  `report()` turns what it observed, and the
+state's statements, into a JSON-ready document.  Definitions, with a worked
 example, are in docs/insights.md; in short:
 
 Recombination dividend (exact)
@@ -53,14 +55,16 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from attribution import PLATFORM, UNATTRIBUTED, fraction_str
+from attribution import PLATFORM, UNATTRIBUTED, Work, fraction_str
 from attribution.graph import CONTRIBUTION, OUTPUT
 from attribution.shares import BPS_PER_UNIT
 from projections.fold import Applied, PlatformFold
+from projections.state import Figures, PlatformState
 
 # Depths 0 .. DEPTHS_LISTED - 1 are listed one by one in reports; deeper
 # flows (and output heights) are summed into one "DEPTHS_LISTED+" bucket so
@@ -75,6 +79,8 @@ RATIO_DECIMALS = 6
 # Depth splits of sold works, kept to speed up later sales (a cached split
 # is a leaf of a later propagation); bounded by the Fractions they hold.
 SPLIT_CACHE_MAX_ENTRIES = 1_000_000
+# Works read from the state at once when a report counts reuse.
+REUSE_READ_WORKS = 1_000
 
 ZERO = Fraction(0)
 
@@ -210,17 +216,33 @@ class MonthActivity:
 # -- the fold --------------------------------------------------------------------
 
 
+# The statement rows of one UTC month as committed: (account, currency,
+# figures), in any order (the shell reads them from the state's database).
+MonthStatements = Callable[[str], Iterable[tuple[str, str, Figures]]]
+
+
 class InsightsFold:
     """The insights of one platform's log up to ``seq``.
 
-    ``apply(event, seq)`` applies the event to the wrapped ``fold`` (a
-    `PlatformFold`, so balances and statements are exactly the ledger's)
-    and records what the insights need from it.  Pure and deterministic:
-    the same events in the same order give the same ``report()``.
+    ``apply(event, seq)`` applies the event to ``fold``, the ledger's fold
+    over ``state`` (so balances and statements are exactly the ledger's),
+    and records what the insights need from it.  The caller batches the
+    state's changes (prefetch, write, commit: `ledger.storage.replay`) and
+    gives ``statements``, which ``report()`` reads month by month, so a
+    report is asked for between batches.  Deterministic: the same events
+    in the same order give the same ``report()``.
+
+    Memory: the ledger's state is in the database; this object keeps, per
+    work, its month and height, per sold (work, version) its depth split,
+    per prosumer its registration month and the months it was active in,
+    and per (month, currency) the net sales per split: O(works + prosumers
+    × active months), as docs/insights.md says.
     """
 
-    def __init__(self, platform: str) -> None:
-        self.fold = PlatformFold(platform)
+    def __init__(self, state: PlatformState, statements: MonthStatements) -> None:
+        self.state = state
+        self.fold = PlatformFold(state)
+        self._statements = statements
         # (work, vector_version) -> its split: a version names one graph
         # state below the work, so a value's split is found again, exactly,
         # when it is reversed (ValueRecord keeps work and version).
@@ -232,21 +254,25 @@ class InsightsFold:
         self._sales: dict[tuple[str, str], MonthSales] = {}
         self._activity: dict[str, MonthActivity] = {}
         self._registered_month: dict[str, str] = {}
-        # work -> (UTC month created, height: 0 for contributions)
+        # work -> (UTC month created, height: 0 for contributions, >= 1 for outputs)
         self._works: dict[str, tuple[str, int]] = {}
+        # (month, currency) of every booking: where the statements have rows.
+        self._booked: set[tuple[str, str]] = set()
 
     @property
     def platform(self) -> str:
-        return self.fold.platform
+        return self.state.platform
 
     @property
     def seq(self) -> int:
-        return self.fold.seq
+        return self.state.head.seq
 
     def apply(self, event: dict[str, Any], seq: int) -> Applied:
         """Apply one accepted event at log position ``seq``; returns the ledger's bookings."""
         applied = self.fold.apply(event, seq)
         data, kind, month = event["data"], event["type"], applied.month
+        if applied.bookings:
+            self._booked.add((month, applied.currency))
         activity = self._activity.get(month)
         if activity is None:
             activity = self._activity[month] = MonthActivity()
@@ -291,7 +317,8 @@ class InsightsFold:
 
     def value_split(self, value: str) -> DepthSplit:
         """The depth split a realized value was booked with (fixed at realize time)."""
-        record = self.fold.values[value]
+        record = self.state.value(value)
+        assert record is not None, f"unknown value {value!r}"
         return self._splits[(record.work, record.vector_version)]
 
     def flows(self, month: str, currency: str) -> FlowTotals:
@@ -320,7 +347,7 @@ class InsightsFold:
         of the step is exact.  A path crosses each depth once, so G is the
         product of one lcm per depth, as in ``WorkGraph.vector``.
         """
-        graph = self.fold.graph
+        graph = self.state.graph
         version = graph.vector_version(work)
         hit = self._leaves.get(work)
         if hit is not None and hit[0] == version:
@@ -332,7 +359,8 @@ class InsightsFold:
         frontier: dict[str, int] = {work: 1}
         depth = 0
         while frontier:
-            steps = {node: self._step(node, node == work) for node in frontier}
+            rows = self.state.works(frontier)  # one read per depth for what the caches miss
+            steps = {node: self._step(node, rows[node], node == work) for node in frontier}
             scale = math.lcm(*(q for q, _ in steps.values()))
             if scale > 1:
                 g *= scale
@@ -363,8 +391,8 @@ class InsightsFold:
         self._cache_leaf(work, version, split)
         return split
 
-    def _step(self, node: str, is_top: bool) -> tuple[int, Any]:
-        """How ``node`` passes on the mass reaching it, over a local denominator q.
+    def _step(self, node: str, w: Work, is_top: bool) -> tuple[int, Any]:
+        """How ``node`` (its row ``w``) passes on the mass reaching it, over a local denominator q.
 
         (1, None): retracted, all to @unattributed; (D, split): a cached
         split (not for the work being split, whose cache entry is stale);
@@ -375,24 +403,19 @@ class InsightsFold:
         u · k_c / K; q = 10 000 · K / gcd(10 000 · K, upstream_bps) is a common
         denominator of both.
         """
-        graph = self.fold.graph
-        if graph.is_retracted(node):
+        if w.retracted:
             return 1, None
         if not is_top:
             cached = self._leaves.get(node)
-            if cached is not None and cached[0] == graph.vector_version(node):
+            if cached is not None and cached[0] == w.version:
                 return cached[1].denominator, cached[1]
-        if graph.kind(node) == CONTRIBUTION:
+        if w.kind == CONTRIBUTION or not w.upstream_bps:  # passes nothing on: its authors keep it all
             return 1, (1, [])
-        upstream = graph.upstream_bps(node)
-        if not upstream:  # passes nothing on: its authors keep it all
-            return 1, (1, [])
-        components = graph.components(node)
-        whole = BPS_PER_UNIT * sum(components.values())
-        q = whole // math.gcd(whole, upstream)
-        per_weight = upstream * q // whole  # exact: whole / gcd divides q · upstream
-        kept = q - per_weight * sum(components.values())
-        return q, (kept, [(c, per_weight * k) for c, k in components.items()])
+        whole = BPS_PER_UNIT * w.component_weight
+        q = whole // math.gcd(whole, w.upstream_bps)
+        per_weight = w.upstream_bps * q // whole  # exact: whole / gcd divides q · upstream
+        kept = q - per_weight * w.component_weight
+        return q, (kept, [(c, per_weight * k) for c, k in w.components])
 
     def _cache_leaf(self, work: str, version: int, split: DepthSplit) -> None:
         old = self._leaves.pop(work, None)
@@ -424,9 +447,8 @@ class InsightsFold:
         months = [m for m in self.months() if (from_month is None or m >= from_month)
                   and (to_month is None or m <= to_month)]
         in_window = set(months)
-        earnings = _earnings_by_month(self.fold, in_window)
         currencies = sorted({c for (m, c) in self._sales if m in in_window}
-                            | {c for (m, c) in earnings if m in in_window})
+                            | {c for (m, c) in self._booked if m in in_window})
 
         month_docs = []
         window_flows: dict[str, FlowTotals] = {c: FlowTotals() for c in currencies}
@@ -435,9 +457,10 @@ class InsightsFold:
             activity = self._activity[month]
             population = self._population(month)
             per_currency: dict[str, Any] = {}
+            earnings = self._earnings(month)
             for currency in currencies:
                 flows = self.flows(month, currency)
-                month_earnings = earnings.get((month, currency), {})
+                month_earnings = earnings.get(currency, {})
                 if not flows.values_realized and not flows.reversed_minor and not month_earnings:
                     continue
                 window_flows[currency].merge(flows)
@@ -477,43 +500,57 @@ class InsightsFold:
             },
         }
 
+    def _earnings(self, month: str) -> dict[str, dict[str, int]]:
+        """currency -> account -> net bookings (earned + reversed) of one
+        month, from the statements: one month's accounts at a time."""
+        out: dict[str, dict[str, int]] = {}
+        for account, currency, figures in self._statements(month):
+            out.setdefault(currency, {})[account] = figures.earned + figures.reversed
+        return out
+
     def _population(self, upto_month: str | None) -> set[str]:
         """Prosumers registered in or before ``upto_month``: whom a Gini counts."""
         return {p for p, m in self._registered_month.items() if upto_month is not None and m <= upto_month}
 
+    def _kind(self, work: str) -> str:
+        return CONTRIBUTION if self._works[work][1] == 0 else OUTPUT
+
     def _reuse(self, in_window: set[str], top_n: int) -> dict[str, Any]:
-        graph = self.fold.graph
         uses: dict[str, int] = {}
-        contributions = outputs = links = 0
+        contributions = links = 0
         heights: list[int] = []
+        outputs: list[str] = []
         for work, (month, height) in self._works.items():
             if month not in in_window:
                 continue
             uses.setdefault(work, 0)
-            if graph.kind(work) == CONTRIBUTION:
+            if height == 0:
                 contributions += 1
-                continue
-            outputs += 1
-            heights.append(height)
-            for component in graph.components(work):
-                links += 1
-                # A component created outside the window is not counted.
-                if self._works[component][0] in in_window:
-                    uses[component] = uses.get(component, 0) + 1
-        contribution_uses = [n for w, n in uses.items() if graph.kind(w) == CONTRIBUTION]
+            else:
+                outputs.append(work)
+                heights.append(height)
+        for start in range(0, len(outputs), REUSE_READ_WORKS):
+            rows = self.state.works(outputs[start:start + REUSE_READ_WORKS])  # components are read, not kept
+            for work in outputs[start:start + REUSE_READ_WORKS]:
+                for component, _ in rows[work].components:
+                    links += 1
+                    # A component created outside the window is not counted.
+                    if self._works[component][0] in in_window:
+                        uses[component] += 1
+        contribution_uses = [n for w, n in uses.items() if self._kind(w) == CONTRIBUTION]
         never = sum(1 for n in contribution_uses if n == 0)
         ranked = sorted(((n, w) for w, n in uses.items() if n), key=lambda nw: (-nw[0], nw[1]))[:top_n]
         return {
             "contributions": contributions,
-            "outputs": outputs,
+            "outputs": len(outputs),
             "component_links": links,
             "contributions_never_reused": never,
             "never_reused_share": ratio_doc(Fraction(never, contributions)) if contributions else None,
             "mean_uses_per_contribution": (
                 ratio_doc(Fraction(sum(contribution_uses), contributions)) if contributions else None),
-            "outputs_reused": sum(1 for w, n in uses.items() if n and graph.kind(w) == OUTPUT),
+            "outputs_reused": sum(1 for w, n in uses.items() if n and self._kind(w) == OUTPUT),
             "uses_histogram": uses_histogram(contribution_uses),
-            "top_reused": [{"work": w, "kind": graph.kind(w), "uses": n} for n, w in ranked],
+            "top_reused": [{"work": w, "kind": self._kind(w), "uses": n} for n, w in ranked],
             "output_depth_histogram": depth_histogram(heights),
             "max_output_depth": max(heights, default=None),
         }
@@ -619,15 +656,6 @@ def _sum_activity(activities: Any) -> MonthActivity:
         total.component_links += a.component_links
         total.values_realized += a.values_realized
     return total
-
-
-def _earnings_by_month(fold: PlatformFold, months: set[str]) -> dict[tuple[str, str], dict[str, int]]:
-    """(month, currency) -> account -> net bookings (earned + reversed), from the statements."""
-    out: dict[tuple[str, str], dict[str, int]] = {}
-    for (account, month, currency), figures in fold.statements.items():
-        if month in months:
-            out.setdefault((month, currency), {})[account] = figures.earned + figures.reversed
-    return out
 
 
 def _population_earnings(earnings: dict[str, int], population: set[str]) -> list[int]:

@@ -19,11 +19,11 @@ import orjson
 import pytest
 
 from attribution import PLATFORM, UNATTRIBUTED
-from ledger.cli.insights import replay_insights, summary_table
+from ledger.cli.insights import InsightsReplay, replayed_insights, summary_table
 from ledger.demo.generate import generate
 from ledger.ingest.ingestor import Ingestor
 from ledger.ingest.sources import Offered, batches
-from ledger.storage.store import Store
+from ledger.storage.store import LogEntry, Store
 from projections.insights import (
     InsightsFold,
     gini,
@@ -35,6 +35,15 @@ from projections.insights import (
 
 JAN, FEB, MAR = "2026-01-10T12:00:00Z", "2026-02-10T12:00:00Z", "2026-03-10T12:00:00Z"
 BASE_ENV = {k: v for k, v in os.environ.items() if k != "PEERLEDGER_DB"}
+
+
+def entry(seq: int, event: dict[str, Any]) -> LogEntry:
+    return LogEntry(seq, event["type"], orjson.dumps(event))
+
+
+def in_memory(platform: str) -> InsightsReplay:
+    """Insights over a state in an in-memory SQLite database (freed with it)."""
+    return InsightsReplay(Store("sqlite:///:memory:", durable=False), platform)
 
 
 class Stream:
@@ -50,10 +59,7 @@ class Stream:
         return self
 
     def fold(self) -> InsightsFold:
-        insights = InsightsFold(self.platform)
-        for seq, event in enumerate(self.events, start=1):
-            insights.apply(event, seq)
-        return insights
+        return in_memory(self.platform).feed(entry(seq, event) for seq, event in enumerate(self.events, start=1))
 
 
 def worked(fee_bps: int = 1000) -> Stream:
@@ -199,7 +205,9 @@ def test_depth_splits_equal_the_spec_recursion_on_random_graphs_through_retracti
         s.add("prosumer.registered", JAN, prosumer=p)
     works: list[str] = []
     retracted: set[str] = set()
-    insights = s.fold()
+    replay = in_memory("t")
+    insights = replay.feed(entry(seq, event) for seq, event in enumerate(s.events, start=1))
+    graph = insights.state.graph
     seq = len(s.events)
     for i in range(200):
         r = rng.random()
@@ -221,32 +229,35 @@ def test_depth_splits_equal_the_spec_recursion_on_random_graphs_through_retracti
             w = rng.choice([w for w in works if w.startswith("c")])
             event = ("work.reassigned", {"work": w, "authors": {rng.choice("abc"): 2}})
         seq += 1
-        insights.apply({"v": 1, "id": f"r{i}", "platform": "t", "type": event[0], "at": JAN, "data": event[1]}, seq)
+        replay.feed([entry(seq, {"v": 1, "id": f"r{i}", "platform": "t", "type": event[0], "at": JAN,
+                                 "data": event[1]})])
         for w in rng.sample(works, min(3, len(works))):  # queried repeatedly: cached leaves are exercised
             split = insights.depth_split(w)
-            expected_depths, expected_unattributed = _reference_split(insights.fold.graph, w)
+            expected_depths, expected_unattributed = _reference_split(graph, w)
             assert {d: x for d, x in enumerate(split.shares()) if x} == expected_depths, w
-            assert split.unattributed_share() == expected_unattributed == insights.fold.graph.vector(w).share(
-                UNATTRIBUTED)
+            assert split.unattributed_share() == expected_unattributed == graph.vector(w).share(UNATTRIBUTED)
 
 
 def test_on_a_generated_stream_every_unit_is_accounted_and_splits_match_the_share_vectors():
     """Per (month, currency): realized - reversed == platform + unattributed + direct + all
     depths, exactly; per value: the split's fee and unattributed parts are the shares'."""
-    insights = InsightsFold("gen")
-    for seq, event in enumerate(generate(3, 4000, "gen"), start=1):
-        insights.apply(event, seq)
+    replay = in_memory("gen")
+    insights = replay.feed(entry(seq, event) for seq, event in enumerate(generate(3, 4000, "gen"), start=1))
     checked = 0
     for month in insights.months():
         for currency in ("EUR", "JPY", "USD"):
             f = insights.flows(month, currency)
             assert f.realized_minor - f.reversed_minor == f.platform + f.unattributed + f.direct + sum(f.by_depth)
             checked += f.values_realized
-    assert checked == len(insights.fold.values) > 1000
-    for record in insights.fold.values.values():
-        split, rest = insights.value_split(record.value), Fraction(10_000 - record.fee_bps, 10_000)
-        assert record.shares.share(UNATTRIBUTED) == rest * split.unattributed_share()
-        assert record.shares.share(PLATFORM) == Fraction(record.fee_bps, 10_000)
+    values = [v for (v,) in replay.target.query("SELECT value FROM peerledger_values WHERE platform = 'gen'")]
+    assert checked == len(values) > 1000
+    for value in values:
+        record = insights.state.value(value)
+        assert record is not None
+        shares = insights.state.shares(record.work, record.vector_version, record.fee_bps)
+        split, rest = insights.value_split(value), Fraction(10_000 - record.fee_bps, 10_000)
+        assert shares.share(UNATTRIBUTED) == rest * split.unattributed_share()
+        assert shares.share(PLATFORM) == Fraction(record.fee_bps, 10_000)
 
 
 def test_months_are_utc_months_of_at():
@@ -435,8 +446,10 @@ def generated_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_the_whole_report_is_equal_after_rebuilds_from_the_log_in_process_and_in_a_fresh_process(generated_db: str):
     with Store(generated_db) as store:
-        first = replay_insights(store, "gen").report()
-        second = replay_insights(store, "gen").report()
+        with replayed_insights(store, "gen") as insights:
+            first = insights.report()
+        with replayed_insights(store, "gen") as insights:
+            second = insights.report()
     assert first == second and first["seq"] > 2900 and len(first["months"]) >= 8
     r = run_cli("insights", "--platform", "gen", "--json", "--db", generated_db)
     assert r.returncode == 0, r.stderr
