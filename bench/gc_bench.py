@@ -10,11 +10,13 @@ written to a temporary JSON Lines file.  Each measurement runs in a fresh
 interpreter (this script with `--worker`) that parses the file (not timed),
 sets the collector's thresholds, then times
 
-* the fold: `PlatformFold.apply` over every event, as every reader and
-  writer of the log does (wall clock and CPU time of the process);
-* one balances digest at the end (`balance_rows` + `balances_digest`): the
-  work the projector does every 10 000 events and `verify` at every
-  recorded digest.
+* the fold: `PlatformFold.apply` over every event, as the writer and every
+  replay of the log do, here a replay into a scratch SQLite database in
+  batches (`ledger.storage.replay.Replay`, as `verify` runs it: the state's
+  reads and writes included; wall clock and CPU time of the process);
+* one balances digest at the end (`balance_rows` + `balances_digest` of
+  every balance row): what the writer does every 10 000 events and
+  `verify` at every recorded digest.
 
 Settings alternate round by round (CPython's defaults, then the ledger's),
 so a change in the machine's load hits both alike; the best round of each
@@ -47,23 +49,26 @@ def worker(stream: str, thresholds: tuple[int, int, int]) -> dict[str, Any]:
 
     import orjson
 
+    from ledger.storage.replay import REPLAY_BATCH_EVENTS, Replay, scratch_store
     from projections.balances import balance_rows, balances_digest
-    from projections.fold import PlatformFold
 
     with open(stream, "rb") as f:
-        events = [orjson.loads(line) for line in f]
+        lines = [line.rstrip(b"\n") for line in f]
+    entries = [(seq, orjson.loads(line), line) for seq, line in enumerate(lines, 1)]
     gc.collect()
     gc.set_threshold(*thresholds)
-    fold = PlatformFold("bench")
-    wall, cpu = time.perf_counter(), time.process_time()
-    for seq, event in enumerate(events, 1):
-        fold.apply(event, seq)
-    fold_wall, fold_cpu = time.perf_counter() - wall, time.process_time() - cpu
-    wall = time.perf_counter()
-    balances_digest(balance_rows(fold.balances))
-    digest_wall = time.perf_counter() - wall
-    return {"events": len(events), "fold_s": fold_wall, "fold_cpu_s": fold_cpu, "digest_s": digest_wall,
-            "balances": len(fold.balances), "collections": [s["collections"] for s in gc.get_stats()]}
+    with scratch_store() as scratch:
+        replay = Replay(scratch, "bench")
+        wall, cpu = time.perf_counter(), time.process_time()
+        for start in range(0, len(entries), REPLAY_BATCH_EVENTS):
+            replay.fold_batch(entries[start:start + REPLAY_BATCH_EVENTS])
+        fold_wall, fold_cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall = time.perf_counter()
+        balances = replay.balances()
+        balances_digest(balance_rows(balances))
+        digest_wall = time.perf_counter() - wall
+    return {"events": len(entries), "fold_s": fold_wall, "fold_cpu_s": fold_cpu, "digest_s": digest_wall,
+            "balances": len(balances), "collections": [s["collections"] for s in gc.get_stats()]}
 
 
 def main() -> int:
