@@ -102,8 +102,8 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.add_argument("--no-access-log", action="store_true", help="do not log every request")
     s.add_argument("--projector", choices=("process", "none"), default="process",
-                   help="keep the read models at the head from a process of this service (default), or "
-                        "leave that to projection workers (peerledger project --follow)")
+                   help="keep the derived views (the dashboard's flows) at the head from a process of this "
+                        "service (default), or leave that to projection workers (peerledger project --follow)")
     s.set_defaults(func=cmd_serve)
 
     tokens = sub.add_parser("tokens", help="bearer tokens of the HTTP API").add_subparsers(

@@ -254,7 +254,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--platform")
     s.set_defaults(func=cmd_verify)
 
-    s = sub.add_parser("project", parents=[common], help="bring the read models to the log's head")
+    s = sub.add_parser("project", parents=[common], help="bring the derived views (the dashboard's flows) to the log's head")
     s.add_argument("--follow", action="store_true",
                    help="keep following the logs until SIGINT/SIGTERM; on PostgreSQL, several followers "
                         "split the platforms between them (docs/scaling.md)")
