@@ -473,6 +473,17 @@ class WorkGraph:
         self.store.put_vector(key, result)
         return result
 
+    def vectors(self, works: list[str]) -> dict[str, ShareVector]:
+        """``vector`` of each of `works`: those the store knows in one read,
+        the others computed one by one."""
+        rows = self.store.works(works)
+        known = self.store.vectors([(w, rows[w].version) for w in works])
+        out = {}
+        for w in works:
+            vector = known.get((w, rows[w].version))
+            out[w] = vector if vector is not None else self.vector(w)
+        return out
+
     def _gather(self, work: str, top: Work, *, use_leaves: bool) -> tuple[dict[str, Work], dict[str, ShareVector]]:
         """The sub-DAG below ``work`` that carries value, read from the store
         one level at a time; with ``use_leaves``, works whose vector the
@@ -533,8 +544,14 @@ class WorkGraph:
         """
         assert type(max_paths) is int and 0 <= max_paths <= EXPLAIN_MAX_PATHS_LIMIT
         assert type(max_works) is int and 0 <= max_works <= EXPLAIN_MAX_WORKS_LIMIT
-        works, _ = self._gather(work, self._work(work), use_leaves=False)
-        g, masses, _ = _propagate(work, works, {}, keep_masses=True)
+        top = self._work(work)
+        works, _ = self._gather(work, top, use_leaves=False)
+        g, masses, received = _propagate(work, works, {}, keep_masses=True)
+        # The same propagation gives the work's vector: keep it, so a sale
+        # explained here does not propagate again for its shares.
+        key = (work, top.version)
+        if not self.store.vectors((key,)):
+            self.store.put_vector(key, ShareVector.in_lowest_terms(g, received))
         paths, truncated = _largest_paths(work, works, max_paths, g)
         top_works = heapq.nsmallest(max_works, masses.items(), key=lambda kv: (-kv[1], kv[0]))
         return ExactExplanation(

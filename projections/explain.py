@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Any
 
@@ -36,42 +37,56 @@ def work_routes(graph: WorkGraph, work: str) -> dict[str, dict[str, str]]:
     """For each recipient of flow(work, 1), how its share splits by *paying
     work*: the work itself (its own authors; all of a contribution) or one
     of its direct components (whatever flows on below a component counts
-    at that component).  Exact fractions, summing to 1 per recipient,
-    recipients and paying works in code point order.
+    at that component).  Recipients and paying works in code point order.
+
+    Each recipient's split is given as exact integer *weights* (lower-case
+    hex, like stored share vectors): its share through paying work p is
+    weight(p) / Σ weights.  A recipient reached through one paying work
+    has the weight 1; otherwise the weights are in lowest terms.
 
     Kept with the explanation so the dashboard's flows (sold work → paying
     work → recipient) follow the log without the graph as it was then.
+
+    Cost: the vectors of the direct components (usually known: sold before,
+    or a contribution's authors), then one multiply per (recipient, paying
+    work) over one common denominator: no Fraction arithmetic.
     """
     w = graph.work(work)
     assert w is not None
-    by_recipient: dict[str, dict[str, Fraction]] = {}
-
-    def add(recipient: str, paying: str, share: Fraction) -> None:
-        routes = by_recipient.setdefault(recipient, {})
-        routes[paying] = routes.get(paying, Fraction(0)) + share
-
+    weights: dict[str, dict[str, int]] = {}
     if w.retracted:
-        add(UNATTRIBUTED, work, Fraction(1))
-    elif w.kind == CONTRIBUTION:
-        for author, _ in w.authors:
-            add(author, work, Fraction(1))
+        weights[UNATTRIBUTED] = {work: 1}
+    elif w.kind == CONTRIBUTION or w.upstream_bps == 0:
+        weights = {author: {work: 1} for author, _ in w.authors}
     else:
-        upstream = Fraction(w.upstream_bps, BPS_PER_UNIT)
-        if upstream < 1:
-            for author, weight in w.authors:
-                add(author, work, (1 - upstream) * Fraction(weight, w.author_weight))
-        if upstream > 0:
-            for component, weight in w.components:
-                reaching = upstream * Fraction(weight, w.component_weight)
-                vector = graph.vector(component)
-                for recipient, numerator in vector.numerators.items():
-                    add(recipient, component, reaching * Fraction(numerator, vector.denominator))
+        # Over Q = 10 000 · A · K · L (L the lcm of the components' vector
+        # denominators): an author's (1 − u)·a/A is (10 000 − ub)·a·K·L, and
+        # u·k/K · n/D through component c is ub·k·A·(L/D)·n.
+        ub = w.upstream_bps
+        known = graph.vectors([c for c, _ in w.components])
+        vectors = [(c, k, known[c]) for c, k in w.components]
+        lcm_den = math.lcm(*(v.denominator for _, _, v in vectors))
+        for author, a in w.authors:
+            if ub < BPS_PER_UNIT:
+                weights.setdefault(author, {})[work] = (BPS_PER_UNIT - ub) * a * w.component_weight * lcm_den
+        for c, k, v in vectors:
+            scale = ub * k * max(w.author_weight, 1) * (lcm_den // v.denominator)
+            for recipient, n in v.numerators.items():
+                routes = weights.setdefault(recipient, {})
+                routes[c] = routes.get(c, 0) + scale * n
     out: dict[str, dict[str, str]] = {}
-    for recipient in sorted(by_recipient):
-        routes = by_recipient[recipient]
-        total = sum(routes.values())
-        out[recipient] = {paying: fraction_str(share / total) for paying, share in sorted(routes.items()) if share}
+    for recipient in sorted(weights):
+        routes = weights[recipient]
+        if len(routes) == 1:
+            out[recipient] = {next(iter(routes)): "1"}
+            continue
+        common = math.gcd(*routes.values())
+        out[recipient] = {paying: _hex(n // common) for paying, n in sorted(routes.items())}
     return out
+
+
+def _hex(n: int) -> str:
+    return format(n, "x")
 
 
 def explain_value(

@@ -38,10 +38,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
-from math import lcm
 
-from attribution import PLATFORM, ShareVector, allocate, parse_decimal
+from attribution import PLATFORM, ShareVector, allocate
 
 FEE_NODE = "@fee"  # "@" cannot start a work id: no collision
 # Node kinds (the three columns) and link kinds (the two gaps between them).
@@ -62,16 +60,11 @@ LinkKey = tuple[str, str, str, str, str]  # (month, currency, link kind, source,
 
 def route_split(routes: dict[str, dict[str, str]]) -> RouteSplit:
     """The stored routes of a (work, version) (`work_routes`: recipient ->
-    paying work -> "n/d", summing to 1 per recipient) as share vectors."""
+    paying work -> hex weight) as share vectors, one per recipient."""
     split: RouteSplit = {}
-    for recipient, shares in routes.items():
-        fractions = {}
-        for paying, text in shares.items():
-            n, _, d = text.partition("/")
-            fractions[paying] = Fraction(parse_decimal(n), parse_decimal(d))
-        denominator = lcm(*(f.denominator for f in fractions.values()))
-        split[recipient] = ShareVector(
-            denominator, {p: f.numerator * (denominator // f.denominator) for p, f in fractions.items()})
+    for recipient, weights in routes.items():
+        numerators = {paying: int(text, 16) for paying, text in weights.items()}
+        split[recipient] = ShareVector(sum(numerators.values()), numerators)
     return split
 
 

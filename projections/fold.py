@@ -139,8 +139,10 @@ class PlatformFold:
         if not state.vector_stored((work, version)):
             # The first sale at this graph state: its vector and explanation
             # are written with it, so later sales, refunds and `explain`
-            # find them whatever the graph has become.
-            state.store_vector(work, version, state.graph.vector(work), work_explanation(state.graph, work))
+            # find them whatever the graph has become.  (The explanation's
+            # propagation gives the vector too: explained first, it is known.)
+            explanation = work_explanation(state.graph, work)
+            state.store_vector(work, version, state.graph.vector(work), explanation)
         record = ValueRecord(
             value=data["value"],
             work=work,

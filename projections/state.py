@@ -166,7 +166,9 @@ def _row_size(_row: object) -> tuple[int, int]:
     return 1, ROW_OVERHEAD_BYTES
 
 
-def _cached_vector_size(item: tuple[ShareVector, bool]) -> tuple[int, int]:
+def _cached_vector_size(item: tuple[ShareVector | None, bool]) -> tuple[int, int]:
+    if item[0] is None:
+        return 1, ROW_OVERHEAD_BYTES
     entries, size = vector_size(item[0])
     return entries, size + ROW_OVERHEAD_BYTES
 
@@ -188,8 +190,9 @@ class StateCaches:
         self.prosumers: BoundedCache[tuple, bool] = cache("prosumers", _row_size)
         self.works: BoundedCache[tuple, Work] = cache("works", _work_size)
         self.values: BoundedCache[tuple, ValueRecord] = cache("values", _row_size)
-        # (vector, stored): stored says the vectors table has its row.
-        self.vectors: BoundedCache[tuple, tuple[ShareVector, bool]] = cache("vectors", _cached_vector_size)
+        # (vector, stored): stored says the vectors table has its row; a
+        # vector of None says the table has none and none was computed.
+        self.vectors: BoundedCache[tuple, tuple[ShareVector | None, bool]] = cache("vectors", _cached_vector_size)
         self.balances: BoundedCache[tuple, Figures] = cache("balances", _row_size)
         self.statements: BoundedCache[tuple, Figures] = cache("statements", _row_size)
         self._generations = itertools.count(1)
@@ -399,8 +402,8 @@ class PlatformState:
         if key in self._explained:
             return True
         hit = self.caches.vectors.get((self.platform, self._generation, *key))
-        if hit is not None and hit[1]:
-            return True
+        if hit is not None:
+            return hit[1]
         if key in self._absent["vectors"]:
             return False
         return key in self.source.vectors(self.platform, (key,))
@@ -467,7 +470,10 @@ class PlatformState:
             vector = self._vectors.get(key)
             if vector is None:
                 hit = self.caches.vectors.get((p, g, *key))
-                vector = hit[0] if hit is not None else None
+                if hit is not None:
+                    vector = hit[0]
+                    if vector is None:  # known not to be stored, nor computed yet
+                        continue
             if vector is not None:
                 found[key] = vector
             elif key not in absent:
@@ -478,6 +484,9 @@ class PlatformState:
                 vector = loaded.get(key)
                 if vector is None:
                     absent.add(key)
+                    # Remembered across batches: only this process can store
+                    # it while the platform's head is the one it knows.
+                    self.caches.vectors.put((p, g, *key), (None, False))
                 else:
                     found[key] = vector
                     self.caches.vectors.put((p, g, *key), (vector, True))

@@ -62,7 +62,13 @@ def open_store(args: argparse.Namespace) -> Store:
 
 
 def upgrade_store(store: Store) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     err.print(f"peerledger: upgrading {store.url}: building each platform's state from its log (once)")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

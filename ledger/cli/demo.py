@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ledger.audit.verify import verify
+from ledger.cli.common import open_store
 from ledger.cli.insights import (
     money_text,
     percent_text,
@@ -31,7 +32,6 @@ from ledger.cli.insights import (
     summary_table,
 )
 from ledger.demo.generate import generate, write_jsonl
-from ledger.storage.store import Store
 from ledger.storage.views import read_balances
 
 DEMO_PLATFORM = "demo"
@@ -51,7 +51,7 @@ def run_demo(args: argparse.Namespace) -> int:
             n = write_jsonl(f, generate(args.seed, args.events, DEMO_PLATFORM, bad_fraction_ppm=2000))
         console.print(f"generated {n:,} events (seed {args.seed}, a few deliberately bad) "
                       f"in {time.perf_counter() - started:.1f} s")
-        with Store(args.db) as store:
+        with open_store(args) as store:
             started = time.perf_counter()
             summary = ingest_paths(store, [path], show_progress=sys.stderr.isatty())
             elapsed_s = time.perf_counter() - started

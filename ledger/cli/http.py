@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ledger.cli.common import EXIT_NOT_FOUND, EXIT_OK, err, out, print_json
+from ledger.cli.common import EXIT_NOT_FOUND, EXIT_OK, err, open_store, out, print_json
 from ledger.http.tokens import (
     ADMIN,
     ROLES,
@@ -33,7 +33,7 @@ DEFAULT_PORT = 8000
 
 
 def _store(args: argparse.Namespace) -> Store:
-    store = Store(args.db)
+    store = open_store(args)
     create_tokens_table(store)
     return store
 
@@ -41,6 +41,7 @@ def _store(args: argparse.Namespace) -> Store:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ledger.http.app import serve
 
+    open_store(args).close()  # an older database is upgraded once, before the service starts
     serve(args.db, args.host, args.port, log_level=args.log_level, access_log=not args.no_access_log,
           projector=args.projector == "process")
     return EXIT_OK

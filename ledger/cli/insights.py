@@ -28,7 +28,15 @@ from rich.console import Console
 from rich.table import Table
 
 from attribution import parse_decimal
-from ledger.cli.common import EXIT_NOT_FOUND, EXIT_OK, err, is_period, out, print_json
+from ledger.cli.common import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    err,
+    is_period,
+    open_store,
+    out,
+    print_json,
+)
 from ledger.storage.replay import Replay, batches_of, scratch_store
 from ledger.storage.store import LogEntry, Store
 from projections.insights import DEPTHS_LISTED, InsightsFold
@@ -86,7 +94,7 @@ def cmd_insights(args: argparse.Namespace) -> int:
     if args.from_month and args.to_month and args.from_month > args.to_month:
         err.print(f"peerledger: --from {args.from_month} is after --to {args.to_month}")
         return EXIT_USAGE
-    with Store(args.db) as store, replayed_insights(store, args.platform) as insights:
+    with open_store(args) as store, replayed_insights(store, args.platform) as insights:
         if insights.seq == 0:
             err.print(f"no events in platform {args.platform!r}")
             return EXIT_NOT_FOUND

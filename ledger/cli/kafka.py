@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from ledger.cli.common import open_store
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 # The codecs kafka-python speaks; all but gzip need an optional package
@@ -93,7 +95,6 @@ def _log_to_stderr() -> None:
 def cmd_consume(args: argparse.Namespace) -> int:
     from ledger.kafka.consumer import ConsumerSettings, LedgerConsumer
     from ledger.ops import metrics
-    from ledger.storage.store import Store
 
     _log_to_stderr()
     settings = ConsumerSettings(
@@ -106,7 +107,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
         projector=args.projector,
         api_version=args.api_version,
     )
-    with Store(args.db) as store:
+    with open_store(args) as store:
         consumer = LedgerConsumer(store, settings)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: consumer.stop())
@@ -139,9 +140,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_kafka_offsets(args: argparse.Namespace) -> int:
-    from ledger.storage.store import Store
 
-    with Store(args.db) as store:
+    with open_store(args) as store:
         store.ensure_kafka_offsets_schema()
         offsets = store.kafka_offsets(args.group, args.topic)
     if args.json:
