@@ -669,7 +669,7 @@ def _events_routes(app: FastAPI) -> None:
         `rejected` with a code (EVENTS.md §4).  An event whose `platform` is not the
         path's is rejected `invalid`; so is an NDJSON line that is not JSON.  An
         operator token may post only payout.issued, policy.set, work.retracted,
-        work.reinstated and work.reassigned: a request with any other type is
+        work.reinstated, work.reassigned, pool.opened and pool.closed: a request with any other type is
         refused whole (403) and nothing of it is ingested.  The answer comes after
         the events are durable and projected (see the freshness guarantee)."""
         backend = _backend(request)

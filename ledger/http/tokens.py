@@ -48,10 +48,14 @@ ADMIN = "admin"
 ROLES = (INGEST, OPERATOR, AUDITOR, ADMIN)
 READ_ROLES = frozenset({OPERATOR, AUDITOR, ADMIN})
 WRITE_ROLES = frozenset({INGEST, OPERATOR, ADMIN})
-# An operator corrects and pays out; the platform's own events (prosumers,
-# works, sales, refunds) come from its ingest pipeline.
+# An operator corrects and pays out, and runs the platform's usage pools: it
+# opens a pool (choosing its split method, a policy like the fee) and closes
+# it (the month is over: book it).  The platform's own events (prosumers,
+# works, sales, refunds, a pool's funding and usage) come from its ingest
+# pipeline.
 OPERATOR_EVENT_TYPES = frozenset(
-    {"payout.issued", "policy.set", "work.retracted", "work.reinstated", "work.reassigned"}
+    {"payout.issued", "policy.set", "work.retracted", "work.reinstated", "work.reassigned",
+     "pool.opened", "pool.closed"}
 )
 
 TOKEN_PREFIX = "plt_"
