@@ -52,10 +52,9 @@ from ledger.cli.common import (
 )
 from ledger.contract.documents import consistency_doc, inclusion_doc
 from ledger.ingest.ingestor import ledger_time
-from ledger.storage.replay import replay
+from ledger.storage.queries import balances_at
 from ledger.storage.store import LogGap, Store
-from ledger.storage.views import read_balances, tracking_name
-from projections.balances import balance_rows, balances_digest
+from projections.balances import balances_digest
 
 EXIT_USAGE = 2
 
@@ -102,16 +101,8 @@ def cmd_keys_public(args: argparse.Namespace) -> int:
 
 
 def digest_at(store: Store, platform: str, size: int) -> str:
-    """The balances digest after the first `size` events: the live read
-    models when they are exactly there, else a replay of the log."""
-    tracking = tracking_name(platform)
-    if store.tracked_seq(tracking) == size:
-        rows = read_balances(store, platform)
-        # The tracked seq only grows and commits with the rows: unchanged
-        # after the read means the rows are those of `size`.
-        if store.tracked_seq(tracking) == size:
-            return balances_digest(rows)
-    return balances_digest(balance_rows(replay(store, platform, size).balances))
+    """The balances digest after the first `size` events."""
+    return balances_digest(balances_at(store, platform, size))
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:

@@ -52,6 +52,7 @@ __all__ = [
     "ParsedEvent",
     "parse_event",
     "validate_event_obj",
+    "at_error",
     "canonical_bytes",
     "has_duplicate_keys",
     "ID_PATTERN",
@@ -268,7 +269,7 @@ def _envelope(type_name: str, data_type: type) -> type:
             "id": Id,
             "platform": PlatformId,
             "type": Literal[type_name],  # type: ignore[valid-type]
-            "at": str,  # shape and calendar are checked in _at_error (better messages)
+            "at": str,  # shape and calendar are checked in at_error (better messages)
             "data": data_type,
         },
     )
@@ -441,8 +442,9 @@ def _days_in_month(year: int, month: int) -> int:
     return _DAYS_IN_MONTH[month]
 
 
-def _at_error(at: str) -> str | None:
-    """None if `at` is acceptable, else what is wrong with it."""
+def at_error(at: str) -> str | None:
+    """None if `at` is acceptable, else what is wrong with it (also for
+    options that become an event's `at`, e.g. a payout run's)."""
     if not _AT_RE.fullmatch(at):
         if _LOOSE_AT_RE.fullmatch(at):
             # Leap seconds are rejected on purpose: Python datetimes cannot represent
@@ -586,7 +588,7 @@ def _validate(obj: object) -> None:
         raise _invalid(_pydantic_message(e), obj) from None
     except (TypeError, ValueError) as e:  # exotic Python objects via validate_event_obj
         raise _invalid(f"event: {e}", obj) from None
-    problem = _at_error(obj["at"])
+    problem = at_error(obj["at"])
     if problem is not None:
         raise _invalid(problem, obj)
     if obj["type"] == "output.composed":
