@@ -48,6 +48,7 @@ ENDPOINTS = [
     Endpoint("checkpoints", "GET", "/v1/platforms/{p}/checkpoints", kind="read"),
     Endpoint("inclusion", "GET", "/v1/platforms/{p}/proofs/inclusion?seq=1", kind="read", needs_data=True),
     Endpoint("consistency", "GET", "/v1/platforms/{p}/proofs/consistency?first=1", kind="read", needs_data=True),
+    Endpoint("payouts-plan", "GET", "/v1/platforms/{p}/payouts/plan?currency=USD&min_balance=1", kind="pay"),
     Endpoint("whoami", "GET", "/v1/whoami", kind="global"),
     Endpoint("platforms", "GET", "/v1/platforms", kind="global"),
     Endpoint("healthz", "GET", "/healthz", kind="public"),
@@ -70,6 +71,8 @@ def expected_status(token: str, platform: str, ep: Endpoint) -> int:
         return 404  # another tenant's (or nobody's) platform: not a hint that it exists
     if ep.kind == "write":
         return 200 if token in ("ingest", "operator", "admin") else 403
+    if ep.kind == "pay":
+        return 200 if token in ("operator", "admin") else 403
     if token == "ingest":
         return 403
     if platform == GHOST and ep.needs_data:
