@@ -6,7 +6,14 @@ import math
 from fractions import Fraction
 from typing import Any
 
-from attribution import UNATTRIBUTED, WorkGraph, allocate, fraction_str, parse_decimal, ratio_str
+from attribution import (
+    UNATTRIBUTED,
+    WorkGraph,
+    allocate,
+    fraction_str,
+    parse_decimal,
+    ratio_str,
+)
 from attribution.graph import CONTRIBUTION
 from attribution.shares import BPS_PER_UNIT, ShareVector
 

@@ -31,7 +31,14 @@ import orjson
 from attribution import PLATFORM, allocate, reversal_bookings
 from projections.explain import work_explanation
 from projections.periods import utc_month
-from projections.state import EARNED, PAID, REVERSED, PlatformState, PrefetchKeys, ValueRecord
+from projections.state import (
+    EARNED,
+    PAID,
+    REVERSED,
+    PlatformState,
+    PrefetchKeys,
+    ValueRecord,
+)
 
 NO_BOOKINGS: dict[str, int] = {}
 

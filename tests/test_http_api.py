@@ -7,8 +7,8 @@ database: the two must be the same JSON.
 from __future__ import annotations
 
 import json
-import socket
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -258,6 +258,49 @@ def test_bad_parameter_is_400_with_a_detail(admin: httpx.Client):
                  "balances?as_of=1&as_of_time=2026-01-01T00:00:00Z", "digest?as_of_time=yesterday"):
         r = admin.get(f"/v1/platforms/demo/{path}")
         assert r.status_code == 400 and r.json()["detail"], path
+
+
+# -- payout runs -------------------------------------------------------------------
+
+
+def plan_cli(db_url: str, platform: str, *args: str) -> bytes:
+    """`peerledger payouts plan`'s stdout, bytes as printed (CSV lines end in CRLF)."""
+    r = subprocess.run([sys.executable, "-m", "ledger.cli", "payouts", "plan", "--platform", platform, *args,
+                        "--db", db_url], capture_output=True, env=BASE_ENV, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_payout_plan_is_what_the_cli_prints_as_jsonl_or_csv(server: Server, admin: httpx.Client):
+    r = admin.post("/v1/platforms/payday/events", content=WORKED.replace(b'"demo"', b'"payday"'), headers=NDJSON)
+    assert r.status_code == 200 and r.json()["accepted"] == 13
+    query = "/v1/platforms/payday/payouts/plan?currency=USD&min_balance=61&reference=December%20run"
+    options = ("--currency", "USD", "--min-balance", "61", "--reference", "December run")
+    jsonl = plan_cli(server.db_url, "payday", *options)
+    csv_text = plan_cli(server.db_url, "payday", *options, "--csv")
+    assert len(jsonl.splitlines()) == 2 and csv_text.startswith(b"prosumer,amount,currency,payout,reference\r\n")
+
+    plain = admin.get(query)
+    assert plain.status_code == 200 and plain.content == jsonl
+    assert plain.headers["content-type"] == "application/x-ndjson" and plain.headers["x-ledger-run-seq"] == "13"
+    by_accept = admin.get(query, headers={"accept": "text/csv"})
+    assert by_accept.content == csv_text and by_accept.headers["content-type"].startswith("text/csv")
+    assert admin.get(query + "&format=csv", headers={"accept": "application/x-ndjson"}).content == csv_text
+    assert admin.get(query + "&format=jsonl", headers={"accept": "text/csv"}).content == jsonl
+
+    once = admin.post("/v1/platforms/payday/events", content=plain.content, headers=NDJSON).json()
+    twice = admin.post("/v1/platforms/payday/events", content=plain.content, headers=NDJSON).json()
+    assert (once["accepted"], twice["duplicate"], twice["accepted"]) == (2, 2, 0)
+    assert admin.get(query).content == b""  # paid: nothing left at or over the minimum
+
+
+def test_payout_plan_bad_options_are_400_with_a_detail(admin: httpx.Client):
+    base = "/v1/platforms/demo/payouts/plan?"
+    for query in ("currency=USD", "min_balance=1", "currency=usd&min_balance=1", "currency=USD&min_balance=0",
+                  "currency=USD&min_balance=1&at=2026-02-30T00:00:00Z", "currency=USD&min_balance=1&format=xml",
+                  "currency=USD&min_balance=1&reference=" + "x" * 201, "currency=USD&min_balance=1&minimum=5"):
+        r = admin.get(base + query)
+        assert r.status_code == 400 and r.json()["detail"], query
 
 
 # -- the service -----------------------------------------------------------------

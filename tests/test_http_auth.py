@@ -18,7 +18,7 @@ import pytest
 from conftest import EXAMPLES
 from http_helpers import BASE_ENV, Server, make_token, running_server
 
-from ledger.http.tokens import revoke_token
+from ledger.http.tokens import OPERATOR_EVENT_TYPES, revoke_token
 from ledger.storage.store import Store
 
 OWN, FOREIGN, GHOST = "demo", "other", "ghost"
@@ -48,6 +48,7 @@ ENDPOINTS = [
     Endpoint("checkpoints", "GET", "/v1/platforms/{p}/checkpoints", kind="read"),
     Endpoint("inclusion", "GET", "/v1/platforms/{p}/proofs/inclusion?seq=1", kind="read", needs_data=True),
     Endpoint("consistency", "GET", "/v1/platforms/{p}/proofs/consistency?first=1", kind="read", needs_data=True),
+    Endpoint("payouts-plan", "GET", "/v1/platforms/{p}/payouts/plan?currency=USD&min_balance=1", kind="pay"),
     Endpoint("whoami", "GET", "/v1/whoami", kind="global"),
     Endpoint("platforms", "GET", "/v1/platforms", kind="global"),
     Endpoint("healthz", "GET", "/healthz", kind="public"),
@@ -70,6 +71,8 @@ def expected_status(token: str, platform: str, ep: Endpoint) -> int:
         return 404  # another tenant's (or nobody's) platform: not a hint that it exists
     if ep.kind == "write":
         return 200 if token in ("ingest", "operator", "admin") else 403
+    if ep.kind == "pay":
+        return 200 if token in ("operator", "admin") else 403
     if token == "ingest":
         return 403
     if platform == GHOST and ep.needs_data:
@@ -183,6 +186,23 @@ def test_operator_may_post_payouts_policy_and_work_disputes(server: Server, kind
         r = op.post(f"/v1/platforms/{OWN}/events", json=[event])
     assert r.status_code == 200, r.text
     assert r.json()["results"][0].get("code") != "invalid", r.text
+
+
+def test_operator_may_open_and_close_pools_but_not_fund_them_or_record_usage():
+    assert {"pool.opened", "pool.closed"} <= OPERATOR_EVENT_TYPES
+    assert not {"pool.funded", "usage.recorded"} & OPERATOR_EVENT_TYPES
+
+
+@pytest.mark.parametrize("kind", ["pool.funded", "usage.recorded"])
+def test_operator_post_of_a_pool_s_funding_or_usage_is_refused_whole(server: Server, kind: str):
+    data = {"pool.funded": {"pool": "P", "subscriber": "s1", "amount": 5},
+            "usage.recorded": {"pool": "P", "subscriber": "s1", "uses": {"c1": 1}}}[kind]
+    event = {"v": 1, "id": f"op-{kind}", "platform": OWN, "type": kind, "at": "2026-12-02T00:00:00Z", "data": data}
+    with server.client(server.tokens["operator"]) as op:
+        head_before = len(op.get(f"/v1/platforms/{OWN}/log?limit=10000").json())
+        r = op.post(f"/v1/platforms/{OWN}/events", json=[event])
+        assert r.status_code == 403 and kind in r.json()["detail"]
+        assert len(op.get(f"/v1/platforms/{OWN}/log?limit=10000").json()) == head_before
 
 
 def test_a_revoked_token_is_refused_at_its_next_request(server: Server):

@@ -64,6 +64,10 @@ MINIMAL = {
     "work.reinstated": {"work": "c2"},
     "work.reassigned": {"work": "c1", "authors": {"bob": 1}},
     "payout.issued": {"payout": "p1", "prosumer": "carol", "amount": 400, "currency": "USD"},
+    "pool.opened": {"pool": "P", "currency": "USD", "method": "pro_rata"},
+    "pool.funded": {"pool": "P", "subscriber": "s1", "amount": 60},
+    "usage.recorded": {"pool": "P", "subscriber": "s1", "uses": {"o1": 1}},
+    "pool.closed": {"pool": "P"},
 }
 FULL = {
     "prosumer.registered": {"prosumer": "alice", "name": "Alice"},
@@ -82,6 +86,10 @@ FULL = {
     "work.reinstated": {"work": "c2", "reason": "resolved"},
     "work.reassigned": {"work": "c1", "authors": {"bob": 1, "carol": 2}},
     "payout.issued": {"payout": "p1", "prosumer": "carol", "amount": 400, "currency": "USD", "reference": "wire 1"},
+    "pool.opened": {"pool": "P", "currency": "USD", "method": "user_centric", "name": "November"},
+    "pool.funded": {"pool": "P", "subscriber": "s1", "amount": 60},
+    "usage.recorded": {"pool": "P", "subscriber": "s1", "uses": {"o1": 1, "c2": 9}},
+    "pool.closed": {"pool": "P"},
 }
 OPTIONAL = {t: sorted(set(FULL[t]) - set(MINIMAL[t])) for t in EVENT_TYPES}
 TEXT_FIELDS = [
@@ -93,6 +101,7 @@ TEXT_FIELDS = [
     ("work.retracted", "reason"),
     ("work.reinstated", "reason"),
     ("payout.issued", "reference"),
+    ("pool.opened", "name"),
 ]
 ID_FIELDS = [
     ("prosumer.registered", "prosumer"),
@@ -106,15 +115,24 @@ ID_FIELDS = [
     ("work.reassigned", "work"),
     ("payout.issued", "payout"),
     ("payout.issued", "prosumer"),
+    ("pool.opened", "pool"),
+    ("pool.funded", "pool"),
+    ("pool.funded", "subscriber"),
+    ("usage.recorded", "pool"),
+    ("usage.recorded", "subscriber"),
+    ("pool.closed", "pool"),
 ]
-AMOUNT_FIELDS = [("value.realized", "amount"), ("value.reversed", "amount"), ("payout.issued", "amount")]
-CURRENCY_FIELDS = [("value.realized", "currency"), ("payout.issued", "currency")]
+AMOUNT_FIELDS = [("value.realized", "amount"), ("value.reversed", "amount"), ("payout.issued", "amount"),
+                 ("pool.funded", "amount")]
+CURRENCY_FIELDS = [("value.realized", "currency"), ("payout.issued", "currency"), ("pool.opened", "currency")]
 WEIGHT_MAPS = [
     ("contribution.recorded", "authors"),
     ("output.composed", "components"),
     ("output.composed", "authors"),
     ("work.reassigned", "authors"),
 ]
+# Maps keyed by ids: the weight maps and usage.recorded's counts (1 to 10^9).
+ID_MAPS = [*WEIGHT_MAPS, ("usage.recorded", "uses")]
 
 
 def ev(type_: str = "policy.set", data: dict | None = None, **envelope) -> dict:
@@ -211,7 +229,7 @@ def test_event_with_all_optional_fields_of_each_type_is_valid(type_):
     ok(ev(type_, FULL[type_]))
 
 
-def test_event_types_are_the_ten_of_section_2():
+def test_event_types_are_the_ten_of_section_2_and_the_four_of_section_7():
     assert EVENT_TYPES == (
         "prosumer.registered",
         "contribution.recorded",
@@ -223,6 +241,10 @@ def test_event_types_are_the_ten_of_section_2():
         "work.reinstated",
         "work.reassigned",
         "payout.issued",
+        "pool.opened",
+        "pool.funded",
+        "usage.recorded",
+        "pool.closed",
     )
 
 
@@ -564,7 +586,7 @@ def test_id_not_a_string_is_invalid(value):
     assert err.event_id is None
 
 
-@pytest.mark.parametrize("type_,field", WEIGHT_MAPS)
+@pytest.mark.parametrize("type_,field", ID_MAPS)
 @pytest.mark.parametrize("key", ["@x", "", "a b", "x" * 129, "a\n"])
 def test_map_keys_must_match_the_id_pattern(type_, field, key):
     data = copy.deepcopy(FULL[type_])
@@ -753,7 +775,7 @@ def test_components_1_to_1000_entries():
     bad(with_data("output.composed", components=_map(1001)), "data.components: must have at most 1000 entries, got 1001")
 
 
-@pytest.mark.parametrize("type_,field", WEIGHT_MAPS)
+@pytest.mark.parametrize("type_,field", ID_MAPS)
 @pytest.mark.parametrize("value", [[], [["a", 1]], "a", 1, None, True])
 def test_map_not_an_object_is_invalid(type_, field, value):
     data = copy.deepcopy(FULL[type_])
@@ -785,6 +807,77 @@ def test_output_with_authors_may_keep_part_of_the_value():
     ok(with_data("output.composed", authors={"carol": 1}, upstream_bps=0))
     ok(with_data("output.composed", authors={"carol": 1}, upstream_bps=4000))
     ok(with_data("output.composed", authors={"carol": 1}))
+
+
+# ------------------------------------------------------------------ usage pools (section 7)
+
+
+@pytest.mark.parametrize("method", ["pro_rata", "user_centric"])
+def test_pool_opened_method_must_be_pro_rata_or_user_centric(method):
+    assert ok(with_data("pool.opened", method=method)).data["method"] == method
+    bad(with_data("pool.opened", method="fair"), 'data.method: must be "pro_rata" or "user_centric", got "fair"')
+
+
+@pytest.mark.parametrize("method", ["Pro_rata", "PRO_RATA", "pro-rata", "prorata", "user-centric", "pro_rata ",
+                                    " pro_rata", "pro_rata\n", "pro_rata|user_centric", "", "userCentric"])
+def test_pool_opened_method_is_matched_exactly(method):
+    bad(with_data("pool.opened", method=method), "data.method: must be")
+
+
+@pytest.mark.parametrize("method", [1, None, True, ["pro_rata"], {"pro_rata": 1}])
+def test_pool_opened_method_must_be_a_string(method):
+    bad(with_data("pool.opened", method=method), "data.method: must be a string")
+
+
+def test_usage_recorded_counts_are_1_to_1e9():
+    ok(with_data("usage.recorded", uses={"a": 1, "b": 1_000_000_000}))
+    bad(with_data("usage.recorded", uses={"a": 0}), "data.uses.a: must be at least 1, got 0")
+    bad(with_data("usage.recorded", uses={"a": 1_000_000_001}),
+        "data.uses.a: must be at most 1000000000, got 1000000001")
+
+
+@pytest.mark.parametrize("count", [-1, 2**63, 1.0, 0.5, "1", True, None, [1], {"n": 1}])
+def test_usage_recorded_count_must_be_a_json_integer_in_range(count):
+    bad(with_data("usage.recorded", uses={"a": 1, "b": count}), "data.uses.b:")
+
+
+def test_usage_recorded_uses_1_to_1000_entries():
+    ok(with_data("usage.recorded", uses=_map(1)))
+    ok(with_data("usage.recorded", uses=_map(1000)))
+    bad(with_data("usage.recorded", uses={}), "data.uses: must have at least 1 entries, got 0")
+    bad(with_data("usage.recorded", uses=_map(1001)), "data.uses: must have at most 1000 entries, got 1001")
+
+
+def test_pool_subscriber_is_an_id_not_a_registered_prosumer():
+    # Any id will do at this layer; the subscriber never needs registering (section 7).
+    ok(with_data("pool.funded", subscriber="s" * 128))
+    bad(with_data("pool.funded", subscriber="@platform"), "data.subscriber: must be an id matching")
+    bad(with_data("usage.recorded", subscriber="a b"), "data.subscriber: must be an id matching")
+
+
+def test_pool_closed_names_only_its_pool():
+    ok(with_data("pool.closed"))
+    bad(with_data("pool.closed", amount=5), "data.amount: unknown field")
+
+
+def test_pools_fixture_all_lines_parse_except_p26_method_fair():
+    if EXAMPLES is None:
+        pytest.skip("shared/spec/examples not found")
+    lines = (EXAMPLES / "pools.jsonl").read_bytes().splitlines(keepends=True)
+    outcomes = json.loads((EXAMPLES / "pools.expected.json").read_text("utf-8"))["outcomes"]
+    assert len(lines) == len(outcomes)
+    invalid = []
+    for raw, outcome in zip(lines, outcomes):
+        try:
+            parsed = parse_event(raw)
+        except InvalidEvent as e:
+            invalid.append(e.event_id)
+            assert outcome["code"] == "invalid"
+            assert e.message == 'data.method: must be "pro_rata" or "user_centric", got "fair"'
+        else:
+            assert parsed.id == outcome["id"] and outcome["code"] != "invalid"
+            assert parsed.canonical == stdlib_canonical(json.loads(raw))
+    assert invalid == ["p26"]
 
 
 def test_absent_optional_fields_stay_absent():

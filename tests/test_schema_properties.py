@@ -91,6 +91,16 @@ DATA = {
     "payout.issued": st.fixed_dictionaries(
         {"payout": ids, "prosumer": ids, "amount": amounts, "currency": currencies}, optional={"reference": texts}
     ),
+    "pool.opened": st.fixed_dictionaries(
+        {"pool": ids, "currency": currencies, "method": st.sampled_from(["pro_rata", "user_centric"])},
+        optional={"name": texts},
+    ),
+    "pool.funded": st.fixed_dictionaries({"pool": ids, "subscriber": ids, "amount": amounts}),
+    "usage.recorded": st.fixed_dictionaries(
+        {"pool": ids, "subscriber": ids,
+         "uses": st.dictionaries(ids, st.integers(1, 1_000_000_000), min_size=1, max_size=30)}
+    ),
+    "pool.closed": st.fixed_dictionaries({"pool": ids}),
 }
 assert set(DATA) == set(EVENT_TYPES)
 
@@ -282,6 +292,10 @@ def test_a_missing_required_field_is_always_invalid(event, data):
             "work.reinstated": ["work"],
             "work.reassigned": ["work", "authors"],
             "payout.issued": ["payout", "prosumer", "amount", "currency"],
+            "pool.opened": ["pool", "currency", "method"],
+            "pool.funded": ["pool", "subscriber", "amount"],
+            "usage.recorded": ["pool", "subscriber", "uses"],
+            "pool.closed": ["pool"],
         }[event["type"]]
         key = data.draw(st.sampled_from(needed))
     del target[key]

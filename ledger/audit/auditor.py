@@ -46,7 +46,12 @@ from ledger.audit.signing import (
     signature_valid,
 )
 from ledger.contract import rules
-from ledger.contract.schema import MAX_LINE_BYTES, InvalidEvent, ParsedEvent, parse_event
+from ledger.contract.schema import (
+    MAX_LINE_BYTES,
+    InvalidEvent,
+    ParsedEvent,
+    parse_event,
+)
 from ledger.storage.replay import REPLAY_BATCH_EVENTS, Replay, scratch_store
 from ledger.storage.store import Store
 from projections.balances import balance_rows, balances_digest

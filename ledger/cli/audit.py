@@ -52,9 +52,8 @@ from ledger.cli.common import (
 )
 from ledger.contract.documents import consistency_doc, inclusion_doc
 from ledger.ingest.ingestor import ledger_time
-from ledger.storage.replay import balances_as_of
+from ledger.storage.queries import balances_at
 from ledger.storage.store import LogGap, Store
-from ledger.storage.views import read_balances, views_seq
 from projections.balances import balances_digest
 
 EXIT_USAGE = 2
@@ -102,15 +101,8 @@ def cmd_keys_public(args: argparse.Namespace) -> int:
 
 
 def digest_at(store: Store, platform: str, size: int) -> str:
-    """The balances digest after the first `size` events: the live read
-    models when they are exactly there, else a replay of the log."""
-    if views_seq(store, platform) == size:
-        rows = read_balances(store, platform)
-        # The head only grows and commits with the rows: unchanged after the
-        # read means the rows are those of `size`.
-        if views_seq(store, platform) == size:
-            return balances_digest(rows)
-    return balances_digest(balances_as_of(store, platform, size))
+    """The balances digest after the first `size` events."""
+    return balances_digest(balances_at(store, platform, size))
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:

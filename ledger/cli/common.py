@@ -1,6 +1,6 @@
 """What every `peerledger` command shares: options, exit codes, output.
 
-The command modules (`ledger.cli.main`, `.audit`, `.http`, `.kafka`,
+The command modules (`ledger.cli.main`, `.audit`, `.http`, `.kafka`, `.payouts`,
 `.insights`, `.cluster`) import from here and never from each other, so the
 CLI has no import circle; `ledger.cli.main` assembles the parser.
 """

@@ -1,4 +1,4 @@
-"""Strict v1 event schema of peerledger (EVENTS.md sections 1, 2 and 5).
+"""Strict v1 event schema of peerledger (EVENTS.md sections 1, 2, 5 and 7).
 
 Everything here is stateless: a line (or an already parsed JSON value) is either a
 valid v1 event or an :class:`InvalidEvent`.  Rules that need ledger state (ids that
@@ -52,6 +52,7 @@ __all__ = [
     "ParsedEvent",
     "parse_event",
     "validate_event_obj",
+    "at_error",
     "canonical_bytes",
     "has_duplicate_keys",
     "ID_PATTERN",
@@ -59,6 +60,8 @@ __all__ = [
     "CURRENCY_PATTERN",
     "CONTENT_HASH_PATTERN",
     "AT_PATTERN",
+    "METHOD_PATTERN",
+    "POOL_METHODS",
 ]
 
 MAX_LINE_BYTES: int = 1024 * 1024  # 1 MiB, excluding the line terminator
@@ -74,6 +77,11 @@ EVENT_TYPES: tuple[str, ...] = (
     "work.reinstated",
     "work.reassigned",
     "payout.issued",
+    # Usage pools (EVENTS.md section 7, revision 1.1).
+    "pool.opened",
+    "pool.funded",
+    "usage.recorded",
+    "pool.closed",
 )
 
 MAX_WEIGHT = 1_000_000
@@ -82,6 +90,10 @@ MAX_BPS = 10_000
 MAX_TEXT = 200
 MAX_AUTHORS = 64
 MAX_COMPONENTS = 1000
+# usage.recorded (section 7): works per event and the count of one work.
+MAX_USES = 1000
+MAX_USE_COUNT = 1_000_000_000
+POOL_METHODS = ("pro_rata", "user_centric")
 
 # --------------------------------------------------------------------------- patterns
 #
@@ -95,6 +107,10 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 PLATFORM_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 CONTENT_HASH_PATTERN = r"^sha256:[0-9a-f]{64}$"
+# A strict str constrained by a pattern rather than Literal[...]: like `v`,
+# a literal would take more than strings, and the message then names the
+# allowed values like every other pattern rule (_PATTERN_NAMES).
+METHOD_PATTERN = "^(?:" + "|".join(POOL_METHODS) + ")$"
 # RFC 3339 date-time, restricted as described in the module docstring.  Field
 # ranges are checked by the pattern; day-of-month against the month (and the UTC
 # year range) is checked in _check_at.  Seconds are [0-5][0-9]: no leap second.
@@ -129,6 +145,9 @@ Version = Annotated[int, Field(ge=1, le=1)]
 Authors1 = Annotated[dict[Id, Weight], Field(min_length=1, max_length=MAX_AUTHORS)]
 Authors0 = Annotated[dict[Id, Weight], Field(min_length=0, max_length=MAX_AUTHORS)]
 Components = Annotated[dict[Id, Weight], Field(min_length=1, max_length=MAX_COMPONENTS)]
+UseCount = Annotated[int, Field(ge=1, le=MAX_USE_COUNT)]
+Uses = Annotated[dict[Id, UseCount], Field(min_length=1, max_length=MAX_USES)]
+Method = Annotated[str, StringConstraints(pattern=METHOD_PATTERN)]
 
 
 class _Data(TypedDict):
@@ -196,6 +215,30 @@ class PayoutIssued(_Data):
     reference: NotRequired[Text]
 
 
+class PoolOpened(_Data):
+    pool: Id
+    currency: Currency
+    method: Method
+    name: NotRequired[Text]
+
+
+class PoolFunded(_Data):
+    pool: Id
+    # An id by the rule of section 1, not a registered prosumer (section 7).
+    subscriber: Id
+    amount: Amount
+
+
+class UsageRecorded(_Data):
+    pool: Id
+    subscriber: Id
+    uses: Uses
+
+
+class PoolClosed(_Data):
+    pool: Id
+
+
 DATA_TYPES: dict[str, type] = {
     "prosumer.registered": ProsumerRegistered,
     "contribution.recorded": ContributionRecorded,
@@ -207,6 +250,10 @@ DATA_TYPES: dict[str, type] = {
     "work.reinstated": WorkReinstated,
     "work.reassigned": WorkReassigned,
     "payout.issued": PayoutIssued,
+    "pool.opened": PoolOpened,
+    "pool.funded": PoolFunded,
+    "usage.recorded": UsageRecorded,
+    "pool.closed": PoolClosed,
 }
 assert tuple(DATA_TYPES) == EVENT_TYPES
 
@@ -222,7 +269,7 @@ def _envelope(type_name: str, data_type: type) -> type:
             "id": Id,
             "platform": PlatformId,
             "type": Literal[type_name],  # type: ignore[valid-type]
-            "at": str,  # shape and calendar are checked in _at_error (better messages)
+            "at": str,  # shape and calendar are checked in at_error (better messages)
             "data": data_type,
         },
     )
@@ -317,6 +364,7 @@ _PATTERN_NAMES = {
     PLATFORM_PATTERN: "a platform id matching " + PLATFORM_PATTERN,
     CURRENCY_PATTERN: "three upper-case letters",
     CONTENT_HASH_PATTERN: '"sha256:" followed by 64 lower-case hex digits',
+    METHOD_PATTERN: " or ".join(f'"{m}"' for m in POOL_METHODS),
 }
 
 
@@ -394,8 +442,9 @@ def _days_in_month(year: int, month: int) -> int:
     return _DAYS_IN_MONTH[month]
 
 
-def _at_error(at: str) -> str | None:
-    """None if `at` is acceptable, else what is wrong with it."""
+def at_error(at: str) -> str | None:
+    """None if `at` is acceptable, else what is wrong with it (also for
+    options that become an event's `at`, e.g. a payout run's)."""
     if not _AT_RE.fullmatch(at):
         if _LOOSE_AT_RE.fullmatch(at):
             # Leap seconds are rejected on purpose: Python datetimes cannot represent
@@ -539,7 +588,7 @@ def _validate(obj: object) -> None:
         raise _invalid(_pydantic_message(e), obj) from None
     except (TypeError, ValueError) as e:  # exotic Python objects via validate_event_obj
         raise _invalid(f"event: {e}", obj) from None
-    problem = _at_error(obj["at"])
+    problem = at_error(obj["at"])
     if problem is not None:
         raise _invalid(problem, obj)
     if obj["type"] == "output.composed":

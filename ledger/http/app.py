@@ -81,6 +81,8 @@ from ledger.contract.schema import (
     AT_PATTERN,
     EVENT_TYPES,
     ID_PATTERN,
+    MAX_AMOUNT,
+    MAX_TEXT,
     PLATFORM_PATTERN,
     InvalidEvent,
     parse_event,
@@ -105,6 +107,7 @@ from ledger.storage.queries import ledger_instant
 from ledger.storage.store import AppendBatch, RejectRecord, Store
 from ledger.storage.views import views_seq
 from projections.balances import balances_digest
+from projections.payouts import plan_csv, plan_jsonl
 
 API_VERSION = "1"
 BODY_MAX_BYTES = 16 * 1024 * 1024
@@ -136,6 +139,7 @@ CONNECTIONS_MAX = 256
 STATIC_DIR = Path(__file__).parent / "static"
 NDJSON = "application/x-ndjson"
 JSON_TYPE = "application/json"
+CSV_TYPE = "text/csv"
 
 _ID_RE = re.compile(ID_PATTERN[1:-1])
 _PLATFORM_RE = re.compile(PLATFORM_PATTERN[1:-1])
@@ -452,7 +456,17 @@ def writer(platform: PlatformId, request: Request, credentials: Credentials) -> 
     return who
 
 
+def payer(platform: PlatformId, request: Request, credentials: Credentials) -> Principal:
+    """A token of the platform (404 otherwise) whose role plans payouts (403 otherwise)."""
+    who = _authenticated(request, credentials)
+    _tenant(platform, who)
+    if not who.may_pay:
+        raise HTTPException(403, f"role {who.role} may not plan payouts")
+    return who
+
+
 Reader = Annotated[Principal, Depends(reader)]
+Payer = Annotated[Principal, Depends(payer)]
 
 
 # -- documents only the HTTP API has ---------------------------------------------
@@ -596,8 +610,8 @@ def create_app(db_url: str, projector: bool = True) -> FastAPI:
     app = FastAPI(
         title="peerledger", version=API_VERSION, lifespan=lifespan, dependencies=[Depends(known_query)],
         description=(__doc__ or "").split("\n\n", 1)[1] if __doc__ else None,
-        openapi_tags=[{"name": "events"}, {"name": "reads"}, {"name": "audit"}, {"name": "dashboard"},
-                      {"name": "service"}],
+        openapi_tags=[{"name": "events"}, {"name": "reads"}, {"name": "payouts"}, {"name": "audit"},
+                      {"name": "dashboard"}, {"name": "service"}],
     )
 
     @app.exception_handler(RequestValidationError)
@@ -612,6 +626,7 @@ def create_app(db_url: str, projector: bool = True) -> FastAPI:
 
     _events_routes(app)
     _read_routes(app)
+    _payout_routes(app)
     _audit_routes(app)
     _dashboard_routes(app)
     _service_routes(app)
@@ -645,7 +660,7 @@ def _events_routes(app: FastAPI) -> None:
         `rejected` with a code (EVENTS.md §4).  An event whose `platform` is not the
         path's is rejected `invalid`; so is an NDJSON line that is not JSON.  An
         operator token may post only payout.issued, policy.set, work.retracted,
-        work.reinstated and work.reassigned: a request with any other type is
+        work.reinstated, work.reassigned, pool.opened and pool.closed: a request with any other type is
         refused whole (403) and nothing of it is ingested.  The answer comes after
         the events and the read models they change are durable (see the
         freshness guarantee)."""
@@ -752,6 +767,48 @@ def _read_routes(app: FastAPI) -> None:
         if NDJSON in request.headers.get("accept", ""):
             return Response(b"".join(line + b"\n" for line in lines), media_type=NDJSON, headers=headers)
         return Response(b"[" + b",".join(lines) + b"]", media_type=JSON_TYPE, headers=headers)
+
+
+def _payout_routes(app: FastAPI) -> None:
+    base = "/v1/platforms/{platform}"
+
+    @app.get(
+        base + "/payouts/plan", tags=["payouts"], responses={
+            **_doc(400, 401, 403, 404),
+            200: {"description": "The run's payout.issued events, one JSON object per line in canonical form, "
+                                 "ready to POST to …/events (NDJSON) or to `peerledger ingest`; or, as CSV, "
+                                 "the same run for a payment provider: prosumer, amount (minor units), "
+                                 "currency, payout, reference",
+                  "headers": {"X-Ledger-Run-Seq": {"schema": {"type": "integer"},
+                                                   "description": "the log position whose balances the run pays"}},
+                  "content": {NDJSON: {"schema": {"type": "string"}},
+                              CSV_TYPE: {"schema": {"type": "string"}}}}})
+    def payouts_plan(platform: PlatformId, request: Request, _who: Payer, currency: Currency,
+                     min_balance: Annotated[int, Query(ge=1, le=MAX_AMOUNT,
+                                                       description="pay balances of at least this many minor "
+                                                                   "units; smaller ones carry forward")],
+                     reference: Annotated[str | None, Query(max_length=MAX_TEXT,
+                                                            description="copied into every payout")] = None,
+                     at: Annotated[str | None, Query(
+                         max_length=64, pattern=AT_PATTERN, json_schema_extra={"format": "date-time"},
+                         description="the events' `at`; default the `at` of the log's head event")] = None,
+                     output: Annotated[Literal["jsonl", "csv"] | None, Query(
+                         alias="format",
+                         description="jsonl or csv; default by the Accept header (text/csv), else jsonl")] = None,
+                     ) -> Response:
+        """A payout run, as `peerledger payouts plan` prints it: one payout.issued per
+        prosumer whose balance in `currency` is at least `min_balance`, paying the whole
+        balance, with ids derived from the run (its currency and the log's head), so
+        that ingesting the same plan twice pays once.  Operator and admin tokens only."""
+        store = _backend(request).store
+        try:
+            plan = queries.payout_plan(store, platform, currency, min_balance, reference, at)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+        headers = {"X-Ledger-Run-Seq": str(plan.run.seq)}
+        if output == "csv" or (output is None and CSV_TYPE in request.headers.get("accept", "")):
+            return Response(plan_csv(plan), media_type=CSV_TYPE, headers=headers)
+        return Response(plan_jsonl(plan), media_type=NDJSON, headers=headers)
 
 
 def _audit_routes(app: FastAPI) -> None:

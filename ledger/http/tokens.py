@@ -23,6 +23,9 @@ Roles (`ROLES`):
 | auditor | yes | no |
 | admin | yes, every platform | yes, every platform, every type |
 
+Payout runs (`GET …/payouts/plan`) are planned by `PAY_ROLES`: operator and
+admin, who may also post the `payout.issued` events they plan.
+
 A token belongs to one platform, except an admin token, which belongs to
 all (`platform` NULL).  Revoking marks the row (`revoked_at`) and takes effect
 at the next request: tokens are checked against the database every time.
@@ -48,10 +51,15 @@ ADMIN = "admin"
 ROLES = (INGEST, OPERATOR, AUDITOR, ADMIN)
 READ_ROLES = frozenset({OPERATOR, AUDITOR, ADMIN})
 WRITE_ROLES = frozenset({INGEST, OPERATOR, ADMIN})
-# An operator corrects and pays out; the platform's own events (prosumers,
-# works, sales, refunds) come from its ingest pipeline.
+PAY_ROLES = frozenset({OPERATOR, ADMIN})
+# An operator corrects and pays out, and runs the platform's usage pools: it
+# opens a pool (choosing its split method, a policy like the fee) and closes
+# it (the month is over: book it).  The platform's own events (prosumers,
+# works, sales, refunds, a pool's funding and usage) come from its ingest
+# pipeline.
 OPERATOR_EVENT_TYPES = frozenset(
-    {"payout.issued", "policy.set", "work.retracted", "work.reinstated", "work.reassigned"}
+    {"payout.issued", "policy.set", "work.retracted", "work.reinstated", "work.reassigned",
+     "pool.opened", "pool.closed"}
 )
 
 TOKEN_PREFIX = "plt_"
@@ -105,6 +113,10 @@ class Principal:
     @property
     def may_write(self) -> bool:
         return self.role in WRITE_ROLES
+
+    @property
+    def may_pay(self) -> bool:
+        return self.role in PAY_ROLES
 
     @property
     def event_types(self) -> frozenset[str] | None:

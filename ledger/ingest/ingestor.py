@@ -56,7 +56,12 @@ import orjson
 from eventsourcing.persistence import StoredEvent
 
 from ledger.contract import rules
-from ledger.contract.schema import InvalidEvent, ParsedEvent, parse_event, validate_event_obj
+from ledger.contract.schema import (
+    InvalidEvent,
+    ParsedEvent,
+    parse_event,
+    validate_event_obj,
+)
 from ledger.ingest.sources import BATCH_MAX_EVENTS, Offered
 from ledger.ops.runtime import cache_budget_bytes
 from ledger.storage.store import (

@@ -3,14 +3,23 @@ each reads the store and returns the document of `ledger.contract.documents`."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
+from ledger.contract.schema import (
+    CURRENCY_PATTERN,
+    MAX_TEXT,
+    InvalidEvent,
+    at_error,
+    validate_event_obj,
+)
 from ledger.storage.replay import balances_as_of
 from ledger.storage.store import Store
-from ledger.storage.views import read_balances, read_explain, read_statement
+from ledger.storage.views import read_balances, read_explain, read_statement, views_seq
+from projections.payouts import AMOUNT_MAX_MINOR, PayoutPlan, PayoutRun, plan_payouts
 
 
 def statement_doc(store: Store, platform: str, prosumer: str, period: str | None) -> dict[str, Any]:
@@ -29,8 +38,61 @@ def as_of_seq(store: Store, platform: str, as_of: int | None, as_of_time: str | 
 def balances_doc(store: Store, platform: str, currency: str | None, as_of: int | None) -> list[dict[str, Any]]:
     """The balances array: the live read models, or a replay up to `as_of`."""
     if as_of is not None:
-        return balances_as_of(store, platform, as_of, currency)
+        return balances_at(store, platform, as_of, currency)
     return read_balances(store, platform, currency)
+
+
+def balances_at(store: Store, platform: str, seq: int, currency: str | None = None) -> list[dict[str, Any]]:
+    """The balances after the first `seq` events: the live read models when
+    they are exactly there, else a replay of the log up to `seq`."""
+    if views_seq(store, platform) == seq:
+        rows = read_balances(store, platform, currency)
+        # The head only grows and commits with the rows: unchanged after the
+        # read means the rows are those of `seq`.
+        if views_seq(store, platform) == seq:
+            return rows
+    return balances_as_of(store, platform, seq, currency)
+
+
+def payout_plan(store: Store, platform: str, currency: str, min_balance_minor: int,
+                reference: str | None = None, at: str | None = None) -> PayoutPlan:
+    """A payout run of `platform` at its log's head (`projections.payouts`):
+    what `peerledger payouts plan` prints and the HTTP API returns.
+
+    `at` defaults to the `at` of the event at the head, so planning again
+    before anything is appended gives the same bytes.  Raises ValueError for
+    an option the events could not carry.
+    """
+    problem = _payout_option_error(currency, min_balance_minor, reference, at)
+    if problem is not None:
+        raise ValueError(problem)
+    seq = store.head(platform)
+    if at is None and seq > 0:
+        [head_event] = store.read_log(platform, after_seq=seq - 1, upto_seq=seq)
+        at = orjson.loads(head_event.state)["at"]
+    run = PayoutRun(platform, currency, seq, at, min_balance_minor, reference)
+    plan = plan_payouts(run, balances_at(store, platform, seq, currency))
+    for event in plan.events:
+        try:
+            validate_event_obj(event)
+        except InvalidEvent as e:  # the options were checked: a bug, never a user's mistake
+            raise AssertionError(f"planned an invalid payout event {event['id']!r}: {e.message}") from None
+    return plan
+
+
+_CURRENCY_RE = re.compile(CURRENCY_PATTERN[1:-1])
+
+
+def _payout_option_error(currency: str, min_balance_minor: int, reference: str | None, at: str | None) -> str | None:
+    if not _CURRENCY_RE.fullmatch(currency):
+        return f"currency: must be three upper-case letters, got {currency!r}"
+    if type(min_balance_minor) is not int or not 1 <= min_balance_minor <= AMOUNT_MAX_MINOR:
+        return f"min balance: must be 1 to {AMOUNT_MAX_MINOR} minor units, got {min_balance_minor!r}"
+    if reference is not None and len(reference) > MAX_TEXT:
+        return f"reference: must be at most {MAX_TEXT} characters, got {len(reference)}"
+    if at is not None and (problem := at_error(at)) is not None:
+        return problem
+    return None
 
 
 def explain_doc(store: Store, platform: str, value: str, as_of: int | None) -> dict[str, Any] | None:

@@ -42,7 +42,14 @@ from attribution.graph import VectorKey
 from ledger.storage.dialect import POSTGRES, Dialect
 from projections.balances import balance_rows, balances_digest
 from projections.merkle import Frontier
-from projections.state import BalanceKey, Changes, Figures, Head, StatementKey, ValueRecord
+from projections.state import (
+    BalanceKey,
+    Changes,
+    Figures,
+    Head,
+    StatementKey,
+    ValueRecord,
+)
 
 # Keys per query: SQLite binds at most 32 766 parameters per statement, and
 # a long IN list costs the planner more than a second round trip does.

@@ -54,11 +54,10 @@ from eventsourcing.sqlite import (
 from ledger.storage import state as state_tables
 from ledger.storage.dialect import DEFAULT_DB_URL as DEFAULT_DB_URL
 from ledger.storage.dialect import POSTGRES, SQLITE, DbUrl, Dialect
-from projections.state import Changes
-
 from projections.merkle import (
     leaf_hash as leaf_hash,  # re-exported: the write side hashes here
 )
+from projections.state import Changes
 
 log = logging.getLogger("peerledger.store")
 
