@@ -166,6 +166,40 @@ def test_more_than_10000_events_is_413(admin: httpx.Client):
     assert admin.get("/v1/platforms/many/rejects").json() == []
 
 
+def test_a_json_array_of_a_million_tiny_items_is_413(admin: httpx.Client):
+    body = b"[" + b"0," * (1024 * 1024 - 1) + b"0]"  # 2 MiB
+    r = admin.post("/v1/platforms/many/events", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "10000" in r.json()["detail"]
+
+
+def _nested_event(platform: str, event_id: str, depth: int) -> bytes:
+    return json.dumps(event(platform, event_id)).encode().replace(b"}}", b', "name": ' + b"[" * depth + b"]" * depth
+                                                                    + b"}}")
+
+
+@pytest.mark.parametrize("depth", [300, 1000, 5000])
+def test_an_item_nested_too_deep_is_that_item_s_invalid_and_the_others_count(admin: httpx.Client, depth: int):
+    """Array elements and NDJSON lines alike: 200, the deep item rejected (kept),
+    its neighbours accepted."""
+    platform = f"deep{depth}"
+    items = [json.dumps(event(platform, "a")).encode(), _nested_event(platform, "b", depth),
+             json.dumps(event(platform, "c")).encode()]
+    for body, media in ((b"[" + b",".join(items) + b"]", "application/json"), (b"\n".join(items), NDJSON["content-type"])):
+        r = admin.post(f"/v1/platforms/{platform}/events", content=body, headers={"content-type": media})
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert [x["outcome"] for x in results[::2]] in (["accepted"] * 2, ["duplicate"] * 2)
+        assert results[1]["code"] == "invalid" and "deeper than 32 levels" in results[1]["message"]
+    assert [x["source"][-2:] for x in admin.get(f"/v1/platforms/{platform}/rejects").json()] == [":2", ":2"]
+
+
+def test_an_ndjson_line_of_a_form_feed_is_an_invalid_event_not_a_blank_line(admin: httpx.Client):
+    body = json.dumps(event("ff", "a")).encode() + b"\n\f\n\v\n \t\r\n" + json.dumps(event("ff", "b")).encode()
+    results = admin.post("/v1/platforms/ff/events", content=body, headers=NDJSON).json()["results"]
+    assert [x["outcome"] for x in results] == ["accepted", "rejected", "rejected", "accepted"]
+    assert [x["source"][-2:] for x in admin.get("/v1/platforms/ff/rejects").json()] == [":2", ":3"]
+
+
 def _batches_appended(metrics_text: str) -> float:
     for line in metrics_text.splitlines():
         if line.startswith('peerledger_batch_append_latency_seconds_count{source="http"}'):

@@ -80,11 +80,9 @@ from ledger.contract import rules
 from ledger.contract.schema import (
     AT_PATTERN,
     EVENT_TYPES,
-    ID_PATTERN,
     PLATFORM_PATTERN,
     InvalidEvent,
     parse_event,
-    validate_event_obj,
 )
 from ledger.http import dashboard
 from ledger.http.metrics import HttpMetrics, MetricsMiddleware
@@ -95,6 +93,8 @@ from ledger.ingest.sources import (
     BATCH_MAX_EVENTS,
     EVENTS_PER_REQUEST_MAX,
     BodyError,
+    BodyItem,
+    BodyTooLarge,
     Offered,
     array_items,
     ndjson_items,
@@ -137,7 +137,6 @@ STATIC_DIR = Path(__file__).parent / "static"
 NDJSON = "application/x-ndjson"
 JSON_TYPE = "application/json"
 
-_ID_RE = re.compile(ID_PATTERN[1:-1])
 _PLATFORM_RE = re.compile(PLATFORM_PATTERN[1:-1])
 
 
@@ -184,31 +183,29 @@ class RequestWriter:
             items = ndjson_items(job.body) if job.ndjson else array_items(job.body)
         except BodyError as e:
             return _error_reply(400, str(e))
-        if len(items) > EVENTS_PER_REQUEST_MAX:
-            return _error_reply(413, f"{len(items)} events, more than {EVENTS_PER_REQUEST_MAX} in one request")
+        except BodyTooLarge as e:
+            return _error_reply(413, str(e))
         if job.event_types is not None:
-            for number, obj, _ in items:
-                kind = obj.get("type") if type(obj) is dict else None
+            for item in items:
+                kind = item.envelope.type
                 if kind in EVENT_TYPES and kind not in job.event_types:
-                    return _error_reply(403, f"this token may not post {kind!r} events (item {number}); "
+                    return _error_reply(403, f"this token may not post {kind!r} events (item {item.number}); "
                                              f"allowed: {', '.join(sorted(job.event_types))}; nothing was ingested")
         now = ledger_time()
         outcomes: list[Outcome | None] = [None] * len(items)
         refused: list[RejectRecord] = []
         offered: list[tuple[int, Offered]] = []
-        for i, (number, obj, payload) in enumerate(items):
-            source = f"http:{job.token_id}:{number}"
-            if type(obj) is dict and obj.get("platform") == job.platform:
-                offered.append((i, Offered(payload, source)))
+        for i, item in enumerate(items):
+            source = f"http:{job.token_id}:{item.number}"
+            if item.envelope.platform == job.platform:
+                offered.append((i, Offered(item.payload, source)))
                 continue
             # Filed under the path's platform whatever the event claims: a sender
             # can only ever add to its own platform's rejects.
-            event_id = obj.get("id") if type(obj) is dict else None
-            event_id = event_id if type(event_id) is str and _ID_RE.fullmatch(event_id) else None
-            message = _foreign_message(obj, payload, job.platform)
+            event_id = item.envelope.event_id
+            message = _foreign_message(item, job.platform)
             outcomes[i] = Outcome(REJECTED, event_id, job.platform, code=rules.INVALID, message=message)
-            raw = payload if isinstance(payload, bytes) else _dumps(payload)
-            refused.append(RejectRecord(job.platform, event_id, rules.INVALID, message, raw, source, now))
+            refused.append(RejectRecord(job.platform, event_id, rules.INVALID, message, item.payload, source, now))
         if refused:
             self.store.append([], [], refused)
         batch_seconds = []
@@ -234,15 +231,12 @@ class RequestWriter:
         return IngestReply(200, body, dict(counts), batch_seconds, writer.fold.seq if writer is not None else 0)
 
 
-def _foreign_message(obj: object, payload: object, platform: str) -> str:
-    """Why an event that does not carry the path's platform is invalid."""
-    if type(obj) is dict and type(obj.get("platform")) is str:
-        return f"platform: {obj['platform']!r} is not the platform of the path ({platform!r})"
+def _foreign_message(item: BodyItem, platform: str) -> str:
+    """Why an item that does not carry the path's platform is invalid."""
+    if item.envelope.platform is not None:
+        return f"platform: {item.envelope.platform!r} is not the platform of the path ({platform!r})"
     try:
-        if isinstance(payload, bytes):
-            parse_event(payload)
-        else:
-            validate_event_obj(payload)
+        parse_event(item.payload)
     except InvalidEvent as e:
         return e.message
     raise AssertionError("only events without the path's platform are refused here, and those are invalid")
