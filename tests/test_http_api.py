@@ -90,7 +90,7 @@ def test_event_of_another_platform_is_rejected_invalid_and_filed_under_the_path_
     results = r.json()["results"]
     assert results[0]["outcome"] == "accepted"
     assert results[1]["code"] == "invalid" and "'theirs'" in results[1]["message"]
-    assert admin.get("/v1/platforms/theirs/log").json() == []
+    assert admin.get("/v1/platforms/theirs/log").status_code == 404  # nothing was appended there
     assert admin.get("/v1/platforms/theirs/rejects").json() == []
     assert admin.get("/v1/platforms/mine/rejects").json()[-1]["id"] == "sneaky"
 
@@ -241,7 +241,8 @@ def test_resending_a_post_gives_duplicates_and_changes_nothing(admin: httpx.Clie
     ("prosumers/carol/statement", ["statement", "--platform", "demo", "--prosumer", "carol"]),
     ("prosumers/carol/statement?period=2026-10",
      ["statement", "--platform", "demo", "--prosumer", "carol", "--period", "2026-10"]),
-    ("prosumers/nobody/statement", ["statement", "--platform", "demo", "--prosumer", "nobody"]),
+    ("prosumers/@unattributed/statement?period=2026-10",
+     ["statement", "--platform", "demo", "--prosumer", "@unattributed", "--period", "2026-10"]),
     ("rejects", ["rejects", "--platform", "demo"]),
     ("proofs/inclusion?seq=5", ["prove", "inclusion", "--platform", "demo", "--seq", "5"]),
     ("proofs/consistency?first=4&second=11", ["prove", "consistency", "--platform", "demo", "--from", "4", "--to", "11"]),
@@ -272,6 +273,33 @@ def test_digest_is_what_the_cli_prints(server: Server, admin: httpx.Client):
 
 def test_unknown_value_is_404(admin: httpx.Client):
     assert admin.get("/v1/platforms/demo/values/nope/explain").status_code == 404
+
+
+@pytest.mark.parametrize("path", [
+    "balances?as_of=14", "digest?as_of=14", "values/v1/explain?as_of=14", "log?from_seq=15",
+])
+def test_a_state_past_the_log_s_head_is_404(admin: httpx.Client, path: str):
+    """The worked log has 13 events: as_of 13 and from_seq 14 (the end) are fine."""
+    assert admin.get(f"/v1/platforms/demo/{path.replace('14', '13').replace('15', '14')}").status_code == 200
+    r = admin.get(f"/v1/platforms/demo/{path}")
+    assert r.status_code == 404 and "'demo' has 13 events" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("path", [
+    "balances", "digest", "digest?as_of=0", "values/v1/explain", "prosumers/carol/statement", "log",
+    "checkpoints", "proofs/inclusion?seq=1",
+])
+def test_a_platform_without_events_is_404_for_an_admin_too(admin: httpx.Client, path: str):
+    r = admin.get(f"/v1/platforms/dem0/{path}")
+    assert r.status_code == 404 and "dem0" in r.json()["detail"]
+
+
+def test_an_unknown_prosumer_or_a_period_without_bookings_is_404(server: Server, admin: httpx.Client):
+    r = admin.get("/v1/platforms/demo/prosumers/dave/statement")
+    assert r.status_code == 404 and "no prosumer 'dave'" in r.json()["detail"]
+    r = admin.get("/v1/platforms/demo/prosumers/carol/statement?period=2031-01")
+    assert r.status_code == 404 and "booked nothing in 2031-01" in r.json()["detail"]
+    assert cli(server.db_url, "statement", "--platform", "demo", "--prosumer", "dave").returncode == 4
 
 
 def test_log_is_the_canonical_event_bytes_as_ndjson_or_a_json_list(server: Server, admin: httpx.Client):

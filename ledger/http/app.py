@@ -622,6 +622,10 @@ def create_app(db_url: str, projector: bool = True) -> FastAPI:
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors())
         return JSONResponse({"detail": problems or "bad request"}, status_code=400)
 
+    @app.exception_handler(queries.NotFound)
+    async def not_found(_request: Request, exc: queries.NotFound) -> Response:
+        return _json({"detail": str(exc)}, status=404)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         return _json({"detail": str(exc.detail)}, headers=exc.headers, status=exc.status_code)
@@ -730,7 +734,8 @@ def _read_routes(app: FastAPI) -> None:
     def statement(platform: PlatformId, prosumer: str, request: Request, _who: Reader,
                   period: Annotated[str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")] = None) -> Response:
         """A prosumer's figures by UTC month, as `peerledger statement --json`
-        (no periods for a prosumer without bookings)."""
+        (no periods for a registered prosumer without bookings; 404 for one
+        neither registered nor booked, or a period the platform booked nothing in)."""
         backend = _backend(request)
         headers = _views_seq(backend, platform)
         return _json(queries.statement_doc(backend.store, platform, prosumer, period), headers)
@@ -768,6 +773,9 @@ def _read_routes(app: FastAPI) -> None:
             limit: Annotated[int, Query(ge=1, le=LOG_PAGE_MAX)] = 1000) -> Response:
         """The log, as `peerledger export` writes it (AUDIT.md §4), a page at a time."""
         store = _backend(request).store
+        head = queries.log_head(store, platform)
+        if from_seq > head + 1:  # head + 1 is the end of the log, where a follower waits
+            raise queries.NotFound(f"platform {platform!r} has {head} events: from_seq {from_seq} is past its end")
         lines = [s.state for s in store.read_log(platform, after_seq=from_seq - 1, upto_seq=from_seq - 1 + limit)]
         headers = {"X-Ledger-Next-Seq": str(from_seq + len(lines))}
         if NDJSON in request.headers.get("accept", ""):
@@ -791,7 +799,9 @@ def _audit_routes(app: FastAPI) -> None:
     def checkpoints(platform: PlatformId, request: Request, _who: Reader,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
         """The newest `limit` checkpoints, oldest first (`peerledger checkpoints --json`)."""
-        return _json(list_checkpoints(_backend(request).store, platform, limit))
+        store = _backend(request).store
+        queries.log_head(store, platform)
+        return _json(list_checkpoints(store, platform, limit))
 
     @app.get(base + "/proofs/inclusion", tags=["audit"], response_model=api.InclusionProof, responses=READ_ERRORS)
     def inclusion(platform: PlatformId, request: Request, _who: Reader,
