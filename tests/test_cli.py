@@ -147,6 +147,16 @@ def test_statement_of_a_prosumer_neither_registered_nor_booked_is_exit_4(worked_
     assert run("statement", "--platform", "demo", "--prosumer", "eve", db=worked_db).returncode == 4
 
 
+def test_a_registration_without_bookings_is_found_in_the_log_on_both_backends(db_url: str, tmp_path: Path):
+    events = tmp_path / "two.jsonl"
+    events.write_text("".join(json.dumps({"v": 1, "id": f"r{i}", "platform": "reg", "type": "prosumer.registered",
+                                          "at": "2026-12-01T00:00:00Z", "data": {"prosumer": who}}) + "\n"
+                              for i, who in enumerate(["ann", "ann.b"])))
+    assert run("ingest", str(events), db=db_url).returncode == 0
+    assert [run("statement", "--platform", "reg", "--prosumer", who, db=db_url).returncode
+            for who in ("ann", "ann.b", "an", "nn")] == [0, 0, 4, 4]
+
+
 def test_statement_of_a_period_the_platform_booked_nothing_in_is_exit_4(worked_db: str):
     r = run("statement", "--platform", "demo", "--prosumer", "carol", "--period", "2026-12", db=worked_db)
     assert r.returncode == 4 and "booked nothing in 2026-12" in r.stderr
