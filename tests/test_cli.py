@@ -105,6 +105,67 @@ def test_statement_json_by_utc_month(worked_db: str):
     assert [p["period"] for p in json.loads(one.stdout)["periods"]] == ["2026-10"]
 
 
+@pytest.mark.parametrize("command", [["balances"], ["digest"], ["explain", "--value", "v1"]])
+def test_as_of_past_the_log_s_head_is_not_found_exit_4(worked_db: str, command: list[str]):
+    """The worked log has 13 events: as of 13 is the head, as of 14 never was."""
+    assert run(*command, "--platform", "demo", "--as-of", "13", db=worked_db).returncode == 0
+    r = run(*command, "--platform", "demo", "--as-of", "14", db=worked_db)
+    assert (r.returncode, r.stdout) == (4, "")
+    assert "'demo' has 13 events: there is no state as of seq 14" in r.stderr
+
+
+def test_as_of_zero_is_the_empty_ledger_and_a_negative_seq_is_bad_usage(worked_db: str):
+    assert run("balances", "--platform", "demo", "--as-of", "0", "--json", db=worked_db).stdout.strip() == "[]"
+    r = run("digest", "--platform", "demo", "--as-of", "-1", db=worked_db)
+    assert r.returncode == 2 and "must be ≥ 0" in r.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ["balances"], ["digest"], ["digest", "--as-of", "0"], ["explain", "--value", "v1"],
+    ["statement", "--prosumer", "carol"], ["checkpoints"], ["verify"], ["export"],
+    ["prove", "inclusion", "--seq", "1"],
+])
+def test_an_unknown_platform_is_not_found_exit_4(worked_db: str, command: list[str]):
+    """`dem0` has no events: its balances are not those of an empty ledger."""
+    at = 2 if command[0] == "prove" else 1
+    r = run(*command[:at], "--platform", "dem0", *command[at:], db=worked_db)
+    assert (r.returncode, r.stdout) == (4, ""), r.stderr
+    assert "dem0" in r.stderr
+
+
+def test_statement_of_a_prosumer_neither_registered_nor_booked_is_exit_4(worked_db: str, tmp_path: Path):
+    r = run("statement", "--platform", "demo", "--prosumer", "dave", db=worked_db)
+    assert r.returncode == 4 and "no prosumer 'dave'" in r.stderr
+    dave = tmp_path / "dave.jsonl"
+    dave.write_text(json.dumps({"v": 1, "id": "e99", "platform": "demo", "type": "prosumer.registered",
+                                "at": "2026-12-01T00:00:00Z", "data": {"name": "\"prosumer\":\"eve\"",
+                                                                       "prosumer": "dave"}}) + "\n")
+    assert run("ingest", str(dave), db=worked_db).returncode == 0
+    registered = run("statement", "--platform", "demo", "--prosumer", "dave", "--json", db=worked_db)
+    assert registered.returncode == 0 and json.loads(registered.stdout)["periods"] == []
+    # a name that spells a registration registers nobody
+    assert run("statement", "--platform", "demo", "--prosumer", "eve", db=worked_db).returncode == 4
+
+
+def test_a_registration_without_bookings_is_found_in_the_log_on_both_backends(db_url: str, tmp_path: Path):
+    events = tmp_path / "two.jsonl"
+    events.write_text("".join(json.dumps({"v": 1, "id": f"r{i}", "platform": "reg", "type": "prosumer.registered",
+                                          "at": "2026-12-01T00:00:00Z", "data": {"prosumer": who}}) + "\n"
+                              for i, who in enumerate(["ann", "ann.b"])))
+    assert run("ingest", str(events), db=db_url).returncode == 0
+    assert [run("statement", "--platform", "reg", "--prosumer", who, db=db_url).returncode
+            for who in ("ann", "ann.b", "an", "nn")] == [0, 0, 4, 4]
+
+
+def test_statement_of_a_period_the_platform_booked_nothing_in_is_exit_4(worked_db: str):
+    r = run("statement", "--platform", "demo", "--prosumer", "carol", "--period", "2026-12", db=worked_db)
+    assert r.returncode == 4 and "booked nothing in 2026-12" in r.stderr
+    # @unattributed was booked only in November; October had bookings: an honest empty month
+    r = run("statement", "--platform", "demo", "--prosumer", "@unattributed", "--period", "2026-10", "--json",
+            db=worked_db)
+    assert r.returncode == 0 and json.loads(r.stdout)["periods"] == []
+
+
 def test_rejects_lists_code_message_raw_and_source(worked_db: str):
     docs = json.loads(run("rejects", "--platform", "demo", "--json", db=worked_db).stdout)
     assert [d["code"] for d in docs] == ["conflict", "insufficient_balance", "unknown_reference", "invalid",

@@ -91,7 +91,7 @@ def test_event_of_another_platform_is_rejected_invalid_and_filed_under_the_path_
     results = r.json()["results"]
     assert results[0]["outcome"] == "accepted"
     assert results[1]["code"] == "invalid" and "'theirs'" in results[1]["message"]
-    assert admin.get("/v1/platforms/theirs/log").json() == []
+    assert admin.get("/v1/platforms/theirs/log").status_code == 404  # nothing was appended there
     assert admin.get("/v1/platforms/theirs/rejects").json() == []
     assert admin.get("/v1/platforms/mine/rejects").json()[-1]["id"] == "sneaky"
 
@@ -167,6 +167,40 @@ def test_more_than_10000_events_is_413(admin: httpx.Client):
     assert admin.get("/v1/platforms/many/rejects").json() == []
 
 
+def test_a_json_array_of_a_million_tiny_items_is_413(admin: httpx.Client):
+    body = b"[" + b"0," * (1024 * 1024 - 1) + b"0]"  # 2 MiB
+    r = admin.post("/v1/platforms/many/events", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "10000" in r.json()["detail"]
+
+
+def _nested_event(platform: str, event_id: str, depth: int) -> bytes:
+    return json.dumps(event(platform, event_id)).encode().replace(b"}}", b', "name": ' + b"[" * depth + b"]" * depth
+                                                                    + b"}}")
+
+
+@pytest.mark.parametrize("depth", [300, 1000, 5000])
+def test_an_item_nested_too_deep_is_that_item_s_invalid_and_the_others_count(admin: httpx.Client, depth: int):
+    """Array elements and NDJSON lines alike: 200, the deep item rejected (kept),
+    its neighbours accepted."""
+    platform = f"deep{depth}"
+    items = [json.dumps(event(platform, "a")).encode(), _nested_event(platform, "b", depth),
+             json.dumps(event(platform, "c")).encode()]
+    for body, media in ((b"[" + b",".join(items) + b"]", "application/json"), (b"\n".join(items), NDJSON["content-type"])):
+        r = admin.post(f"/v1/platforms/{platform}/events", content=body, headers={"content-type": media})
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert [x["outcome"] for x in results[::2]] in (["accepted"] * 2, ["duplicate"] * 2)
+        assert results[1]["code"] == "invalid" and "deeper than 32 levels" in results[1]["message"]
+    assert [x["source"][-2:] for x in admin.get(f"/v1/platforms/{platform}/rejects").json()] == [":2", ":2"]
+
+
+def test_an_ndjson_line_of_a_form_feed_is_an_invalid_event_not_a_blank_line(admin: httpx.Client):
+    body = json.dumps(event("ff", "a")).encode() + b"\n\f\n\v\n \t\r\n" + json.dumps(event("ff", "b")).encode()
+    results = admin.post("/v1/platforms/ff/events", content=body, headers=NDJSON).json()["results"]
+    assert [x["outcome"] for x in results] == ["accepted", "rejected", "rejected", "accepted"]
+    assert [x["source"][-2:] for x in admin.get("/v1/platforms/ff/rejects").json()] == [":2", ":3"]
+
+
 def _batches_appended(metrics_text: str) -> float:
     for line in metrics_text.splitlines():
         if line.startswith('peerledger_batch_append_latency_seconds_count{source="http"}'):
@@ -208,7 +242,8 @@ def test_resending_a_post_gives_duplicates_and_changes_nothing(admin: httpx.Clie
     ("prosumers/carol/statement", ["statement", "--platform", "demo", "--prosumer", "carol"]),
     ("prosumers/carol/statement?period=2026-10",
      ["statement", "--platform", "demo", "--prosumer", "carol", "--period", "2026-10"]),
-    ("prosumers/nobody/statement", ["statement", "--platform", "demo", "--prosumer", "nobody"]),
+    ("prosumers/@unattributed/statement?period=2026-10",
+     ["statement", "--platform", "demo", "--prosumer", "@unattributed", "--period", "2026-10"]),
     ("rejects", ["rejects", "--platform", "demo"]),
     ("proofs/inclusion?seq=5", ["prove", "inclusion", "--platform", "demo", "--seq", "5"]),
     ("proofs/consistency?first=4&second=11", ["prove", "consistency", "--platform", "demo", "--from", "4", "--to", "11"]),
@@ -239,6 +274,33 @@ def test_digest_is_what_the_cli_prints(server: Server, admin: httpx.Client):
 
 def test_unknown_value_is_404(admin: httpx.Client):
     assert admin.get("/v1/platforms/demo/values/nope/explain").status_code == 404
+
+
+@pytest.mark.parametrize("path", [
+    "balances?as_of=14", "digest?as_of=14", "values/v1/explain?as_of=14", "log?from_seq=15",
+])
+def test_a_state_past_the_log_s_head_is_404(admin: httpx.Client, path: str):
+    """The worked log has 13 events: as_of 13 and from_seq 14 (the end) are fine."""
+    assert admin.get(f"/v1/platforms/demo/{path.replace('14', '13').replace('15', '14')}").status_code == 200
+    r = admin.get(f"/v1/platforms/demo/{path}")
+    assert r.status_code == 404 and "'demo' has 13 events" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("path", [
+    "balances", "digest", "digest?as_of=0", "values/v1/explain", "prosumers/carol/statement", "log",
+    "checkpoints", "proofs/inclusion?seq=1",
+])
+def test_a_platform_without_events_is_404_for_an_admin_too(admin: httpx.Client, path: str):
+    r = admin.get(f"/v1/platforms/dem0/{path}")
+    assert r.status_code == 404 and "dem0" in r.json()["detail"]
+
+
+def test_an_unknown_prosumer_or_a_period_without_bookings_is_404(server: Server, admin: httpx.Client):
+    r = admin.get("/v1/platforms/demo/prosumers/dave/statement")
+    assert r.status_code == 404 and "no prosumer 'dave'" in r.json()["detail"]
+    r = admin.get("/v1/platforms/demo/prosumers/carol/statement?period=2031-01")
+    assert r.status_code == 404 and "booked nothing in 2031-01" in r.json()["detail"]
+    assert cli(server.db_url, "statement", "--platform", "demo", "--prosumer", "dave").returncode == 4
 
 
 def test_log_is_the_canonical_event_bytes_as_ndjson_or_a_json_list(server: Server, admin: httpx.Client):

@@ -34,18 +34,18 @@ class Endpoint:
 
 ENDPOINTS = [
     Endpoint("post-events", "POST", "/v1/platforms/{p}/events", kind="write"),
-    Endpoint("balances", "GET", "/v1/platforms/{p}/balances", kind="read"),
-    Endpoint("balances-as-of", "GET", "/v1/platforms/{p}/balances?as_of=9", kind="read"),
-    Endpoint("digest", "GET", "/v1/platforms/{p}/digest", kind="read"),
+    Endpoint("balances", "GET", "/v1/platforms/{p}/balances", kind="read", needs_data=True),
+    Endpoint("balances-as-of", "GET", "/v1/platforms/{p}/balances?as_of=9", kind="read", needs_data=True),
+    Endpoint("digest", "GET", "/v1/platforms/{p}/digest", kind="read", needs_data=True),
     Endpoint("explain", "GET", "/v1/platforms/{p}/values/v1/explain", kind="read", needs_data=True),
-    Endpoint("statement", "GET", "/v1/platforms/{p}/prosumers/carol/statement?period=2026-10", kind="read"),
+    Endpoint("statement", "GET", "/v1/platforms/{p}/prosumers/carol/statement?period=2026-10", kind="read", needs_data=True),
     Endpoint("rejects", "GET", "/v1/platforms/{p}/rejects", kind="read"),
-    Endpoint("log", "GET", "/v1/platforms/{p}/log?from_seq=1&limit=5", kind="read"),
+    Endpoint("log", "GET", "/v1/platforms/{p}/log?from_seq=1&limit=5", kind="read", needs_data=True),
     Endpoint("flows", "GET", "/v1/platforms/{p}/flows", kind="read"),
     Endpoint("earners", "GET", "/v1/platforms/{p}/earners?period=2026-10&currency=USD", kind="read"),
     Endpoint("ingest-rate", "GET", "/v1/platforms/{p}/ingest-rate?minutes=5", kind="read"),
     Endpoint("checkpoint", "GET", "/v1/platforms/{p}/checkpoint", kind="read", needs_data=True),
-    Endpoint("checkpoints", "GET", "/v1/platforms/{p}/checkpoints", kind="read"),
+    Endpoint("checkpoints", "GET", "/v1/platforms/{p}/checkpoints", kind="read", needs_data=True),
     Endpoint("inclusion", "GET", "/v1/platforms/{p}/proofs/inclusion?seq=1", kind="read", needs_data=True),
     Endpoint("consistency", "GET", "/v1/platforms/{p}/proofs/consistency?first=1", kind="read", needs_data=True),
     Endpoint("payouts-plan", "GET", "/v1/platforms/{p}/payouts/plan?currency=USD&min_balance=1", kind="pay"),
@@ -76,7 +76,7 @@ def expected_status(token: str, platform: str, ep: Endpoint) -> int:
     if token == "ingest":
         return 403
     if platform == GHOST and ep.needs_data:
-        return 404
+        return 404  # a platform without events: not an empty answer
     return 200
 
 

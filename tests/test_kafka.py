@@ -482,6 +482,22 @@ def test_a_poison_message_never_blocks_its_partition(mock_kafka: MockKafka, sqli
     assert topic_offsets(bootstrap, topic, consumer.settings.group_id)[0] == 4
 
 
+def test_a_deeply_nested_message_is_rejected_and_its_partition_moves_on(mock_kafka: MockKafka, sqlite_url: str):
+    """300 levels (legal JSON, which used to crash the consumer at every restart)
+    and 5000 (past orjson's own limit): each `invalid`, the events after accepted."""
+    bootstrap = mock_kafka.bootstrap_servers
+    topic = mock_kafka.new_topic("deep")
+    registered = event("east", "e1", "prosumer.registered", {"prosumer": "ann"})
+    deep = [registered.replace(b'"ann"}', b'"ann","name":' + b"[" * n + b"]" * n + b"}") for n in (300, 5000)]
+    send_raw(bootstrap, topic, [(b"east", deep[0]), (b"east", deep[1]), (b"east", b"\f"), (b"east", registered)])
+    consumer = consume_in_process(bootstrap, topic, sqlite_url)
+    assert (consumer.summary.rejected, consumer.summary.accepted) == (3, 1)
+    dead = read_topic(bootstrap, topic + ".rejected")
+    assert [headers(r)[HEADER_SOURCE_OFFSET] for r in dead] == ["0", "1", "2"]
+    assert all("deeper than 32 levels" in headers(r)[HEADER_REASON_MESSAGE] for r in dead[:2])
+    assert topic_offsets(bootstrap, topic, consumer.settings.group_id)[0] == 4
+
+
 # -- the commit protocol -------------------------------------------------------------------
 
 

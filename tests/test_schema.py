@@ -17,7 +17,6 @@ from ledger.contract.schema import (
     InvalidEvent,
     ParsedEvent,
     canonical_bytes,
-    has_duplicate_keys,
     parse_event,
     validate_event_obj,
 )
@@ -463,14 +462,6 @@ def test_colons_and_whitespace_around_them_do_not_confuse_the_duplicate_check():
     )
     parsed = ok(raw)
     assert parsed.data["name"] == '::":\\:'
-
-
-def test_has_duplicate_keys_on_a_json_array():
-    good = b"[" + E1_LINE.strip() + b"," + E1_LINE.strip() + b"]"
-    assert not has_duplicate_keys(good, orjson.loads(good))
-    dup = b"[" + E1_LINE.strip() + b"," + E1_LINE.strip().replace(b'"id": "e1",', b'"id": "e1", "id": "e2",') + b"]"
-    assert has_duplicate_keys(dup, orjson.loads(dup))
-    assert not has_duplicate_keys(good.decode(), orjson.loads(good))
 
 
 # ------------------------------------------------------------------ the line
@@ -1158,3 +1149,61 @@ def test_canonical_bytes_of_a_parsed_event_reparse_to_the_same_event():
         again = parse_event(parsed.canonical)
         assert again.event == parsed.event and again.canonical == parsed.canonical
         assert canonical_bytes(parsed.event) == parsed.canonical
+
+
+# ------------------------------------------------------------------ hostile input
+
+
+def nest(depth: int, inner: bytes = b"") -> bytes:
+    return b"[" * depth + inner + b"]" * depth
+
+
+def test_nesting_deeper_than_32_levels_is_invalid_unparsed_and_names_the_limit():
+    """The envelope is level 1, so `data.name` holding 31 arrays nests 33 deep."""
+    event = line(with_data("prosumer.registered", name="X")).replace(b'"X"', nest(30))  # 32 deep
+    bad(event, "data.name: must be a string")  # judged by the schema: the depth is fine
+    for depth in (31, 300, 1000, 5000):  # 33 deep; orjson.dumps gives up at 255, orjson.loads at 1024
+        bad(line(with_data("prosumer.registered", name="X")).replace(b'"X"', nest(depth)),
+            "nest deeper than 32 levels")
+    assert not schema.nests_too_deep(nest(32)) and schema.nests_too_deep(nest(33))
+
+
+def test_brackets_inside_strings_do_not_count_toward_the_nesting():
+    name = "[" * 100 + '\\"{' * 50  # 150 openers, all inside one string (with escaped quotes)
+    assert ok(with_data("prosumer.registered", name=name[:200])).data["name"] == name[:200]
+    assert not schema.nests_too_deep(b'["' + b'[' * 100 + b'\\\\", "\\"' + b'{' * 50 + b'"]')
+    assert schema.nests_too_deep(b'["\\\\"' + b"[" * 40 + b"]" * 40 + b"]")  # the string ends after \\
+
+
+def test_any_parser_failure_on_an_event_is_invalid_never_an_escaping_exception(monkeypatch):
+    """RecursionError, MemoryError, ...: what a parser might raise on absurd
+    input is that input's `invalid`, with the failure named."""
+    for failure in (RecursionError("maximum recursion depth exceeded"), MemoryError(), UnicodeError("bad")):
+        def failing(_obj, *_args, failure=failure, **_kwargs):
+            raise failure
+        monkeypatch.setattr(schema._EVENT_ADAPTER, "validate_python", failing, raising=False)
+        named = "bad" if isinstance(failure, ValueError) else f"cannot be checked \\({type(failure).__name__}"
+        with pytest.raises(InvalidEvent, match=named):
+            parse_event(line(ev()))
+        with pytest.raises(InvalidEvent, match=named):
+            validate_event_obj(ev())
+
+
+def test_a_deep_value_handed_over_parsed_is_invalid_too():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    bad_obj = with_data("prosumer.registered", name="X")
+    bad_obj["data"]["name"] = deep
+    with pytest.raises(InvalidEvent):
+        validate_event_obj(bad_obj)
+
+
+def test_the_envelope_of_an_item_is_read_without_judging_it():
+    envelope = schema.read_envelope(line(ev(id="e1", platform="demo")))
+    assert (envelope.id, envelope.platform, envelope.type) == ("e1", "demo", "policy.set")
+    odd = schema.read_envelope(b'{"id": "not an id!", "platform": "Caps", "type": 7}')
+    assert (odd.id, odd.platform, odd.type) == ("not an id!", "Caps", None)
+    assert (odd.event_id, odd.platform_id) == (None, None)  # not filed under what they are not
+    for unreadable in (b"{not json", nest(1000), b"[]", b'"x"', b'{"platform": "p"' + b" " * MAX_LINE_BYTES + b"}"):
+        assert schema.read_envelope(unreadable) == schema.Envelope()

@@ -45,6 +45,7 @@ from ledger.cli.common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
     EXIT_OK,
+    EXIT_USAGE,
     err,
     open_store,
     out,
@@ -52,11 +53,9 @@ from ledger.cli.common import (
 )
 from ledger.contract.documents import consistency_doc, inclusion_doc
 from ledger.ingest.ingestor import ledger_time
-from ledger.storage.queries import balances_at
+from ledger.storage.queries import balances_at, log_head
 from ledger.storage.store import LogGap, Store
 from projections.balances import balances_digest
-
-EXIT_USAGE = 2
 
 
 def _usage(message: str) -> int:
@@ -133,6 +132,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
     with open_store(args) as store:
+        log_head(store, args.platform)  # no checkpoints of an unknown platform: not found, not an empty list
         create_audit_tables(store)
         checkpoints = list_checkpoints(store, args.platform, args.limit)
     if args.json:
@@ -198,11 +198,11 @@ def _print_proof(args: argparse.Namespace, proof: dict[str, Any]) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     with open_store(args) as store:
-        head = store.head(args.platform)
+        head = log_head(store, args.platform)
         upto = head if args.to is None else args.to
         if upto < 1:
             return _usage("--to must be ≥ 1")
-        if head == 0 or upto > head:
+        if upto > head:
             return _not_found(f"platform {args.platform!r} has {head} events, not {upto}")
         try:
             if args.output is None:

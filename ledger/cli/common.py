@@ -104,9 +104,21 @@ def instant(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def seq(text: str) -> int:
+    """A seq option: an integer ≥ 0 (0: before the first event)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+    return value
+
+
 def as_of_options(s: argparse.ArgumentParser) -> None:
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--as-of", type=int, metavar="SEQ", help="the state after the event at SEQ")
+    g.add_argument("--as-of", type=seq, metavar="SEQ",
+                   help="the state after the event at SEQ (at most the log's head; 0: before the first event)")
     g.add_argument("--as-of-time", type=instant, metavar="T",
                    help="RFC 3339: the state after the last event the ledger accepted at or before T")
 

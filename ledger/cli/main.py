@@ -38,7 +38,14 @@ from ledger.ingest.ingestor import (
 )
 from ledger.ingest.projector import Projector
 from ledger.ops.runtime import tune_gc
-from ledger.storage.queries import as_of_seq, balances_doc, explain_doc, statement_doc
+from ledger.storage.queries import (
+    NotFound,
+    as_of_seq,
+    balances_doc,
+    explain_doc,
+    log_head,
+    statement_doc,
+)
 from ledger.storage.store import Store
 from projections.balances import balances_digest
 
@@ -165,6 +172,8 @@ def cmd_rejects(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     with open_store(args) as store:
+        if args.platform:
+            log_head(store, args.platform)  # verifying an unknown platform would report an empty log as OK
         platforms = [args.platform] if args.platform else store.platforms()
         reports = [verify(store, p) for p in platforms]
     status = EXIT_OK
@@ -279,11 +288,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "period", None) and not is_period(args.period):
         err.print(f"--period must be YYYY-MM, got {args.period!r}")
-        return 2
+        return EXIT_USAGE
     try:
         return int(args.func(args))
     except BrokenPipeError:
         return EXIT_OK
+    except NotFound as e:
+        err.print(f"peerledger: {e}")
+        return EXIT_NOT_FOUND
     except (ValueError, OSError) as e:
         err.print(f"peerledger: {e}")
         return EXIT_FAILURE

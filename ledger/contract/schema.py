@@ -8,6 +8,11 @@ elsewhere.
 
 Decisions taken where EVENTS.md is silent (to be copied into the project docs):
 
+* Nesting: a line (or HTTP array element, or Kafka value) whose arrays and
+  objects nest deeper than ``JSON_DEPTH_MAX`` is rejected before any parser
+  recurses into it; see :func:`nests_too_deep`.  Any other failure of a parser
+  or serialiser on hostile input is that input's ``invalid`` too: nothing but
+  :class:`InvalidEvent` leaves :func:`parse_event` or :func:`validate_event_obj`.
 * Line length: the limit ``MAX_LINE_BYTES`` applies to the line *without* its
   terminator ("\\n" or "\\r\\n", of which one is stripped).  A longer line is
   rejected before any JSON parsing.  Inside the line, ordinary JSON whitespace
@@ -15,7 +20,7 @@ Decisions taken where EVENTS.md is silent (to be copied into the project docs):
   the caller's job.
 * Duplicate keys in any JSON object are invalid (``{"v":1,"v":1,...}`` is
   ambiguous: parsers disagree on which value wins).  The check is exact and costs
-  a few ``bytes.count`` calls; see :func:`has_duplicate_keys`.
+  a few ``bytes.count`` calls; see ``_colon_counts_agree``.
 * ``at``: RFC 3339 ``date-time`` with upper-case ``T`` and ``Z``; seconds are
   required, the fraction may have any number of digits; offsets ``+hh:mm`` /
   ``-hh:mm`` with hh <= 23 (``-00:00`` is accepted and means UTC).  Leap seconds
@@ -37,6 +42,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Annotated, Any, Literal, NotRequired, Union
 
 import orjson
@@ -47,6 +53,11 @@ from projections.periods import utc_instant
 
 __all__ = [
     "MAX_LINE_BYTES",
+    "JSON_DEPTH_MAX",
+    "Envelope",
+    "read_envelope",
+    "nests_too_deep",
+    "JSON_ESCAPE",
     "EVENT_TYPES",
     "InvalidEvent",
     "ParsedEvent",
@@ -54,7 +65,6 @@ __all__ = [
     "validate_event_obj",
     "at_error",
     "canonical_bytes",
-    "has_duplicate_keys",
     "ID_PATTERN",
     "PLATFORM_PATTERN",
     "CURRENCY_PATTERN",
@@ -65,6 +75,12 @@ __all__ = [
 ]
 
 MAX_LINE_BYTES: int = 1024 * 1024  # 1 MiB, excluding the line terminator
+# The deepest nesting of arrays and objects an offered item may have.  A valid
+# event nests 3 deep (envelope → data → authors or components); the bound leaves
+# room for a future field or two and stays far below the depth at which any
+# parser we use recurses into trouble (orjson.dumps gives up at 255, the
+# stdlib json and pydantic near Python's recursion limit of 1000).
+JSON_DEPTH_MAX = 32
 
 EVENT_TYPES: tuple[str, ...] = (
     "prosumer.registered",
@@ -305,15 +321,8 @@ class InvalidEvent(Exception):
 
 
 def _invalid(message: str, obj: object = None) -> InvalidEvent:
-    event_id = platform = None
-    if type(obj) is dict:
-        i = obj.get("id")
-        if type(i) is str and _ID_RE.fullmatch(i):
-            event_id = i
-        p = obj.get("platform")
-        if type(p) is str and _PLATFORM_RE.fullmatch(p):
-            platform = p
-    return InvalidEvent(message, event_id, platform)
+    envelope = Envelope.of(obj)
+    return InvalidEvent(message, envelope.event_id, envelope.platform_id)
 
 
 def _show(value: object, limit: int = 60) -> str:
@@ -466,6 +475,83 @@ def at_error(at: str) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- nesting
+#
+# The depth is checked on the raw bytes, before orjson, pydantic or the stdlib
+# json (duplicate keys) recurse into the value.  Brackets inside strings do not
+# count, so the strings are cut out first, by two linear regex passes that never
+# backtrack: every escape (a backslash and the byte after it, paired from the
+# left as JSON pairs them) is dropped, after which every remaining '"' is a
+# string delimiter and '"[^"]*"' spans exactly one string.  On text that is
+# not JSON the count may be off after the first syntax error, but no parser
+# gets that far.
+
+# A backslash and the byte after it: one escape, or garbage outside a string.
+JSON_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+_DEPTH_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 and -1 as signed bytes
+_NOT_A_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def nests_too_deep(raw: bytes) -> bool:
+    """Whether the JSON text `raw` nests arrays and objects deeper than JSON_DEPTH_MAX.
+
+    ``{}`` nests 1 deep, ``{"data": {"authors": {}}}`` 3.  Linear in the length
+    of `raw` and never recursive; a text with at most JSON_DEPTH_MAX opening
+    brackets (every valid event) is answered by two ``bytes.count`` calls.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= JSON_DEPTH_MAX:
+        return False
+    outside_strings = _STRING.sub(b"", JSON_ESCAPE.sub(b"", raw))
+    steps = outside_strings.translate(_DEPTH_STEP, _NOT_A_BRACKET)
+    return max(accumulate(memoryview(steps).cast("b")), default=0) > JSON_DEPTH_MAX
+
+
+def _too_deep() -> InvalidEvent:
+    return InvalidEvent(f"line: arrays and objects nest deeper than {JSON_DEPTH_MAX} levels "
+                        "(an event needs 3); not parsed")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What an offered item says it is, before it is judged: its ``id``,
+    ``platform`` and ``type`` when it is a JSON object holding them as strings
+    (each None otherwise).  Routing needs these before the schema speaks: the
+    platform of an HTTP path or a Kafka key, the event types a token may post."""
+
+    id: str | None = None
+    platform: str | None = None
+    type: str | None = None
+
+    @classmethod
+    def of(cls, obj: object) -> Envelope:
+        if type(obj) is not dict:
+            return cls()
+        return cls(*(value if type(value := obj.get(name)) is str else None
+                     for name in ("id", "platform", "type")))
+
+    @property
+    def event_id(self) -> str | None:
+        """The id, if it is one (to file a reject under)."""
+        return self.id if self.id is not None and _ID_RE.fullmatch(self.id) else None
+
+    @property
+    def platform_id(self) -> str | None:
+        """The platform, if it is a platform id (to file a reject under)."""
+        return self.platform if self.platform is not None and _PLATFORM_RE.fullmatch(self.platform) else None
+
+
+def read_envelope(raw: bytes) -> Envelope:
+    """The envelope of a raw item, never raising: an empty one for anything
+    parse_event would refuse unread (too long, too deep) or cannot parse."""
+    if len(raw) > MAX_LINE_BYTES + 2 or nests_too_deep(raw):  # + 2: a line's terminator
+        return Envelope()
+    try:
+        return Envelope.of(orjson.loads(raw))
+    except Exception:  # not JSON, or absurd input (MemoryError): nothing to read
+        return Envelope()
+
+
 # ------------------------------------------------------------ duplicate keys
 #
 # orjson silently keeps one value of a duplicated key.  We detect duplicates
@@ -515,27 +601,6 @@ def _colon_counts_agree(raw: bytes, reserialised: bytes) -> bool:
     if b"\\" in raw:  # T can only be non-zero if there is a backslash at all
         c += raw.count(b"\\u003a") + raw.count(b"\\u003A")
     return c == reserialised.count(b":")
-
-
-def has_duplicate_keys(raw: bytes | str, parsed: object) -> bool:
-    """Exactly whether the JSON text `raw` (which parsed to `parsed`) repeats a key.
-
-    (Also True, to be safe, in the practically impossible case where the stdlib
-    parser cannot decide, e.g. nesting beyond its recursion limit.)  For callers that parse a whole document themselves (e.g. an HTTP body holding a
-    JSON array of events) and then call :func:`validate_event_obj` per element.
-    """
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8")
-    try:
-        again = orjson.dumps(parsed)
-    except TypeError:
-        again = None
-    if again is not None and _colon_counts_agree(raw, again):
-        return False
-    try:
-        return _find_duplicate_key(raw) is not None
-    except Exception:
-        return True  # cannot prove there is none: be careful
 
 
 # --------------------------------------------------------------- the event
@@ -601,10 +666,13 @@ def _validate(obj: object) -> None:
 
 
 def parse_event(line: bytes | str) -> ParsedEvent:
-    """Parse and validate one line (JSON Lines, UTF-8).  Raises InvalidEvent.
+    """Parse and validate one line (JSON Lines, UTF-8).  Raises InvalidEvent,
+    and nothing else whatever the bytes (a TypeError only for an argument that
+    is not text at all: a caller's bug).
 
     One trailing "\\n" or "\\r\\n" is stripped.  A line longer than MAX_LINE_BYTES
-    (terminator excluded) is rejected without being parsed.
+    (terminator excluded), or nesting deeper than JSON_DEPTH_MAX, is rejected
+    without being parsed.
     """
     if type(line) is not bytes:
         if isinstance(line, str):
@@ -618,10 +686,27 @@ def parse_event(line: bytes | str) -> ParsedEvent:
             line = bytes(line)
         else:
             raise TypeError(f"parse_event() needs bytes or str, got {type(line).__name__}")
+    try:
+        return _parse_line(line)
+    except InvalidEvent:
+        raise
+    except Exception as e:
+        raise _unreadable(e) from None
+
+
+def _unreadable(e: Exception) -> InvalidEvent:
+    """A parser or serialiser failed on hostile input (no valid event makes one
+    fail): that input is `invalid`, it never crashes its batch."""
+    return InvalidEvent(f"event: cannot be checked ({type(e).__name__}: {_show(str(e))})")
+
+
+def _parse_line(line: bytes) -> ParsedEvent:
     if line[-1:] == b"\n":
         line = line[:-2] if line[-2:-1] == b"\r" else line[:-1]
     if len(line) > MAX_LINE_BYTES:
         raise InvalidEvent(f"line: {len(line)} bytes, longer than {MAX_LINE_BYTES} bytes")
+    if nests_too_deep(line):
+        raise _too_deep()
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as e:
@@ -635,8 +720,8 @@ def parse_event(line: bytes | str) -> ParsedEvent:
             if not _colon_counts_agree(line, orjson.dumps(obj)):
                 try:
                     key = _find_duplicate_key(line)
-                except Exception:  # e.g. nesting too deep for the stdlib parser
-                    key = None  # keep the validation error
+                except Exception:  # the stdlib parser cannot decide: keep the validation error
+                    key = None
             if key is not None:
                 raise _invalid(f"event: duplicate key {_show(key)} in a JSON object", obj) from None
         raise
@@ -649,25 +734,30 @@ def parse_event(line: bytes | str) -> ParsedEvent:
 def _raise_duplicate(line: bytes, obj: object) -> None:
     try:
         key = _find_duplicate_key(line)
-    except Exception as e:  # e.g. nesting too deep for the stdlib parser
+    except Exception as e:  # the stdlib parser cannot decide
         raise _invalid(f"event: cannot check for duplicate keys ({type(e).__name__})", obj) from None
     if key is not None:
         raise _invalid(f"event: duplicate key {_show(key)} in a JSON object", obj)
 
 
 def validate_event_obj(obj: object) -> ParsedEvent:
-    """Validate an already parsed JSON value (e.g. one element of an HTTP JSON array).
+    """Validate an already parsed JSON value.  Raises InvalidEvent, and nothing
+    else whatever the value.
 
     `obj` must consist of plain JSON types (dict, list, str, int, bool, None; no
-    subclasses).  Duplicate keys cannot be seen here: the caller's parser has already
-    merged them; see has_duplicate_keys.  Raises InvalidEvent.
+    subclasses).  Duplicate keys cannot be seen here: the caller's parser has
+    already merged them, so offer raw bytes (parse_event) where there are any.
     """
-    _validate(obj)
     try:
+        _validate(obj)
         _check_json_value(obj)
         canonical = orjson.dumps(obj, option=_SORT)
+    except InvalidEvent:
+        raise
     except (TypeError, ValueError) as e:
         raise _invalid(f"event: {e}", obj) from None
+    except Exception as e:
+        raise _unreadable(e) from None
     return ParsedEvent(obj, canonical)  # type: ignore[arg-type]
 
 

@@ -80,13 +80,11 @@ from ledger.contract import rules
 from ledger.contract.schema import (
     AT_PATTERN,
     EVENT_TYPES,
-    ID_PATTERN,
     MAX_AMOUNT,
     MAX_TEXT,
     PLATFORM_PATTERN,
     InvalidEvent,
     parse_event,
-    validate_event_obj,
 )
 from ledger.http import dashboard
 from ledger.http.metrics import HttpMetrics, MetricsMiddleware
@@ -97,6 +95,8 @@ from ledger.ingest.sources import (
     BATCH_MAX_EVENTS,
     EVENTS_PER_REQUEST_MAX,
     BodyError,
+    BodyItem,
+    BodyTooLarge,
     Offered,
     array_items,
     ndjson_items,
@@ -141,7 +141,6 @@ NDJSON = "application/x-ndjson"
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
 
-_ID_RE = re.compile(ID_PATTERN[1:-1])
 _PLATFORM_RE = re.compile(PLATFORM_PATTERN[1:-1])
 
 
@@ -181,31 +180,29 @@ class RequestWriter:
             items = ndjson_items(job.body) if job.ndjson else array_items(job.body)
         except BodyError as e:
             return _error_reply(400, str(e))
-        if len(items) > EVENTS_PER_REQUEST_MAX:
-            return _error_reply(413, f"{len(items)} events, more than {EVENTS_PER_REQUEST_MAX} in one request")
+        except BodyTooLarge as e:
+            return _error_reply(413, str(e))
         if job.event_types is not None:
-            for number, obj, _ in items:
-                kind = obj.get("type") if type(obj) is dict else None
+            for item in items:
+                kind = item.envelope.type
                 if kind in EVENT_TYPES and kind not in job.event_types:
-                    return _error_reply(403, f"this token may not post {kind!r} events (item {number}); "
+                    return _error_reply(403, f"this token may not post {kind!r} events (item {item.number}); "
                                              f"allowed: {', '.join(sorted(job.event_types))}; nothing was ingested")
         now = ledger_time()
         outcomes: list[Outcome | None] = [None] * len(items)
         refused: list[RejectRecord] = []
         offered: list[tuple[int, Offered]] = []
-        for i, (number, obj, payload) in enumerate(items):
-            source = f"http:{job.token_id}:{number}"
-            if type(obj) is dict and obj.get("platform") == job.platform:
-                offered.append((i, Offered(payload, source)))
+        for i, item in enumerate(items):
+            source = f"http:{job.token_id}:{item.number}"
+            if item.envelope.platform == job.platform:
+                offered.append((i, Offered(item.payload, source)))
                 continue
             # Filed under the path's platform whatever the event claims: a sender
             # can only ever add to its own platform's rejects.
-            event_id = obj.get("id") if type(obj) is dict else None
-            event_id = event_id if type(event_id) is str and _ID_RE.fullmatch(event_id) else None
-            message = _foreign_message(obj, payload, job.platform)
+            event_id = item.envelope.event_id
+            message = _foreign_message(item, job.platform)
             outcomes[i] = Outcome(REJECTED, event_id, job.platform, code=rules.INVALID, message=message)
-            raw = payload if isinstance(payload, bytes) else _dumps(payload)
-            refused.append(RejectRecord(job.platform, event_id, rules.INVALID, message, raw, source, now))
+            refused.append(RejectRecord(job.platform, event_id, rules.INVALID, message, item.payload, source, now))
         if refused:
             self.store.append(AppendBatch(rejects=refused))
         batch_seconds = []
@@ -230,15 +227,12 @@ class RequestWriter:
         return IngestReply(200, body, dict(counts), batch_seconds, self.ingestor.head_seq(job.platform))
 
 
-def _foreign_message(obj: object, payload: object, platform: str) -> str:
-    """Why an event that does not carry the path's platform is invalid."""
-    if type(obj) is dict and type(obj.get("platform")) is str:
-        return f"platform: {obj['platform']!r} is not the platform of the path ({platform!r})"
+def _foreign_message(item: BodyItem, platform: str) -> str:
+    """Why an item that does not carry the path's platform is invalid."""
+    if item.envelope.platform is not None:
+        return f"platform: {item.envelope.platform!r} is not the platform of the path ({platform!r})"
     try:
-        if isinstance(payload, bytes):
-            parse_event(payload)
-        else:
-            validate_event_obj(payload)
+        parse_event(item.payload)
     except InvalidEvent as e:
         return e.message
     raise AssertionError("only events without the path's platform are refused here, and those are invalid")
@@ -620,6 +614,10 @@ def create_app(db_url: str, projector: bool = True) -> FastAPI:
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors())
         return JSONResponse({"detail": problems or "bad request"}, status_code=400)
 
+    @app.exception_handler(queries.NotFound)
+    async def not_found(_request: Request, exc: queries.NotFound) -> Response:
+        return _json({"detail": str(exc)}, status=404)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         return _json({"detail": str(exc.detail)}, headers=exc.headers, status=exc.status_code)
@@ -724,7 +722,8 @@ def _read_routes(app: FastAPI) -> None:
     def statement(platform: PlatformId, prosumer: str, request: Request, _who: Reader,
                   period: Annotated[str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")] = None) -> Response:
         """A prosumer's figures by UTC month, as `peerledger statement --json`
-        (no periods for a prosumer without bookings)."""
+        (no periods for a registered prosumer without bookings; 404 for one
+        neither registered nor booked, or a period the platform booked nothing in)."""
         backend = _backend(request)
         headers = _views_seq(backend, platform)
         return _json(queries.statement_doc(backend.store, platform, prosumer, period), headers)
@@ -762,6 +761,9 @@ def _read_routes(app: FastAPI) -> None:
             limit: Annotated[int, Query(ge=1, le=LOG_PAGE_MAX)] = 1000) -> Response:
         """The log, as `peerledger export` writes it (AUDIT.md §4), a page at a time."""
         store = _backend(request).store
+        head = queries.log_head(store, platform)
+        if from_seq > head + 1:  # head + 1 is the end of the log, where a follower waits
+            raise queries.NotFound(f"platform {platform!r} has {head} events: from_seq {from_seq} is past its end")
         lines = [s.state for s in store.read_log(platform, after_seq=from_seq - 1, upto_seq=from_seq - 1 + limit)]
         headers = {"X-Ledger-Next-Seq": str(from_seq + len(lines))}
         if NDJSON in request.headers.get("accept", ""):
@@ -827,7 +829,9 @@ def _audit_routes(app: FastAPI) -> None:
     def checkpoints(platform: PlatformId, request: Request, _who: Reader,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
         """The newest `limit` checkpoints, oldest first (`peerledger checkpoints --json`)."""
-        return _json(list_checkpoints(_backend(request).store, platform, limit))
+        store = _backend(request).store
+        queries.log_head(store, platform)
+        return _json(list_checkpoints(store, platform, limit))
 
     @app.get(base + "/proofs/inclusion", tags=["audit"], response_model=api.InclusionProof, responses=READ_ERRORS)
     def inclusion(platform: PlatformId, request: Request, _who: Reader,

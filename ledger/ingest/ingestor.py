@@ -52,7 +52,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
 from eventsourcing.persistence import StoredEvent
 
 from ledger.contract import rules
@@ -60,7 +59,6 @@ from ledger.contract.schema import (
     InvalidEvent,
     ParsedEvent,
     parse_event,
-    validate_event_obj,
 )
 from ledger.ingest.sources import BATCH_MAX_EVENTS, Offered
 from ledger.ops.runtime import cache_budget_bytes
@@ -158,11 +156,8 @@ class Ingestor:
         parsed: list[ParsedEvent | InvalidEvent] = []
         for offered in batch:
             try:
-                if isinstance(offered.payload, (bytes, bytearray, memoryview)):
-                    parsed.append(parse_event(bytes(offered.payload)))
-                else:
-                    parsed.append(validate_event_obj(offered.payload))
-            except InvalidEvent as e:
+                parsed.append(parse_event(offered.payload))
+            except InvalidEvent as e:  # the only thing parse_event raises, whatever the bytes
                 parsed.append(e)
         platforms = sorted({p.platform for p in parsed if isinstance(p, ParsedEvent)})
         for _attempt in range(APPEND_RETRIES_MAX):
@@ -222,7 +217,7 @@ class Ingestor:
             if isinstance(item, InvalidEvent):
                 outcomes.append(Outcome(REJECTED, item.event_id, item.platform, code=rules.INVALID, message=item.message))
                 appending.rejects.append(RejectRecord(item.platform, item.event_id, rules.INVALID, item.message,
-                                                      _raw(offered.payload), offered.source, now))
+                                                      offered.payload, offered.source, now))
                 continue
             fold = folds[item.platform]
             event = item.event
@@ -240,7 +235,7 @@ class Ingestor:
             if refusal is not None:
                 outcomes.append(Outcome(REJECTED, event_id, item.platform, code=refusal.code, message=refusal.message))
                 appending.rejects.append(RejectRecord(item.platform, event_id, refusal.code, refusal.message,
-                                                      _raw(offered.payload), offered.source, now))
+                                                      offered.payload, offered.source, now))
                 continue
             seq = fold.seq + 1
             applied = fold.apply(event, seq)
@@ -252,12 +247,3 @@ class Ingestor:
             outcomes.append(Outcome(ACCEPTED, event_id, item.platform, seq=seq))
         appending.states = [folds[p].state.changes() for p in sorted(folds) if folds[p].state.dirty]
         return outcomes, appending
-
-
-def _raw(payload: bytes | object) -> bytes:
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        return bytes(payload)
-    try:
-        return orjson.dumps(payload)
-    except TypeError:
-        return repr(payload).encode("utf-8", "replace")

@@ -5,14 +5,17 @@ that is not an event is still an item, and the ingestor rejects it."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-import orjson
-
-from ledger.contract.schema import MAX_LINE_BYTES, has_duplicate_keys
+from ledger.contract.schema import (
+    JSON_DEPTH_MAX,
+    JSON_ESCAPE,
+    MAX_LINE_BYTES,
+    Envelope,
+    read_envelope,
+)
 
 # One transaction per batch: big enough that the commit's fsync is amortised,
 # small enough that a batch's rows fit comfortably in memory and a crash
@@ -21,15 +24,18 @@ BATCH_MAX_EVENTS = 1000
 BATCH_MAX_BYTES = 16 * 1024 * 1024
 # The most events one HTTP request may carry (else 413).
 EVENTS_PER_REQUEST_MAX = 10_000
-# A value that is not JSON (an NDJSON line the ingestor will reject `invalid`).
-NOT_JSON = object()
+# JSON's whitespace (RFC 8259): a line holding nothing else is blank.  Not
+# bytes.strip()'s set, which also holds \f, \v and \x1c-\x1f: a line of those
+# is content, an `invalid` event.
+JSON_WHITESPACE = b" \t\r\n"
 
 
 @dataclass(frozen=True, slots=True)
 class Offered:
-    """One event as offered: a raw line or a parsed JSON value, and its origin."""
+    """One event as offered: its raw bytes (a line, an NDJSON line, an array
+    element, a Kafka message's value) and where it came from."""
 
-    payload: bytes | object
+    payload: bytes
     source: str
 
 
@@ -38,7 +44,7 @@ def batches(items: Iterable[Offered]) -> Iterator[list[Offered]]:
     batch: list[Offered] = []
     size_bytes = 0
     for item in items:
-        n = len(item.payload) if isinstance(item.payload, (bytes, bytearray)) else 0
+        n = len(item.payload)
         if batch and (len(batch) >= BATCH_MAX_EVENTS or size_bytes + n > BATCH_MAX_BYTES):
             yield batch
             batch, size_bytes = [], 0
@@ -49,7 +55,7 @@ def batches(items: Iterable[Offered]) -> Iterator[list[Offered]]:
 
 
 def read_lines(stream: Any, name: str) -> Iterator[Offered]:
-    """JSON Lines from a binary stream; blank lines are skipped.
+    """JSON Lines from a binary stream; blank lines (JSON whitespace only) are skipped.
 
     A line longer than MAX_LINE_BYTES is not read whole into memory: its
     first bytes are kept for the reject record and the rest is skipped.
@@ -66,64 +72,151 @@ def read_lines(stream: Any, name: str) -> Iterator[Offered]:
                 line = stream.readline(MAX_LINE_BYTES)
             yield Offered(head, f"{name}:{number}")
             continue
-        if line.strip():
+        if line.strip(JSON_WHITESPACE):
             yield Offered(line, f"{name}:{number}")
 
+
+# -- HTTP bodies --------------------------------------------------------------
+#
+# A body is cut into items without parsing it whole: each item is a slice of
+# the body, and the items are counted while they are cut, so a body of a
+# million tiny items is refused (413) after EVENTS_PER_REQUEST_MAX + 1 of them,
+# having built nothing but those slices.  Each item is then parsed on its own
+# (`parse_event`, bounded by MAX_LINE_BYTES and JSON_DEPTH_MAX like a line of
+# a file), so the Python objects of one request never outgrow one item.
 
 
 class BodyError(ValueError):
     """The body as a whole cannot be read (400)."""
 
 
-# (number, parsed value or NOT_JSON, payload for the Ingestor): the number is
-# the 1-based line (NDJSON) or array index, and names the event in its source.
-Item = tuple[int, object, object]
+class BodyTooLarge(ValueError):
+    """The body holds more items than one request may (413)."""
 
 
-def ndjson_items(body: bytes) -> list[Item]:
+@dataclass(frozen=True, slots=True)
+class BodyItem:
+    """One item of a body: its 1-based line (NDJSON) or array index, which names
+    it in its source, its bytes, and what it says it is (for routing)."""
+
+    number: int
+    payload: bytes
+    envelope: Envelope
+
+
+def _count(items: int) -> None:
+    """Refuse the body on its item EVENTS_PER_REQUEST_MAX + 1, before cutting it."""
+    if items >= EVENTS_PER_REQUEST_MAX:
+        raise BodyTooLarge(f"more than {EVENTS_PER_REQUEST_MAX} events in one request")
+
+
+def _item(number: int, payload: bytes) -> BodyItem:
+    return BodyItem(number, payload, read_envelope(payload))
+
+
+# A line with something besides JSON whitespace.  Anchored at line starts and
+# possessive, so a long blank run is scanned once, never again from each byte.
+_CONTENT_LINE = re.compile(rb"^[ \t\r]*+[^ \t\r\n][^\n]*+", re.MULTILINE)
+
+
+def ndjson_items(body: bytes) -> list[BodyItem]:
     """One event per line; blank lines are skipped, as in files.  A line that
     is not JSON is still an item: the Ingestor rejects it `invalid`."""
-    items: list[Item] = []
-    for number, line in enumerate(body.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            obj = NOT_JSON
-        items.append((number, obj, line))
+    items: list[BodyItem] = []
+    number, counted_to = 1, 0
+    for line in _CONTENT_LINE.finditer(body):
+        number += body.count(b"\n", counted_to, line.start())
+        counted_to = line.start()
+        _count(len(items))
+        items.append(_item(number, line[0]))
     return items
 
 
-def array_items(body: bytes) -> list[Item]:
-    """The elements of a JSON array body, each handed on parsed; when the body
-    repeats a key somewhere, each element's own text instead, so that the
-    schema names the element whose key is repeated."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise BodyError(f"body: not valid JSON: {e}") from None
-    if type(parsed) is not list:
+def _nested(levels: int) -> bytes:
+    """A pattern for one array or object nesting at most `levels` deep, each
+    string skipped whole.  Possessive throughout: it never backtracks, so a
+    match costs one pass over the text it spans."""
+    group = b""
+    for _ in range(levels):
+        inner = rb'[^"\[\]{}]++|"[^"]*+"' + (b"|" + group if group else b"")
+        group = rb"[\[{](?:" + inner + rb")*+[\]}]"
+    return group
+
+
+# The text of one array element (up to the ',' or ']' after it), on a body
+# whose escapes are masked: every '"' left is a string's delimiter.  Elements
+# nesting deeper than JSON_DEPTH_MAX stop it at their too-deep bracket.
+_ELEMENT = re.compile(rb'(?:[^"\[\]{},]++|"[^"]*+"|' + _nested(JSON_DEPTH_MAX) + rb")*+")
+# A string, or a run of opening or of closing brackets (one token for a whole
+# run: the slow path below then walks plain deep nesting in two steps).
+_STRING_OR_BRACKETS = re.compile(rb'"[^"]*+"|[\[{]++|[\]}]++')
+_SPACE = re.compile(rb"[ \t\r\n]*+")
+
+
+def array_items(body: bytes) -> list[BodyItem]:
+    """The elements of a JSON array body, each its own exact text.
+
+    The array itself must be well formed (400 otherwise: not an array, an
+    empty element, not closed, text after it); what an element holds is that
+    item's business (`invalid` if it is not an event, however malformed).
+    """
+    # Escapes masked in place, so positions in `masked` are positions in `body`;
+    # the masked copy is gone before any element is parsed.
+    spans = _element_spans(JSON_ESCAPE.sub(b"__", body))
+    return [_item(number, body[start:end].rstrip(JSON_WHITESPACE)) for number, (start, end) in enumerate(spans, 1)]
+
+
+def _element_spans(masked: bytes) -> list[tuple[int, int]]:
+    """Where each element of the array is, or BodyError / BodyTooLarge."""
+    position = _SPACE.match(masked).end()
+    if masked[position:position + 1] != b"[":
         raise BodyError("body: must be a JSON array of events (or send application/x-ndjson)")
-    if len(parsed) > EVENTS_PER_REQUEST_MAX or not has_duplicate_keys(body, parsed):
-        return [(i, obj, obj) for i, obj in enumerate(parsed, start=1)]
-    texts = _element_texts(body)
-    return [(i, obj, text) for i, (obj, text) in enumerate(zip(parsed, texts), start=1)]
+    position = _SPACE.match(masked, position + 1).end()
+    spans: list[tuple[int, int]] = []
+    if masked[position:position + 1] == b"]":
+        return _after_array(masked, position, spans)
+    while True:
+        end = _element_end(masked, position)
+        separator = masked[end:end + 1]
+        if separator not in (b",", b"]"):
+            what = f"unexpected {separator.decode('latin-1')!r}" if separator else "the array is not closed"
+            raise BodyError(f"body: not valid JSON: {what} at byte {end}")
+        if end == position:  # nothing but the whitespace already skipped
+            raise BodyError(f"body: not valid JSON: empty element at byte {position}")
+        _count(len(spans))
+        spans.append((position, end))
+        if separator == b"]":
+            return _after_array(masked, end, spans)
+        position = _SPACE.match(masked, end + 1).end()
 
 
-def _element_texts(body: bytes) -> list[bytes]:
-    """The exact text of each element of a JSON array (slow path, stdlib)."""
-    text = body.decode("utf-8")
-    decoder = json.JSONDecoder()
-    ws = re.compile(r"[ \t\n\r]*")
-    position = ws.match(text, text.index("[") + 1).end()
-    texts = []
-    while text[position] != "]":
-        _, end = decoder.raw_decode(text, position)
-        texts.append(text[position:end].encode("utf-8"))
-        position = ws.match(text, end).end()
-        if text[position] == ",":
-            position = ws.match(text, position + 1).end()
-    return texts
+def _after_array(masked: bytes, closing: int, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    if _SPACE.match(masked, closing + 1).end() != len(masked):
+        raise BodyError(f"body: not valid JSON: text after the array at byte {closing + 1}")
+    return spans
 
 
+def _element_end(masked: bytes, position: int) -> int:
+    """Where the element starting at `position` ends (its ',' or ']', or the
+    end of the body)."""
+    while True:
+        position = _ELEMENT.match(masked, position).end()
+        if masked[position:position + 1] not in (b"[", b"{"):
+            return position
+        position = _group_end(masked, position)
+
+
+def _group_end(masked: bytes, opening: int) -> int:
+    """Just after the bracket closing the one at `opening`, at any depth (or
+    the end of the body): the slow path, one token at a time, for an element
+    nesting deeper than JSON_DEPTH_MAX, which its item then rejects."""
+    depth = 0
+    for token in _STRING_OR_BRACKETS.finditer(masked, opening):
+        start, end = token.span()
+        if masked[start] in b"[{":
+            depth += end - start
+        elif masked[start] in b"]}":
+            if end - start >= depth:
+                return start + depth
+            depth -= end - start
+    return len(masked)

@@ -78,7 +78,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from kafka import (
     ConsumerRebalanceListener,
     KafkaConsumer,
@@ -89,7 +88,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ledger.contract import rules
-from ledger.contract.schema import ID_PATTERN, MAX_LINE_BYTES, PLATFORM_PATTERN
+from ledger.contract.schema import MAX_LINE_BYTES, Envelope, read_envelope
 from ledger.ingest.ingestor import (
     ACCEPTED,
     DUPLICATE,
@@ -152,9 +151,7 @@ HEADER_SOURCE_PARTITION = "peerledger.source.partition"
 HEADER_SOURCE_OFFSET = "peerledger.source.offset"
 HEADER_VALUE_BYTES = "peerledger.value.bytes"  # only on a cut value: its original length
 
-_ID_RE = re.compile(ID_PATTERN)
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-_PLATFORM_RE = re.compile(PLATFORM_PATTERN)
 
 
 def source_of(topic: str, partition: int, offset: int) -> str:
@@ -162,34 +159,40 @@ def source_of(topic: str, partition: int, offset: int) -> str:
     return f"kafka:{topic}/{partition}/{offset}"
 
 
-def key_mismatch(key: bytes | None, value: bytes) -> tuple[str, dict[str, Any]] | None:
+def key_mismatch(key: bytes | None, envelope: Envelope) -> str | None:
     """Why a keyed message must be rejected for its key, or None.
 
-    Returns (message, the parsed value) when the key is not UTF-8 or is not
-    the event's `platform`.  An unkeyed message, or one whose value has no
-    string `platform` to compare (not JSON, not an object, too long), is left
-    to the ingest's own shape checks.
+    A message is rejected when its key is not UTF-8 or is not the event's
+    `platform`.  An unkeyed message, or one whose value has no string
+    `platform` to compare (not JSON, not an object, too long, too deep), is
+    left to the ingest's own shape checks.
     """
-    if key is None or len(value) > MAX_LINE_BYTES:
-        return None
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    if type(obj) is not dict or type(obj.get("platform")) is not str:
+    if key is None or envelope.platform is None:
         return None
     try:
         platform_key = key.decode("utf-8")
     except UnicodeDecodeError:
-        return "message key: not UTF-8; the key must be the event's platform id (EVENTS.md section 1)", obj
-    if platform_key != obj["platform"]:
+        return "message key: not UTF-8; the key must be the event's platform id (EVENTS.md section 1)"
+    if platform_key != envelope.platform:
         return (
-            f"message key {platform_key[:80]!r} differs from the event's platform {obj['platform'][:80]!r}: "
+            f"message key {platform_key[:80]!r} differs from the event's platform {envelope.platform[:80]!r}: "
             "messages must be keyed by platform id (EVENTS.md section 1), which keeps each platform's "
-            "events in one partition and so in order",
-            obj,
+            "events in one partition and so in order"
         )
     return None
+
+
+def offer(record: Any, now: str) -> Offered | RejectRecord:
+    """A consumed record as the ledger's input: offered to the Ingestor, or
+    rejected `invalid` here for its key.  Never raises, whatever the record's
+    bytes: a poison message gets its outcome like any other."""
+    value = record.value if record.value is not None else b""  # a tombstone is an empty, invalid event
+    source = source_of(record.topic, record.partition, record.offset)
+    envelope = read_envelope(value)
+    problem = key_mismatch(record.key, envelope)
+    if problem is None:
+        return Offered(value, source)
+    return RejectRecord(envelope.platform_id, envelope.event_id, rules.INVALID, problem, value, source, now)
 
 
 @dataclass
@@ -454,18 +457,13 @@ class LedgerConsumer:
         for r in records:
             first_offsets.setdefault(r.partition, r.offset)
             last_offsets[r.partition] = r.offset
-            value = r.value if r.value is not None else b""  # a tombstone is an empty, invalid event
-            source = source_of(r.topic, r.partition, r.offset)
-            problem = key_mismatch(r.key, value)
-            if problem is None:
-                offered.append(Offered(value, source))
+            decided = offer(r, now)
+            if isinstance(decided, Offered):
+                offered.append(decided)
                 offered_records.append(r)
-                continue
-            message, obj = problem
-            event_id = obj.get("id") if type(obj.get("id")) is str and _ID_RE.match(obj["id"]) else None
-            platform = obj["platform"] if _PLATFORM_RE.match(obj["platform"]) else None
-            mis_keyed.append(RejectRecord(platform, event_id, rules.INVALID, message, value, source, now))
-            mis_keyed_dead.append(_DeadLetter(r, rules.INVALID, message))
+            else:
+                mis_keyed.append(decided)
+                mis_keyed_dead.append(_DeadLetter(r, rules.INVALID, decided.message))
 
         def dead_letter(outcomes: list[Outcome]) -> None:
             dead = list(mis_keyed_dead)
@@ -667,12 +665,8 @@ class ProduceSummary:
 
 def platform_key(line: bytes) -> bytes | None:
     """The message key of an event line: its platform id, or None if it has none."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    platform = obj.get("platform") if type(obj) is dict else None
-    return platform.encode("utf-8") if type(platform) is str else None
+    platform = read_envelope(line).platform
+    return platform.encode("utf-8") if platform is not None else None
 
 
 def produce_files(paths: Sequence[str], bootstrap_servers: str, topic: str,

@@ -1,5 +1,13 @@
 """The queries the faces answer (CLI `--json` and the HTTP API), defined once:
-each reads the store and returns the document of `ledger.contract.documents`."""
+each reads the store and returns the document of `ledger.contract.documents`.
+
+A question about something that does not exist raises `NotFound`, which the
+CLI turns into exit 4 and the HTTP API into 404: an unknown platform (its
+log is empty), a state past the log's head, a prosumer who is neither
+registered nor booked, a period in which nothing was booked.  Answering
+these with the figures of an empty ledger, or of the head, would look
+plausible and be wrong.
+"""
 
 from __future__ import annotations
 
@@ -22,17 +30,51 @@ from ledger.storage.views import read_balances, read_explain, read_statement, vi
 from projections.payouts import AMOUNT_MAX_MINOR, PayoutPlan, PayoutRun, plan_payouts
 
 
-def statement_doc(store: Store, platform: str, prosumer: str, period: str | None) -> dict[str, Any]:
-    return {"platform": platform, "prosumer": prosumer,
-            "periods": read_statement(store, platform, prosumer, period)}
+class NotFound(LookupError):
+    """What a question names does not exist (CLI exit 4, HTTP 404); the
+    message says what."""
+
+
+def log_head(store: Store, platform: str) -> int:
+    """The platform's head seq; NotFound for a platform without events."""
+    head = store.head(platform)
+    if head == 0:
+        raise NotFound(f"platform {platform!r} has no events")
+    return head
 
 
 def as_of_seq(store: Store, platform: str, as_of: int | None, as_of_time: str | None) -> int | None:
-    """`--as-of SEQ`, or for `--as-of-time T` the seq after the last event
-    the ledger accepted at or before T (already normalised by `ledger_instant`)."""
+    """The seq whose state a read is about: `--as-of SEQ`, or for
+    `--as-of-time T` the seq after the last event the ledger accepted at or
+    before T (already normalised by `ledger_instant`), or None for the head.
+    NotFound for an unknown platform or a seq past the head."""
+    head = log_head(store, platform)
     if as_of_time is not None:
         return seq_at_time(store, platform, as_of_time)
+    if as_of is not None and as_of > head:
+        raise NotFound(f"platform {platform!r} has {head} events: there is no state as of seq {as_of}")
     return as_of
+
+
+def statement_doc(store: Store, platform: str, prosumer: str, period: str | None) -> dict[str, Any]:
+    """A prosumer's figures by month (no months for one registered but never
+    booked).  NotFound for an unknown platform, a prosumer neither registered
+    nor booked, or a period in which the platform booked nothing."""
+    log_head(store, platform)
+    periods = read_statement(store, platform, prosumer, None)
+    if not periods and not _registered(store, platform, prosumer):
+        raise NotFound(f"no prosumer {prosumer!r} in platform {platform!r}: neither registered nor booked")
+    if period is not None:
+        if not store.query("SELECT 1 FROM peerledger_statements WHERE platform = ? AND period = ? LIMIT 1",
+                           (platform, period)):
+            raise NotFound(f"platform {platform!r} booked nothing in {period}")
+        periods = [p for p in periods if p["period"] == period]
+    return {"platform": platform, "prosumer": prosumer, "periods": periods}
+
+
+def _registered(store: Store, platform: str, prosumer: str) -> bool:
+    """Whether `prosumer` is registered in `platform` (its state row)."""
+    return bool(store.state.prosumers(platform, (prosumer,)))
 
 
 def balances_doc(store: Store, platform: str, currency: str | None, as_of: int | None) -> list[dict[str, Any]]:
