@@ -83,7 +83,6 @@ import os
 import platform as platform_mod
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -97,6 +96,8 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import proctree  # noqa: E402 — bench/ is this script's directory
 
 from ledger.demo.generate import write_jsonl  # noqa: E402
 from ledger.http.tokens import create_token, create_tokens_table  # noqa: E402
@@ -173,12 +174,6 @@ def post_body(prosumers: int, b: int, seed: int) -> bytes:
     return orjson.dumps(events)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Ingest:
     """Client threads posting batches `first`, `first + 1`, … from `start()` to `stop()`."""
 
@@ -244,26 +239,8 @@ def cpu_seconds(server_pid: int) -> dict[str, float]:
     """CPU seconds (user + system) so far of the server's processes (the
     `serve` process and its live descendants: the front, the writer, the
     projector; from /proc) and of this process (the POSTing client threads)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parent_cpu: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:  # exited meanwhile
-            continue
-        # Fields after the parenthesised command: state, ppid, …, utime (12th), stime (13th).
-        fields = stat[stat.rindex(")") + 2:].split()
-        parent_cpu[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    tree = {server_pid}
-    grew = True
-    while grew:
-        below = {pid for pid, (ppid, _) in parent_cpu.items() if ppid in tree} - tree
-        tree |= below
-        grew = bool(below)
     usage = os.times()
-    return {"server": sum(parent_cpu[pid][1] for pid in tree if pid in parent_cpu),
+    return {"server": sum(proc.cpu_s for proc in proctree.tree(server_pid)),
             "clients": usage.user + usage.system}
 
 
@@ -603,7 +580,7 @@ def run(args: argparse.Namespace, pool: concurrent.futures.ProcessPoolExecutor) 
     setup_s = time.perf_counter() - started
     print(f"  {n_setup:,} events ({summary['accepted']:,} accepted) in {setup_s:.1f} s", flush=True)
 
-    port = free_port()
+    port = proctree.free_port()
     log_path = Path(tmp.name) / "serve.log"
     env = {k: v for k, v in os.environ.items() if k != "PEERLEDGER_DB"}
     with open(log_path, "wb") as log:

@@ -74,6 +74,8 @@ DEFAULT_ES_EVENTS = 20_000
 PROFILE_EVENTS = 20_000
 RAW_BATCH = 1000
 SUBPROCESS_TIMEOUT_S = 3 * 3600
+DEFAULT_PG = os.environ.get("PEERLEDGER_BENCH_PG") or os.environ.get(
+    "PEERLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 TARGET_INGEST_SQLITE = 50_000
 TARGET_INGEST_RAW_RATIO = 0.25
@@ -289,7 +291,9 @@ WORKERS = {"append": worker_append, "replay": worker_replay, "es": worker_es, "r
 # --------------------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment of the processes a benchmark starts: this checkout's
+    code first on their path, and no PEERLEDGER_DB (every command gets --db)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("PEERLEDGER_DB", None)
@@ -298,7 +302,7 @@ def _env() -> dict[str, str]:
 
 def _run(cmd: list[str], cwd: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=cwd, env=child_env(), capture_output=True, text=True,
                           timeout=SUBPROCESS_TIMEOUT_S)
     return time.perf_counter() - t0, proc
 
@@ -396,12 +400,18 @@ class PgServer:
             "POSTGRES_PASSWORD": p["password"] or "",
         }
 
-    def close(self) -> None:
-        for name in self.created:
-            try:
-                self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            except Exception as e:  # noqa: BLE001 — report, keep dropping the others
-                print(f"warning: could not drop database {name}: {e}", file=sys.stderr)
+    def drop(self, name: str) -> None:
+        try:
+            self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except Exception as e:  # noqa: BLE001 — report, keep dropping the others
+            print(f"warning: could not drop database {name}: {e}", file=sys.stderr)
+        self.created.remove(name)
+
+    def close(self, keep: bool = False) -> None:
+        """Drop every database created and not dropped yet (none with `keep`)."""
+        if not keep:
+            for name in list(self.created):
+                self.drop(name)
         self.admin.close()
 
 
@@ -572,8 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--es-events", type=int, default=DEFAULT_ES_EVENTS,
                     help="prefix of the stream for the plain eventsourcing reference (0 = whole stream)")
     ap.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL measurements")
-    ap.add_argument("--pg", default=os.environ.get("PEERLEDGER_BENCH_PG")
-                    or os.environ.get("PEERLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
+    ap.add_argument("--pg", default=DEFAULT_PG,
                     help="a PostgreSQL URL whose server gets the fresh benchmark databases")
     ap.add_argument("--profile", action="store_true",
                     help=f"also cProfile the in-process append path (SQLite, first {PROFILE_EVENTS} events)")

@@ -63,14 +63,12 @@ for path in (ROOT, ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from ingest_bench import PgServer, loadavg, machine_info  # noqa: E402 — bench/ is this script's directory
+from ingest_bench import DEFAULT_PG, PgServer, loadavg, machine_info  # noqa: E402 — bench/ is this script's directory
 
 PLATFORMS = ["east", "north", "south"]
 DEFAULT_EVENTS = 100_000
 QUICK_EVENTS = 20_000
 WORKER_TIMEOUT_SECONDS = 3600
-DEFAULT_PG = os.environ.get("PEERLEDGER_BENCH_PG") or os.environ.get(
-    "PEERLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 # The targets for the consumer into SQLite.
 TARGET_RATIO_TO_BARE_POLL = 0.5
