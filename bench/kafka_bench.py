@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import secrets
 import subprocess
 import sys
