@@ -127,3 +127,33 @@ def explain_value(
         "works_reached": explanation["total_works"],
         "work_inflows": {w: scaled(s) for w, s in explanation["works"].items()},
     }
+
+
+def explain_pool(
+    value: str, amount_minor: int, currency: str, reversed_minor: int, shares: ShareVector | None,
+    pool: dict[str, Any],
+) -> dict[str, Any]:
+    """The explanation of a closed pool, EVENTS.md §7: S and alloc(X, S) as
+    booked at the close (before any refund), the refunds so far, and `pool`:
+    the method, stage 1 (`works`) and what the other method would have
+    allocated (`alternative`, never booked).  Maps in code point order."""
+    allocation = allocate(amount_minor, shares) if shares is not None else {}
+    recipients = shares.recipients() if shares is not None else []
+    alternative = pool["alternative"]
+    return {
+        "value": value,
+        "amount": amount_minor,
+        "currency": currency,
+        "shares": {r: fraction_str(shares.share(r)) for r in recipients} if shares is not None else {},
+        "allocation": {r: allocation[r] for r in recipients},
+        "reversed": reversed_minor,
+        "pool": {
+            "method": pool["method"],
+            "works": dict(sorted(pool["works"].items())),
+            "alternative": {
+                "method": alternative["method"],
+                "works": dict(sorted(alternative["works"].items())),
+                "allocation": dict(sorted(alternative["allocation"].items())),
+            },
+        },
+    }

@@ -28,14 +28,17 @@ from typing import Any, Iterable
 
 import orjson
 
-from attribution import PLATFORM, allocate, reversal_bookings
+from attribution import PLATFORM, PoolSplitter, ShareVector, WorkGraph, allocate, reversal_bookings, split_pool
+from attribution.allocation import MAX_AMOUNT_MINOR
 from projections.explain import work_explanation
 from projections.periods import utc_month
 from projections.state import (
     EARNED,
     PAID,
+    POOL_WORK_PREFIX,
     REVERSED,
     PlatformState,
+    PoolRecord,
     PrefetchKeys,
     ValueRecord,
 )
@@ -132,6 +135,23 @@ class PlatformFold:
             graph.reinstate(data["work"])
         elif kind == "work.reassigned":
             graph.reassign(data["work"], data["authors"])
+        elif kind == "pool.opened":
+            state.put_pool(PoolRecord(data["pool"], data["currency"], data["method"], 0, False, seq))
+        elif kind == "pool.funded":
+            pool = state.pool(data["pool"])
+            assert pool is not None and not pool.closed
+            assert pool.funded_minor + data["amount"] <= MAX_AMOUNT_MINOR
+            state.put_pool(replace(pool, funded_minor=pool.funded_minor + data["amount"]))
+            state.fund(pool.pool, data["subscriber"], data["amount"])
+        elif kind == "usage.recorded":
+            pool = state.pool(data["pool"])
+            assert pool is not None and not pool.closed
+            state.use(pool.pool, data["subscriber"], data["uses"])
+        elif kind == "pool.closed":
+            record = applied.value = self._close(data["pool"], seq)
+            applied.kind, applied.currency = EARNED, record.currency
+            shares = state.vectors(((record.work, 0),)).get((record.work, 0))
+            applied.bookings = allocate(record.amount_minor, shares) if shares is not None else NO_BOOKINGS
         else:  # the schema admits no other type
             raise AssertionError(f"unknown event type {kind!r}")
         if applied.bookings:
@@ -162,6 +182,66 @@ class PlatformFold:
         )
         state.put_value(record, created=True)
         return record
+
+
+    def _close(self, pool_id: str, seq: int) -> ValueRecord:
+        """Split a pool at its close (EVENTS.md §7): stage 1 from its
+        subscribers, streamed in order; stage 2 on the graph as it stands,
+        with the fee in force.  The pool becomes a value of its total
+        funding whose shares are S (fee included, so its `fee_bps` is 0),
+        stored with the pool's explanation."""
+        state = self.state
+        pool = state.pool(pool_id)
+        assert pool is not None and not pool.closed
+        splitter = PoolSplitter()
+        for subscriber, funded_minor, uses in state.pool_members(pool_id):
+            splitter.add(subscriber, funded_minor, uses)
+        splits = splitter.finish()
+        assert splits.amount_minor == pool.funded_minor, "the pool's rows disagree with its total"
+        vectors = _VectorsInChunks(state.graph, [w for w, units in splits.pro_rata.items() if units]
+                                   + [w for w, units in splits.user_centric.items() if units])
+        booked, alternative = split_pool(splits, pool.method, vectors.vector, state.head.fee_bps)
+        work = POOL_WORK_PREFIX + pool_id
+        if booked.shares is not None:
+            state.store_vector(work, 0, booked.shares, {})
+        state.explain_pool(pool_id, {
+            "method": booked.method,
+            "works": booked.works,
+            "alternative": {"method": alternative.method, "works": alternative.works,
+                            "allocation": alternative.allocation},
+        })
+        state.put_pool(replace(pool, closed=True))
+        record = ValueRecord(pool_id, work, splits.amount_minor, pool.currency, 0, 0, 0, seq)
+        state.put_value(record, created=True)
+        return record
+
+
+class _VectorsInChunks:
+    """V(w) for a pool's works, asked for in `order`: read (or computed) a
+    chunk at a time, so a pool over 200 000 works holds one chunk of vectors,
+    and the store answers a chunk with one query per table."""
+
+    def __init__(self, graph: WorkGraph, order: list[str]) -> None:
+        self.graph = graph
+        self.order = order
+        self.position: dict[str, int] = {}
+        for i, work in enumerate(order):
+            self.position.setdefault(work, i)
+        self.chunk: dict[str, ShareVector] = {}
+
+    def vector(self, work: str) -> ShareVector:
+        found = self.chunk.get(work)
+        if found is None:
+            start = self.position.get(work)
+            if start is None:
+                return self.graph.vector(work)
+            self.chunk = self.graph.vectors(list(dict.fromkeys(self.order[start:start + POOL_VECTORS_CHUNK])))
+            found = self.chunk[work]
+        return found
+
+
+# Works whose vectors a pool's close holds at once (see _VectorsInChunks).
+POOL_VECTORS_CHUNK = 2_000
 
 
 def keys_of(events: Iterable[dict[str, Any]]) -> PrefetchKeys:

@@ -75,6 +75,26 @@ class ValueRecord:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class PoolRecord:
+    """A usage pool (EVENTS.md §7): its currency and method, the total funded
+    so far (X), whether it is closed, and the seq that opened it.  Its
+    funding per subscriber and usage per (subscriber, work) are rows of
+    their own, read in subscriber order when it closes (`pool_members`)."""
+
+    pool: str
+    currency: str
+    method: str
+    funded_minor: int
+    closed: bool
+    seq: int
+
+
+# The vector and value of a closed pool are kept under this work key: "@"
+# cannot start a work id, so it never meets one.
+POOL_WORK_PREFIX = "@pool:"
+
+
 @dataclass(slots=True)
 class Head:
     """Where a platform's log is: its last seq, the fee in force, and the
@@ -117,6 +137,14 @@ class StateSource(Protocol):
 
     def all_balances(self, platform: str) -> Iterator[tuple[BalanceKey, Figures]]: ...
 
+    def pools(self, platform: str, ids: Collection[str]) -> dict[str, PoolRecord]: ...
+
+    def pool_members(self, platform: str, pool: str) -> Iterator[tuple[str, int, list[tuple[str, int]]]]:
+        """(subscriber, total funded, [(work, uses)]) of every subscriber who
+        funded or used `pool`, in subscriber id order (code point order),
+        read a page at a time."""
+        ...
+
 
 @dataclass
 class Changes:
@@ -136,6 +164,10 @@ class Changes:
     vectors: list[tuple[str, int, ShareVector, dict[str, Any]]]  # (work, version, vector, explanation)
     balances: dict[BalanceKey, Figures]
     statements: dict[StatementKey, Figures]
+    pools: dict[str, PoolRecord]  # rows after the batch
+    pool_explanations: dict[str, dict[str, Any]]  # pool -> its explanation, at its close
+    funding: dict[tuple[str, str], int]  # (pool, subscriber) -> minor units the batch added
+    usage: dict[tuple[str, str, str], int]  # (pool, subscriber, work) -> uses the batch added
     digest_due: bool  # the batch crossed a multiple of DIGEST_EVERY_SEQ
 
 
@@ -148,8 +180,8 @@ def _text_bytes(*texts: str) -> int:
 # a cache's budget honest to within a small factor.
 ROW_OVERHEAD_BYTES = 250
 # Split of the state cache budget, by what a writer looks up most.
-CACHE_SHARES = {"works": 0.25, "vectors": 0.35, "values": 0.12, "balances": 0.12,
-                "statements": 0.08, "prosumers": 0.08}
+CACHE_SHARES = {"works": 0.25, "vectors": 0.34, "values": 0.12, "balances": 0.12,
+                "statements": 0.08, "prosumers": 0.08, "pools": 0.01}
 # Default budget of one process's state caches: with the interpreter and a
 # batch's working set, a writer stays near 200 MiB whatever the log's length
 # (`PEERLEDGER_CACHE_MIB` changes it; bench/scale_bench.py measures it).
@@ -195,6 +227,7 @@ class StateCaches:
         self.vectors: BoundedCache[tuple, tuple[ShareVector | None, bool]] = cache("vectors", _cached_vector_size)
         self.balances: BoundedCache[tuple, Figures] = cache("balances", _row_size)
         self.statements: BoundedCache[tuple, Figures] = cache("statements", _row_size)
+        self.pools: BoundedCache[tuple, PoolRecord] = cache("pools", _row_size)
         self._generations = itertools.count(1)
 
     def new_generation(self) -> int:
@@ -241,9 +274,13 @@ class PlatformState:
         self._explained: dict[VectorKey, dict[str, Any]] = {}
         self._balance_delta: dict[BalanceKey, list[int]] = {}
         self._statement_delta: dict[StatementKey, list[int]] = {}
+        self._pools: dict[str, PoolRecord] = {}
+        self._pool_explanations: dict[str, dict[str, Any]] = {}
+        self._funding: dict[tuple[str, str], int] = {}
+        self._usage: dict[tuple[str, str, str], int] = {}
         # Rows the source said do not exist, during this batch only.
         self._absent: dict[str, set[Any]] = {kind: set() for kind in (
-            "prosumers", "works", "values", "payouts", "vectors", "balances", "statements")}
+            "prosumers", "works", "values", "payouts", "vectors", "balances", "statements", "pools")}
         if self._committed is not None:
             self.head = self._committed.copy()
 
@@ -285,6 +322,10 @@ class PlatformState:
             vectors=[(w, v, self._vectors[(w, v)], ex) for (w, v), ex in sorted(self._explained.items())],
             balances=dict(sorted(balances.items())),
             statements=dict(sorted(statements.items())),
+            pools=dict(sorted(self._pools.items())),
+            pool_explanations=dict(self._pool_explanations),
+            funding=dict(sorted(self._funding.items())),
+            usage=dict(sorted(self._usage.items())),
             digest_due=self.head.seq // DIGEST_EVERY_SEQ != committed_seq // DIGEST_EVERY_SEQ,
         )
 
@@ -303,6 +344,8 @@ class PlatformState:
             c.balances.put((p, g, *key), figures)
         for key, figures in changes.statements.items():
             c.statements.put((p, g, *key), figures)
+        for pool, record in self._pools.items():
+            c.pools.put((p, g, pool), record)
         self._committed = self.head
         self._begin()
 
@@ -360,6 +403,8 @@ class PlatformState:
             self._read("payouts", _NO_CACHE, self.source.payouts, keys.payouts, self._payouts)
         if keys.balances:
             self._figures("balances", self.caches.balances, self.source.balances, keys.balances)
+        if keys.pools:
+            self._read("pools", self.caches.pools, self.source.pools, keys.pools, self._pools)
         # Second round: the vectors of the works sold and of the values
         # reversed, at the versions just read.
         wanted: list[VectorKey] = []
@@ -408,7 +453,49 @@ class PlatformState:
             return False
         return key in self.source.vectors(self.platform, (key,))
 
+    def pool(self, pool: str) -> PoolRecord | None:
+        return self._read("pools", self.caches.pools, self.source.pools, (pool,), self._pools).get(pool)
+
+    def pool_members(self, pool: str) -> Iterator[tuple[str, int, list[tuple[str, int]]]]:
+        """Every subscriber of `pool` with what they funded and used, in
+        subscriber order: the stored rows merged with this batch's."""
+        funding = {s: units for (p, s), units in self._funding.items() if p == pool}
+        usage: dict[str, list[tuple[str, int]]] = {}
+        for (p, s, work), count in self._usage.items():
+            if p == pool:
+                usage.setdefault(s, []).append((work, count))
+        batch = sorted(set(funding) | set(usage))
+        position = 0
+        for subscriber, funded, uses in self.source.pool_members(self.platform, pool):
+            while position < len(batch) and batch[position] < subscriber:
+                s = batch[position]
+                yield s, funding.get(s, 0), usage.get(s, [])
+                position += 1
+            if position < len(batch) and batch[position] == subscriber:
+                funded += funding.get(subscriber, 0)
+                uses = uses + usage.get(subscriber, [])
+                position += 1
+            yield subscriber, funded, uses
+        for s in batch[position:]:
+            yield s, funding.get(s, 0), usage.get(s, [])
+
     # -- the fold's changes -----------------------------------------------------
+
+    def put_pool(self, record: PoolRecord) -> None:
+        self._pools[record.pool] = record
+
+    def fund(self, pool: str, subscriber: str, amount_minor: int) -> None:
+        key = (pool, subscriber)
+        self._funding[key] = self._funding.get(key, 0) + amount_minor
+
+    def use(self, pool: str, subscriber: str, uses: dict[str, int]) -> None:
+        usage = self._usage
+        for work, count in uses.items():
+            key = (pool, subscriber, work)
+            usage[key] = usage.get(key, 0) + count
+
+    def explain_pool(self, pool: str, explanation: dict[str, Any]) -> None:
+        self._pool_explanations[pool] = explanation
 
     def add_prosumer(self, prosumer: str) -> None:
         self._prosumers[prosumer] = self.head.seq + 1
@@ -521,10 +608,13 @@ class PrefetchKeys:
     reversed_values: set[str] = field(default_factory=set)
     payouts: set[str] = field(default_factory=set)
     balances: set[BalanceKey] = field(default_factory=set)
+    pools: set[str] = field(default_factory=set)
 
 
 __all__ = [
     "CACHE_DEFAULT_BYTES",
+    "POOL_WORK_PREFIX",
+    "PoolRecord",
     "DIGEST_EVERY_SEQ",
     "EARNED",
     "PAID",

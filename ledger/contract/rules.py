@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from attribution.allocation import MAX_AMOUNT_MINOR
 from projections.state import PlatformState
 
 INVALID = "invalid"
@@ -41,14 +42,18 @@ class Refusal:
 
 
 # The id each creating event type creates: (field, namespace).  Works share
-# one namespace: contributions and outputs (EVENTS.md §2).
+# one namespace: contributions and outputs (EVENTS.md §2); so do values and
+# pools (a closed pool is a value, §7).
 CREATES = {
     "prosumer.registered": ("prosumer", "prosumers"),
     "contribution.recorded": ("work", "works"),
     "output.composed": ("work", "works"),
     "value.realized": ("value", "values"),
+    "pool.opened": ("pool", "values"),
     "payout.issued": ("payout", "payouts"),
 }
+# The events that name a pool which must exist (§7).
+POOL_EVENTS = ("pool.funded", "usage.recorded", "pool.closed")
 
 
 def _exists(state: PlatformState, namespace: str, name: str) -> bool:
@@ -57,7 +62,7 @@ def _exists(state: PlatformState, namespace: str, name: str) -> bool:
     if namespace == "prosumers":
         return state.prosumer_exists(name)
     if namespace == "values":
-        return state.value(name) is not None
+        return state.value(name) is not None or state.pool(name) is not None
     return state.payout_exists(name)
 
 
@@ -89,7 +94,8 @@ def check(state: PlatformState, event: dict[str, Any]) -> Refusal | None:
     # 3. the remaining codes.
     if kind == "value.reversed":
         record = state.value(data["value"])
-        assert record is not None
+        if record is None:  # a pool, still open: not a value yet (§7), whatever the amount
+            return Refusal(INVALID_STATE, f"pool {data['value']!r} is still open: close it before reversing")
         remaining_minor = record.amount_minor - record.reversed_minor
         if data["amount"] > remaining_minor:
             return Refusal(
@@ -105,6 +111,14 @@ def check(state: PlatformState, event: dict[str, Any]) -> Refusal | None:
                 f"payout of {data['amount']} {data['currency']} exceeds "
                 f"{data['prosumer']!r}'s balance of {balance_minor}",
             )
+    elif kind in POOL_EVENTS:
+        pool = state.pool(data["pool"])
+        assert pool is not None
+        if pool.closed:
+            return Refusal(INVALID_STATE, f"pool {pool.pool!r} is closed")
+        if kind == "pool.funded" and pool.funded_minor + data["amount"] > MAX_AMOUNT_MINOR:
+            return Refusal(INVALID_STATE, f"pool {pool.pool!r}: funding {data['amount']} would take its total "
+                                          f"of {pool.funded_minor} past 2^63 - 1")
     elif kind == "work.retracted" and graph.is_retracted(data["work"]):
         return Refusal(INVALID_STATE, f"work {data['work']!r} is already retracted")
     elif kind == "work.reinstated" and not graph.is_retracted(data["work"]):
@@ -136,8 +150,15 @@ def _missing_reference(state: PlatformState, kind: str, data: dict[str, Any]) ->
     elif kind in ("value.realized", "work.retracted", "work.reinstated"):
         if not graph.has(data["work"]):
             return f"work {data['work']!r} does not exist"
+    elif kind in POOL_EVENTS:
+        if state.pool(data["pool"]) is None:
+            return f"pool {data['pool']!r} does not exist"
+        if kind == "usage.recorded":
+            for work in sorted(data["uses"]):
+                if not graph.has(work):
+                    return f"work {work!r} in uses does not exist"
     elif kind == "value.reversed":
-        if state.value(data["value"]) is None:
+        if state.value(data["value"]) is None and state.pool(data["value"]) is None:
             return f"value {data['value']!r} does not exist"
     elif kind == "payout.issued":
         if not state.prosumer_exists(data["prosumer"]):

@@ -26,7 +26,7 @@ from ledger.contract.schema import (
 )
 from ledger.storage.replay import balances_as_of
 from ledger.storage.store import Store
-from ledger.storage.views import read_balances, read_explain, read_statement, views_seq
+from ledger.storage.views import read_balances, read_explain, read_statement, value_seq, views_seq
 from projections.payouts import AMOUNT_MAX_MINOR, PayoutPlan, PayoutRun, plan_payouts
 
 
@@ -142,7 +142,8 @@ def explain_doc(store: Store, platform: str, value: str, as_of: int | None) -> d
     then, and its reversed total as of then (its split never changes)."""
     ex = read_explain(store, platform, value)
     if ex is not None and as_of is not None:
-        ex = None if ex["seq"] > as_of else {**ex, "reversed": reversed_as_of(store, platform, value, as_of)}
+        realized_seq = value_seq(store, platform, value)  # a pool: its close
+        ex = None if realized_seq > as_of else {**ex, "reversed": reversed_as_of(store, platform, value, as_of)}
     return ex
 
 

@@ -15,6 +15,9 @@ kind, keyed by platform first:
 | `peerledger_balances` | (account, currency): earned, reversed, paid, balance | a booking |
 | `peerledger_statements` | (account, UTC month, currency) | a booking |
 | `peerledger_digests` | (platform, seq): the balances digest | a batch crossing a multiple of 10 000 seqs |
+| `peerledger_pools` | usage pool: currency, method, total funded, closed, its explanation | `pool.opened`, `pool.funded`, `pool.closed` |
+| `peerledger_pool_funding` | (pool, subscriber): total funded | `pool.funded` |
+| `peerledger_pool_usage` | (pool, subscriber, work): total uses | `usage.recorded` |
 
 `SqlState` reads them for `projections.state.PlatformState` (one query per
 table and chunk of keys) and `write` writes a batch's `Changes` inside the
@@ -47,10 +50,13 @@ from projections.state import (
     Changes,
     Figures,
     Head,
+    PoolRecord,
     StatementKey,
     ValueRecord,
 )
 
+# Rows of a pool's funding or usage read per query when it closes.
+POOL_PAGE_ROWS = 10_000
 # Keys per query: SQLite binds at most 32 766 parameters per statement, and
 # a long IN list costs the planner more than a second round trip does.
 KEYS_PER_QUERY_MAX = 900
@@ -58,6 +64,7 @@ KEYS_PER_QUERY_MAX = 900
 
 def state_ddl(d: Dialect) -> list[str]:
     n, b = d.big_int, d.blob
+    c = ' COLLATE "C"' if d is POSTGRES else ""
     return [
         "CREATE TABLE IF NOT EXISTS peerledger_heads (platform TEXT PRIMARY KEY, seq BIGINT NOT NULL, "
         f"fee_bps INTEGER NOT NULL, tree_edge {b} NOT NULL)",
@@ -87,6 +94,16 @@ def state_ddl(d: Dialect) -> list[str]:
         f"explanation {b} NOT NULL, PRIMARY KEY (platform, work, version))",
         "CREATE TABLE IF NOT EXISTS peerledger_digests (platform TEXT NOT NULL, "
         "seq BIGINT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (platform, seq))",
+        "CREATE TABLE IF NOT EXISTS peerledger_pools (platform TEXT NOT NULL, pool TEXT NOT NULL, "
+        "currency TEXT NOT NULL, method TEXT NOT NULL, funded BIGINT NOT NULL, closed BOOLEAN NOT NULL, "
+        f"seq BIGINT NOT NULL, explanation {b}, PRIMARY KEY (platform, pool))",
+        # A pool's rows are read in subscriber order at its close: byte order
+        # (ids are ASCII), which PostgreSQL's index gives only in the C collation.
+        f"CREATE TABLE IF NOT EXISTS peerledger_pool_funding (platform TEXT NOT NULL, pool TEXT NOT NULL, "
+        f"subscriber TEXT{c} NOT NULL, funded BIGINT NOT NULL, PRIMARY KEY (platform, pool, subscriber))",
+        f"CREATE TABLE IF NOT EXISTS peerledger_pool_usage (platform TEXT NOT NULL, pool TEXT NOT NULL, "
+        f"subscriber TEXT{c} NOT NULL, work TEXT{c} NOT NULL, uses BIGINT NOT NULL, "
+        "PRIMARY KEY (platform, pool, subscriber, work))",
     ]
 
 
@@ -117,6 +134,9 @@ STATE_TABLES: dict[str, Table] = {
     "peerledger_statements": Table(("account", "period", "currency"), ("account", "period", "currency", "earned",
                                                                         "reversed", "paid"), _MONEY),
     "peerledger_digests": Table(("seq",), ("seq", "digest")),
+    "peerledger_pools": Table(("pool",), ("pool", "currency", "method", "funded", "closed", "seq", "explanation")),
+    "peerledger_pool_funding": Table(("pool", "subscriber"), ("pool", "subscriber", "funded")),
+    "peerledger_pool_usage": Table(("pool", "subscriber", "work"), ("pool", "subscriber", "work", "uses")),
 }
 
 
@@ -242,6 +262,48 @@ class SqlState:
                             ("account", "period", "currency"), platform, keys)
         return {(a, m, c): Figures(int(e), int(r), int(p)) for a, m, c, e, r, p in rows}
 
+    def pools(self, platform: str, ids: Collection[str]) -> dict[str, PoolRecord]:
+        rows = self.select("peerledger_pools", "pool, currency, method, funded, closed, seq", ("pool",), platform, ids)
+        return {p: PoolRecord(p, cur, method, int(funded), bool(closed), int(seq))
+                for p, cur, method, funded, closed, seq in rows}
+
+    def pool_members(self, platform: str, pool: str) -> Iterator[tuple[str, int, list[tuple[str, int]]]]:
+        """(subscriber, funded, [(work, uses)]) in subscriber order: the
+        funding and the usage rows, each read a page at a time (keyset
+        pagination on their primary keys) and merged."""
+        funding = self._pages("SELECT subscriber, funded FROM peerledger_pool_funding WHERE platform = ? AND "
+                              "pool = ?", ("subscriber",), (platform, pool))
+        usage = self._pages("SELECT subscriber, work, uses FROM peerledger_pool_usage WHERE platform = ? AND "
+                            "pool = ?", ("subscriber", "work"), (platform, pool))
+        funded_row = next(funding, None)
+        used_row = next(usage, None)
+        while funded_row is not None or used_row is not None:
+            subscriber = min(r[0] for r in (funded_row, used_row) if r is not None)
+            funded = 0
+            if funded_row is not None and funded_row[0] == subscriber:
+                funded = int(funded_row[1])
+                funded_row = next(funding, None)
+            uses: list[tuple[str, int]] = []
+            while used_row is not None and used_row[0] == subscriber:
+                uses.append((used_row[1], int(used_row[2])))
+                used_row = next(usage, None)
+            yield subscriber, funded, uses
+
+    def _pages(self, select: str, keys: tuple[str, ...], params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+        order = ", ".join(keys)
+        after: tuple[Any, ...] | None = None
+        while True:
+            if after is None:
+                rows = self.store.query(f"{select} ORDER BY {order} LIMIT ?", (*params, POOL_PAGE_ROWS))
+            else:
+                marks = ", ".join("?" * len(keys))
+                rows = self.store.query(f"{select} AND ({order}) > ({marks}) ORDER BY {order} LIMIT ?",
+                                        (*params, *after, POOL_PAGE_ROWS))
+            if not rows:
+                return
+            yield from rows
+            after = tuple(rows[-1][:len(keys)])
+
     def all_balances(self, platform: str) -> Iterator[tuple[BalanceKey, Figures]]:
         for a, c, e, r, p in self.store.query(
                 "SELECT account, currency, earned, reversed, paid FROM peerledger_balances WHERE platform = ?",
@@ -276,6 +338,19 @@ UPSERT_BALANCE = ("INSERT INTO peerledger_balances (platform, account, currency,
 UPSERT_STATEMENT = ("INSERT INTO peerledger_statements (platform, account, period, currency, earned, reversed, paid) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, account, period, currency) DO UPDATE SET "
                     "earned = excluded.earned, reversed = excluded.reversed, paid = excluded.paid")
+UPSERT_POOL = ("INSERT INTO peerledger_pools (platform, pool, currency, method, funded, closed, seq, explanation) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, pool) DO UPDATE SET funded = excluded.funded, "
+               "closed = excluded.closed, explanation = COALESCE(excluded.explanation, peerledger_pools.explanation)")
+# Funding and usage add up in SQL: a pool's rows are many and only its
+# close reads them, so the writer never reads them first.  Both stay below
+# 2^63: a pool's total funding is capped there (§7), and a subscriber's
+# uses of one work would need billions of events to reach it.
+ADD_FUNDING = ("INSERT INTO peerledger_pool_funding (platform, pool, subscriber, funded) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT (platform, pool, subscriber) DO UPDATE SET "
+               "funded = peerledger_pool_funding.funded + excluded.funded")
+ADD_USAGE = ("INSERT INTO peerledger_pool_usage (platform, pool, subscriber, work, uses) VALUES (?, ?, ?, ?, ?) "
+             "ON CONFLICT (platform, pool, subscriber, work) DO UPDATE SET "
+             "uses = peerledger_pool_usage.uses + excluded.uses")
 UPSERT_DIGEST = ("INSERT INTO peerledger_digests (platform, seq, digest) VALUES (?, ?, ?) "
                  "ON CONFLICT (platform, seq) DO UPDATE SET digest = excluded.digest")
 
@@ -314,6 +389,15 @@ def write(c: Any, d: Dialect, changes: Changes) -> None:
         c.executemany(_sql(d, UPSERT_STATEMENT), [
             (p, a, month, cur, *(_money(d, x) for x in (f.earned, f.reversed, f.paid)))
             for (a, month, cur), f in changes.statements.items()])
+    if changes.pools:
+        c.executemany(_sql(d, UPSERT_POOL), [
+            (p, pool.pool, pool.currency, pool.method, pool.funded_minor, pool.closed, pool.seq,
+             orjson.dumps(changes.pool_explanations[name]) if name in changes.pool_explanations else None)
+            for name, pool in changes.pools.items()])
+    if changes.funding:
+        c.executemany(_sql(d, ADD_FUNDING), [(p, pool, s, units) for (pool, s), units in changes.funding.items()])
+    if changes.usage:
+        c.executemany(_sql(d, ADD_USAGE), [(p, pool, s, w, n) for (pool, s, w), n in changes.usage.items()])
     if changes.digest_due:
         c.execute(_sql(d, "SELECT account, currency, earned, reversed, paid FROM peerledger_balances "
                           "WHERE platform = ?"), (p,))

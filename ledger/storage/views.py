@@ -15,7 +15,8 @@ import orjson
 
 from attribution.shares import from_json_obj
 from ledger.storage.store import Store
-from projections.explain import explain_value
+from projections.explain import explain_pool, explain_value
+from projections.state import POOL_WORK_PREFIX
 
 
 def views_seq(store: Store, platform: str) -> int:
@@ -60,9 +61,11 @@ def read_statement(store: Store, platform: str, prosumer: str, period: str | Non
 
 
 def read_explain(store: Store, platform: str, value: str) -> dict[str, Any] | None:
+    """A value's explanation (`projections.explain`), or a closed pool's
+    (EVENTS.md §7); None when `platform` has no such value."""
     rows = store.query(
         "SELECT v.work, v.vector_version, v.fee_bps, v.amount, v.currency, v.reversed, v.seq, "
-        "w.vector, w.explanation FROM peerledger_values v JOIN peerledger_vectors w "
+        "w.vector, w.explanation FROM peerledger_values v LEFT JOIN peerledger_vectors w "
         "ON w.platform = v.platform AND w.work = v.work AND w.version = v.vector_version "
         "WHERE v.platform = ? AND v.value = ?",
         (platform, value),
@@ -70,10 +73,23 @@ def read_explain(store: Store, platform: str, value: str) -> dict[str, Any] | No
     if not rows:
         return None
     work, _version, fee_bps, amount, currency, reversed_minor, seq, vector, explanation = rows[0]
+    shares = from_json_obj(orjson.loads(bytes(vector))) if vector is not None else None
+    if work.startswith(POOL_WORK_PREFIX):
+        (pool,) = store.query("SELECT explanation FROM peerledger_pools WHERE platform = ? AND pool = ?",
+                              (platform, value))
+        return explain_pool(value, int(amount), currency, int(reversed_minor), shares,
+                            orjson.loads(bytes(pool[0])))
+    assert shares is not None and explanation is not None, f"value {value!r} has no stored vector"
     return explain_value(
         value, work, int(amount), currency, int(fee_bps), int(reversed_minor), int(seq),
-        from_json_obj(orjson.loads(bytes(vector))), orjson.loads(bytes(explanation)),
+        shares, orjson.loads(bytes(explanation)),
     )
+
+
+def value_seq(store: Store, platform: str, value: str) -> int:
+    """The seq that realized `value` (a pool's: its close); 0 for none."""
+    rows = store.query("SELECT seq FROM peerledger_values WHERE platform = ? AND value = ?", (platform, value))
+    return int(rows[0][0]) if rows else 0
 
 
 def recorded_digests(store: Store, platform: str) -> dict[int, str]:
