@@ -54,11 +54,17 @@ class BoundedCache(Generic[K, V]):
         return key in self._items
 
     def put(self, key: K, value: V) -> None:
-        self.drop(key)
         entries, size = self._size_of(value)
+        items = self._items
+        old = items.get(key)
+        if old is not None:
+            if old[1] == entries and old[2] == size:  # a row replaced by one of its size: no eviction
+                items[key] = (value, entries, size)
+                items.move_to_end(key)
+                return
+            self.drop(key)
         if entries > self.max_entries or size > self.max_bytes:
             return  # larger than the whole budget: the caller has it, we do not keep it
-        items = self._items
         while items and (self._entries + entries > self.max_entries or self._bytes + size > self.max_bytes):
             _, (_, old_entries, old_size) = items.popitem(last=False)
             self._entries -= old_entries

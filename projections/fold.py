@@ -253,11 +253,21 @@ def keys_of(events: Iterable[dict[str, Any]]) -> PrefetchKeys:
         kind = event["type"]
         if kind == "value.realized":
             keys.values.add(data["value"])
+            keys.pools.add(data["value"])  # one namespace (§7)
             keys.works.add(data["work"])
             keys.sold_works.add(data["work"])
         elif kind == "value.reversed":
             keys.values.add(data["value"])
+            keys.pools.add(data["value"])
             keys.reversed_values.add(data["value"])
+        elif kind == "pool.opened":
+            keys.pools.add(data["pool"])
+            keys.values.add(data["pool"])
+        elif kind in ("pool.funded", "pool.closed"):
+            keys.pools.add(data["pool"])
+        elif kind == "usage.recorded":
+            keys.pools.add(data["pool"])
+            keys.works.update(data["uses"])
         elif kind == "payout.issued":
             keys.payouts.add(data["payout"])
             keys.prosumers.add(data["prosumer"])

@@ -278,9 +278,11 @@ class PlatformState:
         self._pool_explanations: dict[str, dict[str, Any]] = {}
         self._funding: dict[tuple[str, str], int] = {}
         self._usage: dict[tuple[str, str, str], int] = {}
-        # Rows the source said do not exist, during this batch only.
-        self._absent: dict[str, set[Any]] = {kind: set() for kind in (
-            "prosumers", "works", "values", "payouts", "vectors", "balances", "statements", "pools")}
+        # Rows the source said do not exist, and committed rows this batch
+        # read: during this batch only.
+        kinds = ("prosumers", "works", "values", "payouts", "vectors", "balances", "statements", "pools")
+        self._absent: dict[str, set[Any]] = {kind: set() for kind in kinds}
+        self._seen: dict[str, dict[Any, Any]] = {kind: {} for kind in kinds}
         if self._committed is not None:
             self.head = self._committed.copy()
 
@@ -338,12 +340,15 @@ class PlatformState:
             c.works.put((p, g, w), work)
         for v, record in self._values.items():
             c.values.put((p, g, v), record)
+        for key in self._absent["vectors"]:
+            if key not in self._vectors:
+                c.vectors.put((p, g, key), (None, False))
         for key, vector in self._vectors.items():
-            c.vectors.put((p, g, *key), (vector, key in self._explained))
+            c.vectors.put((p, g, key), (vector, key in self._explained))
         for key, figures in changes.balances.items():
-            c.balances.put((p, g, *key), figures)
+            c.balances.put((p, g, key), figures)
         for key, figures in changes.statements.items():
-            c.statements.put((p, g, *key), figures)
+            c.statements.put((p, g, key), figures)
         for pool, record in self._pools.items():
             c.pools.put((p, g, pool), record)
         self._committed = self.head
@@ -361,17 +366,22 @@ class PlatformState:
 
     def _read(self, kind: str, cache: BoundedCache, load: Any, keys: Iterable[Any],
               overlay: dict[Any, Any]) -> dict[Any, Any]:
-        """Rows of `keys`: the batch's, the cache's, then the source's (one
-        call for all misses, which are cached; absent ones are remembered for
-        the batch)."""
+        """Rows of `keys`: the batch's own, those it read already, the
+        cache's, then the source's (one call for all misses, which are
+        cached; absent ones are remembered for the batch)."""
         p, g = self.platform, self._generation
         absent = self._absent[kind]
+        seen = self._seen[kind]
         found: dict[Any, Any] = {}
         missing: list[Any] = []
         for key in keys:
             hit = overlay.get(key)
             if hit is None:
-                hit = cache.get((p, g, *key) if type(key) is tuple else (p, g, key))
+                hit = seen.get(key)
+                if hit is None:
+                    hit = cache.get((p, g, key))
+                    if hit is not None:
+                        seen[key] = hit
             if hit is not None:
                 found[key] = hit
             elif key not in absent and key not in found:
@@ -383,9 +393,22 @@ class PlatformState:
                 if row is None:
                     absent.add(key)
                     continue
-                found[key] = row
-                cache.put((p, g, *key) if type(key) is tuple else (p, g, key), row)
+                found[key] = seen[key] = row
+                cache.put((p, g, key), row)
         return found
+
+    def _one(self, kind: str, cache: BoundedCache, load: Any, key: Any, overlay: dict[Any, Any]) -> Any:
+        """One row, or None: `_read` for the common case, in a few dict
+        lookups (a batch's rows were read ahead by `prefetch`)."""
+        hit = overlay.get(key)
+        if hit is not None:
+            return hit
+        hit = self._seen[kind].get(key)
+        if hit is not None:
+            return hit
+        if key in self._absent[kind]:
+            return None
+        return self._read(kind, cache, load, (key,), overlay).get(key)
 
     def _figures(self, kind: str, cache: BoundedCache, load: Any,
                  keys: Iterable[Any]) -> dict[Any, Figures]:
@@ -418,18 +441,18 @@ class PlatformState:
     # -- what the rules and the fold ask ----------------------------------------
 
     def prosumer_exists(self, prosumer: str) -> bool:
-        return bool(self._read("prosumers", self.caches.prosumers, self.source.prosumers, (prosumer,),
-                               self._prosumers))
+        return self._one("prosumers", self.caches.prosumers, self.source.prosumers, prosumer,
+                         self._prosumers) is not None
 
     def value(self, value: str) -> ValueRecord | None:
-        return self._read("values", self.caches.values, self.source.values, (value,), self._values).get(value)
+        return self._one("values", self.caches.values, self.source.values, value, self._values)
 
     def payout_exists(self, payout: str) -> bool:
-        return bool(self._read("payouts", _NO_CACHE, self.source.payouts, (payout,), self._payouts))
+        return self._one("payouts", _NO_CACHE, self.source.payouts, payout, self._payouts) is not None
 
     def balance(self, account: str, currency: str) -> Figures:
         key = (account, currency)
-        base = self._figures("balances", self.caches.balances, self.source.balances, (key,)).get(key, NO_FIGURES)
+        base = self._one("balances", self.caches.balances, self.source.balances, key, _EMPTY) or NO_FIGURES
         delta = self._balance_delta.get(key)
         return base if delta is None else base.plus(delta)
 
@@ -446,7 +469,7 @@ class PlatformState:
         """Whether the vectors table has (or this batch writes) the row of `key`."""
         if key in self._explained:
             return True
-        hit = self.caches.vectors.get((self.platform, self._generation, *key))
+        hit = self.caches.vectors.get((self.platform, self._generation, key))
         if hit is not None:
             return hit[1]
         if key in self._absent["vectors"]:
@@ -454,7 +477,7 @@ class PlatformState:
         return key in self.source.vectors(self.platform, (key,))
 
     def pool(self, pool: str) -> PoolRecord | None:
-        return self._read("pools", self.caches.pools, self.source.pools, (pool,), self._pools).get(pool)
+        return self._one("pools", self.caches.pools, self.source.pools, pool, self._pools)
 
     def pool_members(self, pool: str) -> Iterator[tuple[str, int, list[tuple[str, int]]]]:
         """Every subscriber of `pool` with what they funded and used, in
@@ -530,12 +553,21 @@ class PlatformState:
     # -- WorkStore: the graph's rows are the platform's ------------------------
 
     def works(self, ids: Collection[str]) -> dict[str, Work]:
+        if len(ids) == 1:  # the graph's common question: one work
+            (work_id,) = ids
+            row = self._one("works", self.caches.works, self.source.works, work_id, self._works)
+            return {work_id: row} if row is not None else {}
         return self._read("works", self.caches.works, self.source.works, ids, self._works)
 
     def put_work(self, work_id: str, work: Work) -> None:
-        if work_id not in self._works and not self.works((work_id,)):
+        before = self.works((work_id,)).get(work_id)
+        if before is None:
             self._created_works[work_id] = self.head.seq + 1
         self._works[work_id] = work
+        if before is None or before.version != work.version:
+            # A new work, or a new version of one, has no stored vector yet:
+            # known without asking (sales store them through this state).
+            self._absent["vectors"].add((work_id, work.version))
 
     def dependents(self, ids: Collection[str]) -> dict[str, list[str]]:
         found = self.source.dependents(self.platform, ids)
@@ -556,7 +588,7 @@ class PlatformState:
         for key in keys:
             vector = self._vectors.get(key)
             if vector is None:
-                hit = self.caches.vectors.get((p, g, *key))
+                hit = self.caches.vectors.get((p, g, key))
                 if hit is not None:
                     vector = hit[0]
                     if vector is None:  # known not to be stored, nor computed yet
@@ -573,10 +605,10 @@ class PlatformState:
                     absent.add(key)
                     # Remembered across batches: only this process can store
                     # it while the platform's head is the one it knows.
-                    self.caches.vectors.put((p, g, *key), (None, False))
+                    self.caches.vectors.put((p, g, key), (None, False))
                 else:
                     found[key] = vector
-                    self.caches.vectors.put((p, g, *key), (vector, True))
+                    self.caches.vectors.put((p, g, key), (vector, True))
         return found
 
     def put_vector(self, key: VectorKey, vector: ShareVector) -> None:
@@ -595,6 +627,7 @@ class _NoCache:
 
 
 _NO_CACHE: Any = _NoCache()
+_EMPTY: dict[Any, Any] = {}  # an overlay with nothing in it (balances: the batch keeps deltas, not rows)
 
 
 @dataclass
