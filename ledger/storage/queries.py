@@ -26,7 +26,13 @@ from ledger.contract.schema import (
 )
 from ledger.storage.replay import balances_as_of
 from ledger.storage.store import Store
-from ledger.storage.views import read_balances, read_explain, read_statement, value_seq, views_seq
+from ledger.storage.views import (
+    read_balances,
+    read_explain,
+    read_statement,
+    value_seq,
+    views_seq,
+)
 from projections.payouts import AMOUNT_MAX_MINOR, PayoutPlan, PayoutRun, plan_payouts
 
 

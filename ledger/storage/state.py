@@ -94,6 +94,8 @@ def state_ddl(d: Dialect) -> list[str]:
         f"explanation {b} NOT NULL, PRIMARY KEY (platform, work, version))",
         "CREATE TABLE IF NOT EXISTS peerledger_digests (platform TEXT NOT NULL, "
         "seq BIGINT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (platform, seq))",
+        # One row per process that wrote (a few dozen bytes each): see Store.append.
+        "CREATE TABLE IF NOT EXISTS peerledger_writes (writer TEXT PRIMARY KEY, token TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS peerledger_pools (platform TEXT NOT NULL, pool TEXT NOT NULL, "
         "currency TEXT NOT NULL, method TEXT NOT NULL, funded BIGINT NOT NULL, closed BOOLEAN NOT NULL, "
         f"seq BIGINT NOT NULL, explanation {b}, PRIMARY KEY (platform, pool))",

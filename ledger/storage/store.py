@@ -41,10 +41,18 @@ import hashlib
 import logging
 import os
 import sqlite3
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple, Sequence
 
-from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+    Tracking,
+)
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteDatastore,
@@ -82,6 +90,10 @@ KAFKA_OFFSETS_SCHEMA_VERSION = 1
 # database at version 1 is upgraded by building its state from its log once
 # (`ledger.storage.upgrade`).
 STATE_SCHEMA_VERSION = 2
+# How long a writer whose connection broke during a commit keeps asking the
+# database whether the commit happened, and how long it pauses in between.
+COMMIT_CHECK_S = 30.0
+COMMIT_CHECK_PAUSE_S = 0.5
 # A writer waits this long for SQLite's write lock before it says so in the
 # log and waits again: writers never give up on each other.
 SQLITE_BUSY_WAIT_S = 30
@@ -89,6 +101,11 @@ SQLITE_BUSY_WAIT_S = 30
 
 class AppendConflict(Exception):
     """Another writer appended to the same platform first; nothing was written."""
+
+
+class OutcomeUnknown(Exception):
+    """The connection broke during a commit and the database could not be
+    asked whether it happened.  Nothing may be reported for the batch."""
 
 
 class OffsetsFenced(Exception):
@@ -218,6 +235,11 @@ INSERT_ID = (
     "(platform, event_id, seq, leaf_hash, effect_hash, accepted_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+# One row per writing Store (process), naming its last committed batch: after
+# a connection broke during a commit, the writer asks it whether the batch
+# made it (see Store.append).
+UPSERT_WRITE = ("INSERT INTO peerledger_writes (writer, token) VALUES (?, ?) "
+                "ON CONFLICT (writer) DO UPDATE SET token = excluded.token")
 INSERT_MERKLE_NODE = "INSERT INTO peerledger_merkle_nodes (platform, level, idx, hash) VALUES (?, ?, ?, ?)"
 INSERT_REJECT = (
     "INSERT INTO peerledger_rejects (platform, event_id, code, message, raw, "
@@ -338,6 +360,8 @@ class Store:
         # A scratch database (a replay's) need not survive a crash: its
         # writes skip the fsync.
         self.durable = durable
+        # Names this Store's batches in `peerledger_writes` (see append).
+        self.writer_id = uuid.uuid4().hex
         parsed = DbUrl.parse(url)
         self.dialect = parsed.dialect
         self._pg_lock_conn: Any = None
@@ -363,8 +387,10 @@ class Store:
             self._tuple_rows = tuple_row
 
             assert parsed.pg is not None
+            # pre_ping: a pooled connection the network broke while it idled
+            # is replaced before use, not handed to the next batch.
             self.datastore = PostgresDatastore(
-                **parsed.pg, originator_id_type="text", pool_size=2, max_overflow=2
+                **parsed.pg, originator_id_type="text", pool_size=2, max_overflow=2, pre_ping=True
             )
             self.recorder = _postgres_recorder_class()(self.datastore, events_table_name=EVENTS_TABLE)
             self.tracking = PostgresTrackingRecorder(self.datastore)
@@ -479,11 +505,36 @@ class Store:
         lock can do that), OffsetsFenced when a partition's stored offset is
         past the batch; the whole transaction is then rolled back.
         """
+        token = uuid.uuid4().hex
         try:
             with self.write_transaction() as c:
                 _write_batch(c, self.dialect, batch, self.recorder.insert_stored_events)
+                c.execute(self.dialect.sql(UPSERT_WRITE), (self.writer_id, token))
         except (IntegrityError, sqlite3.IntegrityError) as e:
             raise AppendConflict(str(e)) from e
+        except (OperationalError, InterfaceError) as e:
+            # The connection broke: before the commit (nothing written),
+            # or after the server committed but before it said so.  The
+            # batch's token, written in its transaction, tells which.
+            if self.dialect is not POSTGRES or not self._committed(token):
+                raise
+            log.warning("the connection broke after the batch committed (%s): its outcomes stand", e)
+
+    def _committed(self, token: str) -> bool:
+        """Whether the batch that wrote `token` committed; raises
+        OutcomeUnknown if the database cannot be asked within
+        COMMIT_CHECK_S (the caller must not report the batch either way)."""
+        deadline = time.monotonic() + COMMIT_CHECK_S
+        while True:
+            try:
+                rows = self.query("SELECT token FROM peerledger_writes WHERE writer = ?", (self.writer_id,))
+                return bool(rows) and rows[0][0] == token
+            except (OperationalError, InterfaceError) as e:
+                if time.monotonic() > deadline:
+                    raise OutcomeUnknown(f"the connection broke during a commit and the database has not "
+                                         f"answered since ({e}): resend the batch, its accepted events come "
+                                         "back as duplicates") from e
+                time.sleep(COMMIT_CHECK_PAUSE_S)
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[Any]:
@@ -639,12 +690,22 @@ class Store:
     # -- serialising writers of one platform --------------------------------
 
     def _lock_connection(self) -> Any:
+        """The connection that holds this Store's advisory locks (locks live
+        as long as their session).  One the network broke while it idled is
+        replaced: the locks it held died with it, and none is held between
+        batches."""
         import psycopg
 
-        if self._pg_lock_conn is None or self._pg_lock_conn.closed:
+        conn = self._pg_lock_conn
+        if conn is not None and not conn.closed:
+            try:
+                conn.execute("SELECT 1")
+            except psycopg.OperationalError:
+                conn.close()
+        if conn is None or conn.closed:
             assert self._pg is not None
-            self._pg_lock_conn = psycopg.connect(autocommit=True, **self._pg)
-        return self._pg_lock_conn
+            conn = self._pg_lock_conn = psycopg.connect(autocommit=True, **self._pg)
+        return conn
 
     @contextlib.contextmanager
     def schema_lock(self) -> Iterator[None]:
@@ -701,11 +762,18 @@ class Store:
                     fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file is closed
                 yield
             return
+        import psycopg
+
         conn = self._lock_connection()
         for name in names:
             conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (name,))
         try:
             yield
         finally:
-            for name in reversed(names):
-                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (name,))
+            try:
+                for name in reversed(names):
+                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (name,))
+            except psycopg.OperationalError:
+                # The session died, and its locks with it: nothing to undo,
+                # and what went wrong in the block is what the caller must see.
+                conn.close()
