@@ -103,7 +103,6 @@ from ledger.demo.generate import write_jsonl  # noqa: E402
 from ledger.http.tokens import create_token, create_tokens_table  # noqa: E402
 from ledger.ingest.files import ingest_paths  # noqa: E402
 from ledger.storage.store import Store  # noqa: E402
-from ledger.storage.views import create_views  # noqa: E402
 
 PLATFORM = "bench"
 POST_EVENTS = 1000
@@ -572,7 +571,6 @@ def run(args: argparse.Namespace, pool: concurrent.futures.ProcessPoolExecutor) 
     stream = Path(tmp.name) / "setup.jsonl"
     n_setup = write_jsonl(stream, setup_events(args.prosumers, rng))
     with Store(db_url) as store:
-        create_views(store)
         create_tokens_table(store)
         summary = ingest_paths(store, [str(stream)], show_progress=False)
         writer_token, _ = create_token(store, "ingest", PLATFORM, "bench ingest")

@@ -102,11 +102,10 @@ def worker_consume(spec: dict[str, Any]) -> dict[str, Any]:
 
     from ledger.kafka.consumer import ConsumerSettings, LedgerConsumer
     from ledger.storage.store import Store
-    from ledger.storage.views import create_views, read_balances
+    from ledger.storage.views import read_balances
     from projections.balances import balances_digest
 
     with Store(spec["db"]) as store:
-        create_views(store)
         consumer = LedgerConsumer(store, ConsumerSettings(
             spec["bootstrap"], spec["topic"], group_id=f"ledger-{secrets.token_hex(4)}",
             projector=spec["projector"]))

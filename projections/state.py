@@ -435,8 +435,15 @@ class PlatformState:
         wanted.extend((w, works[w].version) for w in keys.sold_works if w in works)
         values = self._read("values", self.caches.values, self.source.values, keys.values, self._values)
         wanted.extend((r.work, r.vector_version) for r in values.values() if r.value in keys.reversed_values)
-        if wanted:
-            self.vectors(wanted)
+        known = self.vectors(wanted) if wanted else {}
+        # Third round: a sold output whose vector is not known is walked
+        # down its components; read the first level for all of them at once
+        # (most outputs are one level above contributions or sold works).
+        below = {c for w, work in works.items() if (w, work.version) not in known and work.passes_on()
+                 for c, _ in work.components}
+        if below:
+            rows = self.works(below)
+            self.vectors([(c, row.version) for c, row in rows.items()])
 
     # -- what the rules and the fold ask ----------------------------------------
 

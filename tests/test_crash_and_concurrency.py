@@ -124,3 +124,39 @@ def test_three_ingest_processes_with_overlapping_input_make_the_log_of_one(db_ur
     total_lines = len(lines) * 2 + len(only_beta.read_bytes().splitlines())
     assert sum(s["accepted"] for s in summaries) == sum(len(log_of(ref, p)) for p in ("alpha", "beta", "gamma"))
     assert sum(s["accepted"] + s["duplicate"] + s["rejected"] for s in summaries) == total_lines
+
+
+@pytest.mark.slow
+def test_an_ingest_process_and_a_server_writing_one_platform_both_finish_each_event_once(
+        db_url: str, tmp_path: Path):
+    """`peerledger ingest` of a stream while `serve` takes the same stream as
+    POSTs, on one database: both finish (neither gives up on the other), every
+    event is accepted once, and the ledger is the one a single writer makes."""
+    from http_helpers import make_token, running_server
+
+    # All valid: an event one writer rejected could be accepted later, when
+    # the other offers it again on a ledger that has moved on.
+    lines = [json.dumps(e).encode() for e in generate(21, 6_000, "shared", bad_fraction_ppm=0)]
+    path = tmp_path / "shared.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    ref = reference(tmp_path, path)
+    token = make_token(db_url, "ingest", "shared")
+    with running_server(db_url, tmp_path) as server, server.client(token) as client:
+        ingest = subprocess.Popen(ingest_cmd(db_url, str(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=BASE_ENV)
+        posted = {"accepted": 0, "duplicate": 0, "rejected": 0}
+        for i in range(0, len(lines), 500):
+            r = client.post("/v1/platforms/shared/events", content=b"\n".join(lines[i:i + 500]),
+                            headers={"content-type": "application/x-ndjson"})
+            assert r.status_code == 200, r.text
+            for k in posted:
+                posted[k] += r.json()[k]
+        out, errors = ingest.communicate(timeout=600)
+        assert ingest.returncode in (0, 3), errors[-2000:]
+    by_cli = json.loads(out)
+    assert by_cli["accepted"] + posted["accepted"] == ref["summary"]["accepted"]  # each event once
+    assert log_of(db_url, "shared") == log_of(ref["url"], "shared")
+    assert digest_of(db_url, "shared") == digest_of(ref["url"], "shared")
+    with Store(db_url) as store:
+        report = verify(store, "shared")
+        assert report.ok, report.difference

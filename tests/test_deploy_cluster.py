@@ -38,8 +38,9 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka_mock import MockKafka, produce_with_librdkafka
 
 from ledger.demo.generate import generate_many, write_jsonl
+from ledger.storage.flows import tracking_name
 from ledger.storage.store import Store
-from ledger.storage.views import read_balances, tracking_name
+from ledger.storage.views import read_balances
 from projections.balances import balances_digest
 
 EVENTS = 300_000
