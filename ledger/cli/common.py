@@ -62,6 +62,8 @@ def open_store(args: argparse.Namespace) -> Store:
 
 
 def upgrade_store(store: Store) -> None:
+    """Build the state of a database whose upgrade is pending, with a progress
+    bar on stderr (on a terminal; otherwise a line per platform)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -70,7 +72,9 @@ def upgrade_store(store: Store) -> None:
         TimeRemainingColumn,
     )
 
-    err.print(f"peerledger: upgrading {store.url}: building each platform's state from its log (once)")
+    # One line per message (soft_wrap): without a terminal rich would wrap at 80 columns.
+    err.print(f"peerledger: upgrading {store.url}: building each platform's state from its log (once)",
+              soft_wrap=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, transient=False, disable=not err.is_terminal) as bar:
         tasks: dict[str, Any] = {}
@@ -79,9 +83,12 @@ def upgrade_store(store: Store) -> None:
             if platform not in tasks:
                 tasks[platform] = bar.add_task(platform, total=total)
             bar.update(tasks[platform], completed=done)
+            if bar.disable and done == total:  # no bar (not a terminal): a line per platform
+                err.print(f"peerledger: {platform}: state built from {total} events", soft_wrap=True)
 
         platforms = upgrade(store, progress)
-    err.print(f"peerledger: upgraded {len(platforms)} platform(s)")
+    err.print(f"peerledger: upgraded {len(platforms)} platform(s)" if platforms else
+              "peerledger: nothing to upgrade: another process upgraded it meanwhile", soft_wrap=True)
 
 
 def parent_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:

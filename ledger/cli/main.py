@@ -30,6 +30,7 @@ from ledger.cli.common import (
     out,
     parent_parsers,
     print_json,
+    upgrade_store,
 )
 from ledger.contract.documents import reject_docs
 from ledger.ingest.files import ingest_paths
@@ -46,7 +47,7 @@ from ledger.storage.queries import (
     log_head,
     statement_doc,
 )
-from ledger.storage.store import Store
+from ledger.storage.store import STATE_SCHEMA_VERSION, Store
 from projections.balances import balances_digest
 
 # -- ingest -----------------------------------------------------------------
@@ -217,6 +218,18 @@ def cmd_project(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """What every command does on opening a database written by an older
+    peerledger (`open_store`), asked for explicitly: build its state from its
+    log once.  Running it again is harmless."""
+    with Store(args.db) as store:
+        if not store.upgrade_pending:
+            print(f"nothing to upgrade: the state is at schema version {STATE_SCHEMA_VERSION}")
+            return EXIT_OK
+        upgrade_store(store)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ledger.cli.demo import run_demo
 
@@ -270,6 +283,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="with --follow: serve /metrics, /healthz and /readyz on http://0.0.0.0:PORT")
     s.set_defaults(func=cmd_project)
+
+    s = sub.add_parser("upgrade", parents=[common],
+                       help="build the state of a database written by an older peerledger from its log "
+                            "(every command does it on opening such a database)")
+    s.set_defaults(func=cmd_upgrade)
 
     s = sub.add_parser("demo", parents=[common], help="generate, ingest and explain a realistic stream")
     s.add_argument("--events", type=int, default=60_000)

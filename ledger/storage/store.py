@@ -449,6 +449,10 @@ class Store:
             self._record_schema_part("state", STATE_SCHEMA_VERSION)
             return False
 
+    def state_built(self) -> bool:
+        """The state tables are at `STATE_SCHEMA_VERSION` (read now, not at open)."""
+        return self._schema_part_ready("state", STATE_SCHEMA_VERSION)
+
     def record_state_built(self) -> None:
         """The upgrade built every platform's state from its log."""
         self._record_schema_part("state", STATE_SCHEMA_VERSION)

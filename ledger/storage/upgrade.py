@@ -14,7 +14,10 @@ explanations are those the log implies, as before.
 
 An interrupted upgrade leaves the version unrecorded; the next one starts
 again from scratch for every platform.  No writer may write meanwhile: they
-refuse a database whose upgrade is pending.
+refuse a database whose upgrade is pending.  Two processes that open an old
+database at once both find the upgrade pending; the second waits for the
+schema lock and then finds the version recorded, so it builds nothing again
+(rebuilding would empty the read models of a ledger already in service).
 """
 
 from __future__ import annotations
@@ -27,11 +30,15 @@ from ledger.storage.store import EVENTS_TABLE, Store
 
 
 def upgrade(store: Store, progress: Callable[[str, int, int], None] | None = None) -> list[str]:
-    """Build every platform's state from its log; returns the platforms.
+    """Build every platform's state from its log; returns the platforms
+    (none if another process upgraded the database first).
 
     `progress(platform, events_done, events_total)` is called as it goes.
     """
     with store.schema_lock():
+        if store.state_built():  # another process upgraded it while this one waited for the lock
+            store.upgrade_pending = False
+            return []
         platforms = [r[0] for r in store.query(
             f"SELECT DISTINCT originator_id FROM {EVENTS_TABLE} ORDER BY originator_id")]
         for platform in platforms:
