@@ -176,7 +176,7 @@ def worker_store(spec: dict[str, Any]) -> dict[str, Any]:
     from eventsourcing.persistence import StoredEvent
 
     from ledger.ingest.sources import BATCH_MAX_EVENTS
-    from ledger.storage.store import IdRecord, Store
+    from ledger.storage.store import AppendBatch, IdRecord, Store
 
     source = sqlite3.connect(spec["source"])
     events = [StoredEvent(*row) for row in source.execute(
@@ -193,14 +193,14 @@ def worker_store(spec: dict[str, Any]) -> dict[str, Any]:
     for node in nodes:
         last_seq = (node[2] + 1) << node[1]
         per_batch.setdefault((last_seq - 1) // BATCH_MAX_EVENTS, []).append(node)
-    batches = [(events[i:i + BATCH_MAX_EVENTS], ids[i:i + BATCH_MAX_EVENTS], [],
-                per_batch.get(i // BATCH_MAX_EVENTS, []))
+    batches = [AppendBatch(events[i:i + BATCH_MAX_EVENTS], ids[i:i + BATCH_MAX_EVENTS], [],
+                           per_batch.get(i // BATCH_MAX_EVENTS, []))
                for i in range(0, len(events), BATCH_MAX_EVENTS)]
     with Store(spec["db"]) as store:
         gc.collect()
         t0 = time.perf_counter()
-        for rows in batches:
-            store.append(*rows)
+        for batch in batches:
+            store.append(batch)
         seconds = time.perf_counter() - t0
         assert store.head(PLATFORM) == len(events)
     return {"events": len(events), "seconds": seconds}
@@ -209,15 +209,15 @@ def worker_store(spec: dict[str, Any]) -> dict[str, Any]:
 def worker_replay(spec: dict[str, Any]) -> dict[str, Any]:
     import gc
 
-    from ledger.storage.replay import replay
+    from ledger.storage.replay import rebuild, scratch_store
     from ledger.storage.store import Store
 
-    with Store(spec["db"]) as store:
+    with Store(spec["db"]) as store, scratch_store() as scratch:
         gc.collect()
         t0 = time.perf_counter()
-        fold = replay(store, PLATFORM)
+        replay = rebuild(store, scratch, PLATFORM)
         seconds = time.perf_counter() - t0
-    return {"events": fold.seq, "seconds": seconds}
+    return {"events": replay.seq, "seconds": seconds}
 
 
 def worker_es(spec: dict[str, Any]) -> dict[str, Any]:
@@ -364,7 +364,7 @@ class PgServer:
     def __init__(self, base_url: str) -> None:
         import psycopg
 
-        from ledger.storage.store import DbUrl
+        from ledger.storage.dialect import DbUrl
 
         parsed = DbUrl.parse(base_url)
         if parsed.pg is None:
