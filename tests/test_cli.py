@@ -224,3 +224,10 @@ def test_every_cli_process_collects_garbage_at_the_ledger_thresholds(capsys):
         assert gc.get_threshold() == GC_THRESHOLDS
     finally:
         gc.set_threshold(*before)
+
+
+def test_a_database_url_is_logged_without_its_password():
+    from ledger.cli.common import redacted
+
+    assert redacted("postgresql://ledger:s3cret@db.internal:5432/prod") == "postgresql://ledger:***@db.internal:5432/prod"
+    assert redacted("sqlite:///peerledger.db") == "sqlite:///peerledger.db"

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from rich.console import Console
@@ -61,6 +62,16 @@ def open_store(args: argparse.Namespace) -> Store:
     return store
 
 
+def redacted(url: str) -> str:
+    """`url` without its password, fit for a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def upgrade_store(store: Store) -> None:
     """Build the state of a database whose upgrade is pending, with a progress
     bar on stderr (on a terminal; otherwise a line per platform)."""
@@ -73,7 +84,7 @@ def upgrade_store(store: Store) -> None:
     )
 
     # One line per message (soft_wrap): without a terminal rich would wrap at 80 columns.
-    err.print(f"peerledger: upgrading {store.url}: building each platform's state from its log (once)",
+    err.print(f"peerledger: upgrading {redacted(store.url)}: building each platform's state from its log (once)",
               soft_wrap=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, transient=False, disable=not err.is_terminal) as bar:
