@@ -115,7 +115,7 @@ class PlatformFold:
             applied.kind, applied.currency = REVERSED, before.currency
             applied.bookings = reversal_bookings(shares, before.reversed_minor, reversal_minor)
             record = applied.value = replace(before, reversed_minor=before.reversed_minor + reversal_minor)
-            state.put_value(record, created=False)
+            state.put_value(record)
         elif kind == "payout.issued":
             state.add_payout(data["payout"])
             applied.kind, applied.currency = PAID, data["currency"]
@@ -180,7 +180,7 @@ class PlatformFold:
             reversed_minor=0,
             seq=seq,
         )
-        state.put_value(record, created=True)
+        state.put_value(record)
         return record
 
 
@@ -212,7 +212,7 @@ class PlatformFold:
         })
         state.put_pool(replace(pool, closed=True))
         record = ValueRecord(pool_id, work, splits.amount_minor, pool.currency, 0, 0, 0, seq)
-        state.put_value(record, created=True)
+        state.put_value(record)
         return record
 
 

@@ -155,11 +155,9 @@ class Changes:
     platform: str
     head: Head
     prosumers: list[tuple[str, int]]  # (prosumer, seq registered)
-    works: dict[str, tuple[Work, int]]  # work -> (row after the batch, seq it was created)
-    created_works: set[str]
+    works: dict[str, tuple[Work, int]]  # work -> (row after the batch, seq it was created; 0: before the batch)
     dependents: list[tuple[str, str]]  # (component, output listing it)
     values: dict[str, ValueRecord]
-    created_values: set[str]
     payouts: list[tuple[str, int]]  # (payout, seq)
     vectors: list[tuple[str, int, ShareVector, dict[str, Any]]]  # (work, version, vector, explanation)
     balances: dict[BalanceKey, Figures]
@@ -268,7 +266,6 @@ class PlatformState:
         self._created_works: dict[str, int] = {}
         self._edges: list[tuple[str, str]] = []
         self._values: dict[str, ValueRecord] = {}
-        self._created_values: set[str] = set()
         self._payouts: dict[str, int] = {}
         self._vectors: dict[VectorKey, ShareVector] = {}
         self._explained: dict[VectorKey, dict[str, Any]] = {}
@@ -316,10 +313,8 @@ class PlatformState:
             head=self.head,
             prosumers=sorted(self._prosumers.items()),
             works={w: (work, self._created_works.get(w, 0)) for w, work in sorted(self._works.items())},
-            created_works=set(self._created_works),
             dependents=list(self._edges),
             values=dict(sorted(self._values.items())),
-            created_values=set(self._created_values),
             payouts=sorted(self._payouts.items()),
             vectors=[(w, v, self._vectors[(w, v)], ex) for (w, v), ex in sorted(self._explained.items())],
             balances=dict(sorted(balances.items())),
@@ -533,10 +528,8 @@ class PlatformState:
     def add_payout(self, payout: str) -> None:
         self._payouts[payout] = self.head.seq + 1
 
-    def put_value(self, record: ValueRecord, *, created: bool) -> None:
+    def put_value(self, record: ValueRecord) -> None:
         self._values[record.value] = record
-        if created:
-            self._created_values.add(record.value)
 
     def store_vector(self, work: str, version: int, vector: ShareVector, explanation: dict[str, Any]) -> None:
         """Write the vector of (work, version) and its explanation with the
