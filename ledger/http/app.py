@@ -705,11 +705,13 @@ def _read_routes(app: FastAPI) -> None:
         rows = queries.balances_doc(backend.store, platform, None, seq)
         return _json({"platform": platform, "digest": balances_digest(rows), "as_of": seq}, headers)
 
-    @app.get(base + "/values/{value}/explain", tags=["reads"], response_model=api.Explanation,
-             responses=READ_ERRORS)
+    @app.get(base + "/values/{value}/explain", tags=["reads"],
+             response_model=api.Explanation | api.PoolExplanation, responses=READ_ERRORS)
     def explain(platform: PlatformId, value: str, request: Request, _who: Reader,
                 as_of: AsOf = None, as_of_time: AsOfTime = None) -> Response:
-        """Why a value was split as it was, as `peerledger explain --json`."""
+        """Why a value was split as it was, as `peerledger explain --json`: a sale's
+        explanation, or a closed usage pool's (EVENTS.md §7: stage 1 to works, and
+        what the other method would have allocated)."""
         backend = _backend(request)
         headers = _views_seq(backend, platform)
         ex = queries.explain_doc(backend.store, platform, value, _as_of(backend, platform, as_of, as_of_time))
