@@ -18,6 +18,7 @@ drawn: they are reported as the period's `reversed` total.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -237,9 +238,14 @@ def pool_doc(store: Store, platform: str, pool: str) -> dict[str, Any]:
 
 
 def _largest(booked: Mapping[str, int], other: Mapping[str, int], key: str) -> list[dict[str, Any]]:
-    """The POOL_ROWS keys with the most units under either method, units under each."""
-    names = sorted(set(booked) | set(other), key=lambda n: (-max(booked.get(n, 0), other.get(n, 0)), n))
-    return [{key: n, "booked": booked.get(n, 0), "alternative": other.get(n, 0)} for n in names[:POOL_ROWS]]
+    """The POOL_ROWS keys with the most units under either method, units under each
+    (a partial sort: a pool may name 200 000 works)."""
+    # The largest under either method are among each method's own largest
+    # (ranked the same way: more units first, then by id).
+    candidates = {n for units in (booked, other)
+                  for n in heapq.nsmallest(POOL_ROWS, units, key=lambda n, units=units: (-units[n], n))}
+    names = sorted(candidates, key=lambda n: (-max(booked.get(n, 0), other.get(n, 0)), n))[:POOL_ROWS]
+    return [{key: n, "booked": booked.get(n, 0), "alternative": other.get(n, 0)} for n in names]
 
 
 def _pool_picture(pool: str, ex: dict[str, Any], shares: Any, stored: dict[str, Any]) -> Picture:

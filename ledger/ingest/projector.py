@@ -7,7 +7,8 @@ instead, with a tracking record, and never folds an event a second time:
 for the flows (`ledger.storage.flows`), a `FlowFollower` reads a chunk of at
 most FLOWS_CHUNK_EVENTS events past the platform's tracked seq, the value
 rows of its sales and refunds and the vector rows of the works sold (one
-query per table), books each sale again exactly as the fold did
+query per table), books each sale (and each closed usage pool, a sale of its
+funding in its close's month) again exactly as the fold did
 (`attribution.allocate` of the amount by the stored vector with the
 value's fee), routes it (`projections.flows`) and adds the chunk's sums to
 the flow rows with the new tracked seq, in one transaction.
