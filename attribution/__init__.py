@@ -39,6 +39,7 @@ from .pools import (
     pool_shares,
     split_by_usage,
     split_pool,
+    used_works,
 )
 from .shares import PLATFORM, UNATTRIBUTED, ShareVector, from_json_obj, to_json_obj
 
@@ -71,4 +72,5 @@ __all__ = [
     "split_by_usage",
     "split_pool",
     "to_json_obj",
+    "used_works",
 ]

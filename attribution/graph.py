@@ -475,9 +475,16 @@ class WorkGraph:
 
     def vectors(self, works: list[str]) -> dict[str, ShareVector]:
         """``vector`` of each of `works`: those the store knows in one read,
-        the others computed one by one."""
+        the others computed one by one, after one read of the rows (and
+        stored vectors) of their direct components, which each walk would
+        otherwise ask the store for alone."""
         rows = self.store.works(works)
         known = self.store.vectors([(w, rows[w].version) for w in works])
+        below = list({c: None for w in works if (w, rows[w].version) not in known and rows[w].passes_on()
+                      for c, _ in rows[w].components})
+        if below:
+            below_rows = self.store.works(below)
+            self.store.vectors([(c, below_rows[c].version) for c in below])
         out = {}
         for w in works:
             vector = known.get((w, rows[w].version))

@@ -75,6 +75,10 @@ here needs the rows at once:
   Time: O(sum of |V(w)|) small multiply-adds, O(distinct d * recipients)
   big-by-small multiplies, one lcm pass and one gcd pass; memory:
   O(distinct d * recipients).
+* ``split_pool`` computes stage 2 of both methods in one pass over the works
+  either one used (``used_works``, in work id order), so each V(w) is asked
+  for once, however many works the pool has: a caller that reads V(w) from
+  storage reads each once, in that order.
 """
 
 from __future__ import annotations
@@ -201,7 +205,10 @@ class PoolSplitter:
         assert not self._finished, "finish twice"
         self._finished = True
         x = self._funded_minor
-        totals = self._uses_by_work
+        totals, m = self._uses_by_work, self._user_centric
+        # The sums are handed over: a finished splitter keeps none of its
+        # O(works) memory while its caller goes on to stage 2.
+        self._uses_by_work, self._user_centric = {}, {}
         used = sum(totals.values())
         if used == 0:
             # Nothing was used: no stage 1 under either method.
@@ -209,7 +216,6 @@ class PoolSplitter:
         # u(w) / U, built (and sorted) once for pro_rata and for the idle.
         everyone = ShareVector(used, totals)
         pro_rata = allocate(x, everyone)
-        m = self._user_centric
         for funded_minor, subscribers in self._idle_by_funding.items():
             for work, units in allocate(funded_minor, everyone).items():
                 m[work] = m.get(work, 0) + subscribers * units
@@ -244,36 +250,63 @@ def pool_shares(
     bob: 91} over 101; the fee of 1000 bps makes it {@platform: 101, alice:
     45, carol: 45, bob: 819} over 1010.
     """
+    (shares,) = _stage_2(amount_minor, (works,), sorted(w for w, units in works.items() if units), vector_of, fee_bps)
+    return shares
+
+
+def used_works(splits: WorkSplits) -> list[str]:
+    """The works with m(w) > 0 under either method, in work id order: the
+    V(w) ``split_pool`` asks for, in the order it asks."""
+    return sorted({w for works in (splits.pro_rata, splits.user_centric) for w, units in works.items() if units})
+
+
+def _stage_2(
+    amount_minor: int,
+    works: tuple[Mapping[str, int], ...],
+    order: list[str],
+    vector_of: Callable[[str], ShareVector],
+    fee_bps: int,
+) -> list[ShareVector | None]:
+    """``pool_shares`` of each stage 1 in ``works`` (each summing to X), with
+    V(w) asked once for each work of ``order``: the works with units under
+    any of them.  See ``pool_shares``."""
     assert type(amount_minor) is int and 0 <= amount_minor <= MAX_AMOUNT_MINOR
-    # Stage 1 places every unit of the pool, unless there was none (U = 0).
-    assert not works or sum(works.values()) == amount_minor, "stage 1 must place every unit of the pool"
+    for m in works:
+        # Stage 1 places every unit of the pool, unless there was none (U = 0).
+        assert not m or sum(m.values()) == amount_minor, "stage 1 must place every unit of the pool"
+        assert all(type(units) is int and units >= 0 for units in m.values())
     if amount_minor == 0:
-        return None
-    if not works:
-        return ShareVector(1, {UNATTRIBUTED: 1}).with_fee(fee_bps)
-
-    by_denominator: dict[int, dict[str, int]] = {}
-    for work, units in works.items():
-        assert type(units) is int and units >= 0
-        if units == 0:
-            continue  # nobody is reached through a work that got nothing
+        return [None] * len(works)
+    # Per stage 1: denominator d -> recipient -> sum of m(w) * n_{w,r} over the works whose V(w) is over d.
+    sums: list[dict[int, dict[str, int]]] = [{} for _ in works]
+    for work in order:
         vector = vector_of(work)
-        acc = by_denominator.get(vector.denominator)
-        if acc is None:
-            acc = by_denominator[vector.denominator] = {}
-        for recipient, n in vector.numerators.items():
-            acc[recipient] = acc.get(recipient, 0) + units * n
-
-    common = math.lcm(*by_denominator)
-    numerators: dict[str, int] = {}
-    for d, acc in by_denominator.items():
-        scale = common // d
-        for recipient, n in acc.items():
-            numerators[recipient] = numerators.get(recipient, 0) + n * scale
-    # Each V(w) sums to 1, so the m(w)-weighted sum is X whole shares.
-    denominator = amount_minor * common
-    assert sum(numerators.values()) == denominator, "stage 2 shares do not sum to 1"
-    return ShareVector.in_lowest_terms(denominator, numerators).with_fee(fee_bps)
+        for m, by_denominator in zip(works, sums):
+            units = m.get(work, 0)
+            if not units:
+                continue  # nobody is reached through a work that got nothing
+            acc = by_denominator.get(vector.denominator)
+            if acc is None:
+                acc = by_denominator[vector.denominator] = {}
+            for recipient, n in vector.numerators.items():
+                acc[recipient] = acc.get(recipient, 0) + units * n
+    out: list[ShareVector | None] = []
+    for m, by_denominator in zip(works, sums):
+        if not m:
+            out.append(ShareVector(1, {UNATTRIBUTED: 1}).with_fee(fee_bps))
+            continue
+        assert sum(1 for units in m.values() if units) == sum(1 for w in order if m.get(w)), "order misses a work"
+        common = math.lcm(*by_denominator)
+        numerators: dict[str, int] = {}
+        for d, acc in by_denominator.items():
+            scale = common // d
+            for recipient, n in acc.items():
+                numerators[recipient] = numerators.get(recipient, 0) + n * scale
+        # Each V(w) sums to 1, so the m(w)-weighted sum is X whole shares.
+        denominator = amount_minor * common
+        assert sum(numerators.values()) == denominator, "stage 2 shares do not sum to 1"
+        out.append(ShareVector.in_lowest_terms(denominator, numerators).with_fee(fee_bps))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,28 +330,25 @@ def split_pool(
     """(the split ``method`` books, the other method's split, never booked).
 
     The second is a pool explanation's ``alternative``: same funding, usage,
-    graph and fee.  When both methods give the same works (one subscriber,
-    or nothing used) stage 2 is computed once.
+    graph and fee.  Both stage 2s are summed in one pass over ``used_works``
+    (each V(w) asked once); when both methods give the same works (one
+    subscriber, or nothing used) the split is computed once.
     """
-    booked = _method_split(splits, method, vector_of, fee_bps, None)
-    alternative = _method_split(splits, other_method(method), vector_of, fee_bps, booked)
-    return booked, alternative
-
-
-def _method_split(
-    splits: WorkSplits,
-    method: str,
-    vector_of: Callable[[str], ShareVector],
-    fee_bps: int,
-    same_as: MethodSplit | None,
-) -> MethodSplit:
-    works = splits.works(method)
-    if same_as is not None and same_as.works == works:
-        return MethodSplit(method, works, same_as.shares, same_as.allocation)
+    other = other_method(method)
+    booked_works, other_works = splits.works(method), splits.works(other)
+    same = booked_works == other_works
     x = splits.amount_minor
-    shares = pool_shares(x, works, vector_of, fee_bps)
-    allocation = {} if shares is None else allocate(x, shares)
-    assert sum(allocation.values()) == x
+    shares = _stage_2(x, (booked_works,) if same else (booked_works, other_works), used_works(splits),
+                      vector_of, fee_bps)
+    booked = _method_split(method, booked_works, x, shares[0])
+    if same:
+        return booked, MethodSplit(other, other_works, booked.shares, booked.allocation)
+    return booked, _method_split(other, other_works, x, shares[1])
+
+
+def _method_split(method: str, works: dict[str, int], amount_minor: int, shares: ShareVector | None) -> MethodSplit:
+    allocation = {} if shares is None else allocate(amount_minor, shares)
+    assert sum(allocation.values()) == amount_minor
     return MethodSplit(method, works, shares, allocation)
 
 
@@ -334,4 +364,5 @@ __all__ = [
     "pool_shares",
     "split_by_usage",
     "split_pool",
+    "used_works",
 ]

@@ -22,6 +22,14 @@ is an integer and every column sums to the value's amount.  The routes of a
 explanation (`projections.explain.work_routes`), so the split depends only
 on the log.
 
+A closed usage pool (EVENTS.md §7) counts like a sale of its total funding
+in the month of its close: its sold node is the pool (`@pool:<id>`, the
+work of its value) and its one paying node is the pool's works taken
+together (`@pool:<id>` again, in the middle column), since its shares mix
+every work its usage names; each recipient gets exactly what the close
+booked.  Which works the money went to, and what the other method would
+have given, is the pool's own view (`ledger.http.dashboard.pool_doc`).
+
 `FlowDeltas` adds up what a run of events contributes per (UTC month of the
 event, currency): totals, per-node units and per-link units.  The shell
 (`ledger.ingest.projector`) adds the deltas to stored rows.  Reversals are
@@ -35,9 +43,11 @@ c2 (as one of its authors): her 601 units split 541 (o1) and 60 (c2).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from attribution import PLATFORM, ShareVector, allocate
 
@@ -66,6 +76,62 @@ def route_split(routes: dict[str, dict[str, str]]) -> RouteSplit:
         numerators = {paying: int(text, 16) for paying, text in weights.items()}
         split[recipient] = ShareVector(sum(numerators.values()), numerators)
     return split
+
+
+def pool_route_split(pool_work: str, shares: ShareVector) -> RouteSplit:
+    """The routes of a closed pool's value (`pool_work` is its `@pool:<id>`):
+    every recipient is paid through the pool's works taken together."""
+    return {recipient: ShareVector(1, {pool_work: 1}) for recipient in shares.recipients() if recipient != PLATFORM}
+
+
+OTHERS = "*"  # the works, or the recipients, a pool's picture gathers into one node
+
+
+def pool_links(amount_minor: int, shares: ShareVector, allocation: Mapping[str, int], works: Mapping[str, int],
+               vectors: Mapping[str, ShareVector], recipients: Sequence[str]) -> dict[tuple[str, str], int]:
+    """A closed pool's money from its works to its recipients, in whole units:
+    (work, recipient) -> units, for the works of `vectors` (each with its
+    V(w) at the close) and the `recipients` named, every other work and
+    every other recipient gathered into `OTHERS`.
+
+    Exactly, X = `amount_minor` reaches recipient r through work w as
+    E(w, r) = m(w) · f for @platform and m(w) · (1 − f) · V(w)[r] for the
+    others (f = S[@platform], m = `works`, stage 1), so each work passes on
+    m(w) and each recipient receives X · S[r].  The picture keeps what was
+    booked: each named recipient's `allocation`, and the others' X less
+    theirs, is split over the works by largest remainder in proportion to
+    E (ties by work id, `OTHERS` first), as a sale's units are split over
+    its paying works.  Every link is a non-negative integer, each
+    recipient's links sum to its units and all of them to X; a work's
+    links sum to m(w) give or take the roundings.
+
+    Cost: O(len(vectors) · len(recipients)) Fractions: a picture's nodes.
+    """
+    f = shares.share(PLATFORM)
+    x = Fraction(amount_minor)
+    exact: dict[tuple[str, str], Fraction] = {}
+    for work, vector in vectors.items():
+        units = works[work]
+        for r in recipients:
+            exact[(work, r)] = units * f if r == PLATFORM else units * (1 - f) * vector.share(r)
+        exact[(work, OTHERS)] = units - sum(exact[(work, r)] for r in recipients)
+    for r in recipients:
+        exact[(OTHERS, r)] = x * shares.share(r) - sum(exact[(w, r)] for w in vectors)
+    rest = x - sum(works[w] for w in vectors)  # the other works' money
+    exact[(OTHERS, OTHERS)] = rest - sum(exact[(OTHERS, r)] for r in recipients)
+    columns = {r: allocation[r] for r in recipients}
+    columns[OTHERS] = amount_minor - sum(columns.values())
+    links: dict[tuple[str, str], int] = {}
+    for r, units in columns.items():
+        weights = {w: exact[(w, r)] for w in (OTHERS, *vectors) if exact[(w, r)] > 0}
+        if not units:
+            continue
+        common = math.lcm(*(e.denominator for e in weights.values()))
+        numerators = {w: int(e * common) for w, e in weights.items()}
+        for w, part in allocate(units, ShareVector(sum(numerators.values()), numerators)).items():
+            if part:
+                links[(w, r)] = part
+    return links
 
 
 def sale_routes(amount_minor: int, shares: ShareVector, split: RouteSplit) -> Iterator[tuple[str, str, int]]:
@@ -119,6 +185,7 @@ class FlowDeltas:
 
 __all__ = [
     "FEE_NODE",
+    "OTHERS",
     "PAYING",
     "PAYING_RECIPIENT",
     "RECIPIENT",
@@ -126,6 +193,8 @@ __all__ = [
     "SOLD_PAYING",
     "FlowDeltas",
     "RouteSplit",
+    "pool_links",
+    "pool_route_split",
     "route_split",
     "sale_routes",
 ]

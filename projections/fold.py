@@ -23,12 +23,23 @@ rather than re-checking ledger rules.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import orjson
 
-from attribution import PLATFORM, PoolSplitter, ShareVector, WorkGraph, allocate, reversal_bookings, split_pool
+from attribution import (
+    PLATFORM,
+    PoolSplitter,
+    ShareVector,
+    WorkGraph,
+    allocate,
+    reversal_bookings,
+    split_pool,
+    to_json_obj,
+    used_works,
+)
 from attribution.allocation import MAX_AMOUNT_MINOR
 from projections.explain import work_explanation
 from projections.periods import utc_month
@@ -63,6 +74,9 @@ class Applied:
     currency: str = ""
     bookings: dict[str, int] = field(default_factory=lambda: NO_BOOKINGS)
     value: ValueRecord | None = None  # the value created or reversed
+    # pool.closed: the split stored with the pool (`method`, stage 1's `works`,
+    # the `alternative`), for observers of the fold (insights).
+    pool: dict[str, Any] | None = None
 
     def effect_hash(self) -> bytes:
         """A digest of this event's bookings, recorded per seq when the event
@@ -148,7 +162,8 @@ class PlatformFold:
             assert pool is not None and not pool.closed
             state.use(pool.pool, data["subscriber"], data["uses"])
         elif kind == "pool.closed":
-            record = applied.value = self._close(data["pool"], seq)
+            record, applied.pool = self._close(data["pool"], seq)
+            applied.value = record
             applied.kind, applied.currency = EARNED, record.currency
             shares = state.vectors(((record.work, 0),)).get((record.work, 0))
             applied.bookings = allocate(record.amount_minor, shares) if shares is not None else NO_BOOKINGS
@@ -184,12 +199,14 @@ class PlatformFold:
         return record
 
 
-    def _close(self, pool_id: str, seq: int) -> ValueRecord:
+    def _close(self, pool_id: str, seq: int) -> tuple[ValueRecord, dict[str, Any]]:
         """Split a pool at its close (EVENTS.md §7): stage 1 from its
         subscribers, streamed in order; stage 2 on the graph as it stands,
         with the fee in force.  The pool becomes a value of its total
         funding whose shares are S (fee included, so its `fee_bps` is 0),
-        stored with the pool's explanation."""
+        stored with the pool's explanation; and with it V(w) of the
+        POOL_VECTORS_KEPT works the booked method gave most, as they were
+        at the close (the dashboard draws the pool's flows through them)."""
         state = self.state
         pool = state.pool(pool_id)
         assert pool is not None and not pool.closed
@@ -198,50 +215,55 @@ class PlatformFold:
             splitter.add(subscriber, funded_minor, uses)
         splits = splitter.finish()
         assert splits.amount_minor == pool.funded_minor, "the pool's rows disagree with its total"
-        vectors = _VectorsInChunks(state.graph, [w for w, units in splits.pro_rata.items() if units]
-                                   + [w for w, units in splits.user_centric.items() if units])
+        vectors = _VectorsInChunks(state.graph, used_works(splits))
         booked, alternative = split_pool(splits, pool.method, vectors.vector, state.head.fee_bps)
         work = POOL_WORK_PREFIX + pool_id
         if booked.shares is not None:
             state.store_vector(work, 0, booked.shares, {})
-        state.explain_pool(pool_id, {
+        largest = heapq.nsmallest(POOL_VECTORS_KEPT, (w for w, units in booked.works.items() if units),
+                                  key=lambda w: (-booked.works[w], w))
+        split = {
             "method": booked.method,
             "works": booked.works,
             "alternative": {"method": alternative.method, "works": alternative.works,
                             "allocation": alternative.allocation},
-        })
+        }
+        state.explain_pool(pool_id, {**split, "vectors": {w: to_json_obj(v) for w, v in
+                                                          state.graph.vectors(largest).items()}})
         state.put_pool(replace(pool, closed=True))
         record = ValueRecord(pool_id, work, splits.amount_minor, pool.currency, 0, 0, 0, seq)
         state.put_value(record)
-        return record
+        return record, split
 
 
 class _VectorsInChunks:
-    """V(w) for a pool's works, asked for in `order`: read (or computed) a
-    chunk at a time, so a pool over 200 000 works holds one chunk of vectors,
-    and the store answers a chunk with one query per table."""
+    """V(w) for a pool's works, asked for once each in `order` (`split_pool`
+    asks in `used_works` order): read (or computed) a chunk at a time, so a
+    pool over 200 000 works holds one chunk of vectors, and the store
+    answers a chunk with one query per table."""
 
     def __init__(self, graph: WorkGraph, order: list[str]) -> None:
         self.graph = graph
         self.order = order
-        self.position: dict[str, int] = {}
-        for i, work in enumerate(order):
-            self.position.setdefault(work, i)
+        self.next = 0  # where the next chunk starts in `order`
         self.chunk: dict[str, ShareVector] = {}
 
     def vector(self, work: str) -> ShareVector:
         found = self.chunk.get(work)
         if found is None:
-            start = self.position.get(work)
-            if start is None:
-                return self.graph.vector(work)
-            self.chunk = self.graph.vectors(list(dict.fromkeys(self.order[start:start + POOL_VECTORS_CHUNK])))
+            assert self.order[self.next] == work, f"V({work!r}) asked out of order"
+            chunk = self.order[self.next:self.next + POOL_VECTORS_CHUNK]
+            self.chunk = self.graph.vectors(chunk)
+            self.next += len(chunk)
             found = self.chunk[work]
         return found
 
 
 # Works whose vectors a pool's close holds at once (see _VectorsInChunks).
 POOL_VECTORS_CHUNK = 2_000
+# Works whose V(w) is stored with a closed pool: its largest, the flows the
+# dashboard draws through them (ledger.http.dashboard.pool_doc).
+POOL_VECTORS_KEPT = 10
 
 
 def keys_of(events: Iterable[dict[str, Any]]) -> PrefetchKeys:
@@ -253,16 +275,16 @@ def keys_of(events: Iterable[dict[str, Any]]) -> PrefetchKeys:
         kind = event["type"]
         if kind == "value.realized":
             keys.values.add(data["value"])
-            keys.pools.add(data["value"])  # one namespace (§7)
+            keys.pools.add(data["value"])  # nor a value a pool's (EVENTS.md §7)
             keys.works.add(data["work"])
             keys.sold_works.add(data["work"])
         elif kind == "value.reversed":
             keys.values.add(data["value"])
-            keys.pools.add(data["value"])
+            keys.pools.add(data["value"])  # an open pool is no value yet
             keys.reversed_values.add(data["value"])
         elif kind == "pool.opened":
             keys.pools.add(data["pool"])
-            keys.values.add(data["pool"])
+            keys.values.add(data["pool"])  # a pool may not take a value's id
         elif kind in ("pool.funded", "pool.closed"):
             keys.pools.add(data["pool"])
         elif kind == "usage.recorded":

@@ -60,7 +60,14 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from attribution import PLATFORM, UNATTRIBUTED, Work, fraction_str
+from attribution import (
+    PLATFORM,
+    PRO_RATA,
+    UNATTRIBUTED,
+    USER_CENTRIC,
+    Work,
+    fraction_str,
+)
 from attribution.graph import CONTRIBUTION, OUTPUT
 from attribution.shares import BPS_PER_UNIT
 from projections.fold import Applied, PlatformFold
@@ -81,6 +88,8 @@ RATIO_DECIMALS = 6
 SPLIT_CACHE_MAX_ENTRIES = 1_000_000
 # Works read from the state at once when a report counts reuse.
 REUSE_READ_WORKS = 1_000
+# The two ways of splitting a usage pool, in the order reports list them.
+POOL_METHODS = (PRO_RATA, USER_CENTRIC)
 
 ZERO = Fraction(0)
 
@@ -120,6 +129,40 @@ class DepthSplit:
         return Fraction(self.unattributed, self.denominator)
 
 
+@dataclass(frozen=True, slots=True)
+class PoolSplit:
+    """A closed pool's S (EVENTS.md §7) by bucket, integers over one denominator.
+
+    S = {@platform: f} + (1 − f) · Σ_w (m(w) / X) · V(w): the fee, then each
+    work's V(w) by depth, weighted by what stage 1 gave it.  Contributions'
+    authors are ``direct``, outputs' flows go by depth into ``numerators``,
+    retracted works to ``unattributed``; everything after the fee goes to
+    ``unattributed`` when nothing was used.  The parts sum to exactly
+    ``denominator``.
+
+    Worked example (EVENTS.md §7, pro_rata): m = {o1: 10, c2: 91} of X = 101
+    at fee 1000; V(o1) is 1/2 at depth 0 (carol) and 1/2 at depth 1 (alice),
+    c2 a contribution: platform 1/10, direct 9/10 · 91/101, depth 0 and depth 1
+    9/10 · 5/101 each.
+    """
+
+    denominator: int
+    platform: int
+    unattributed: int
+    direct: int
+    numerators: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        assert self.platform + self.unattributed + self.direct + sum(self.numerators) == self.denominator, \
+            "a pool's split must sum to 1"
+
+    def platform_share(self) -> Fraction:
+        return Fraction(self.platform, self.denominator)
+
+    def unattributed_share(self) -> Fraction:
+        return Fraction(self.unattributed, self.denominator)
+
+
 def _add_at(target: list[Any], depth: int, amount: Any) -> None:
     """target[depth] += amount, growing the list with zeros (ints or Fractions alike)."""
     while len(target) <= depth:
@@ -146,8 +189,18 @@ class FlowTotals:
     direct: Fraction = ZERO
     by_depth: list[Fraction] = field(default_factory=list)
 
-    def book(self, signed_minor: int, fee_bps: int, split: DepthSplit) -> None:
-        """Add ``signed_minor`` (net of reversals) of values realized at ``fee_bps`` with ``split``."""
+    def book(self, signed_minor: int, fee_bps: int, split: DepthSplit | PoolSplit) -> None:
+        """Add ``signed_minor`` (net of reversals) of values realized at ``fee_bps`` with ``split``
+        (a closed pool: its own split, the fee inside it)."""
+        if isinstance(split, PoolSplit):
+            over = split.denominator
+            self.platform += Fraction(signed_minor * split.platform, over)
+            self.unattributed += Fraction(signed_minor * split.unattributed, over)
+            self.direct += Fraction(signed_minor * split.direct, over)
+            for depth, numerator in enumerate(split.numerators):
+                if numerator:
+                    _add_at(self.by_depth, depth, Fraction(signed_minor * numerator, over))
+            return
         self.platform += Fraction(signed_minor * fee_bps, BPS_PER_UNIT)
         # The rest, (1 - f) of the amount, over the split's denominator:
         # one Fraction (one gcd) per depth.
@@ -246,7 +299,7 @@ class InsightsFold:
         # (work, vector_version) -> its split: a version names one graph
         # state below the work, so a value's split is found again, exactly,
         # when it is reversed (ValueRecord keeps work and version).
-        self._splits: dict[tuple[str, int], DepthSplit] = {}
+        self._splits: dict[tuple[str, int], DepthSplit | PoolSplit] = {}
         # The same splits, LRU, as leaves for later propagations (a bounded
         # speed-up; the dict above is what reversals need).
         self._leaves: OrderedDict[str, tuple[int, DepthSplit]] = OrderedDict()
@@ -258,6 +311,11 @@ class InsightsFold:
         self._works: dict[str, tuple[str, int]] = {}
         # (month, currency) of every booking: where the statements have rows.
         self._booked: set[tuple[str, str]] = set()
+        # Closed pools: each one's comparison of the two methods (a bounded
+        # summary), and per (month, currency) of the closes each prosumer's
+        # units under [pro_rata, user_centric], summed over the pools.
+        self._pools: list[dict[str, Any]] = []
+        self._pool_units: dict[tuple[str, str], dict[str, list[int]]] = {}
 
     @property
     def platform(self) -> str:
@@ -285,6 +343,19 @@ class InsightsFold:
             sales.realized_minor += record.amount_minor
             sales.add((record.work, record.vector_version, record.fee_bps), record.amount_minor)
             activity.values_realized += 1
+        elif kind == "pool.closed":
+            record = applied.value
+            assert record is not None and applied.pool is not None
+            # The fee in force at the close is inside the pool's split.
+            self._splits[(record.work, record.vector_version)] = self.pool_split(
+                record.amount_minor, applied.pool["works"], self.state.head.fee_bps)
+            sales = self._month_sales(month, record.currency)
+            sales.values_realized += 1
+            sales.realized_minor += record.amount_minor
+            sales.add((record.work, record.vector_version, record.fee_bps), record.amount_minor)
+            activity.values_realized += 1
+            self._compare_methods(data["pool"], month, record.currency, record.amount_minor, applied.bookings,
+                                  applied.pool)
         elif kind == "value.reversed":
             record = applied.value
             assert record is not None
@@ -315,8 +386,9 @@ class InsightsFold:
             sales = self._sales[(month, currency)] = MonthSales()
         return sales
 
-    def value_split(self, value: str) -> DepthSplit:
-        """The depth split a realized value was booked with (fixed at realize time)."""
+    def value_split(self, value: str) -> DepthSplit | PoolSplit:
+        """The split a realized value was booked with (fixed at realize time; a
+        pool's at its close)."""
         record = self.state.value(value)
         assert record is not None, f"unknown value {value!r}"
         return self._splits[(record.work, record.vector_version)]
@@ -329,6 +401,62 @@ class InsightsFold:
             if net_minor:
                 totals.book(net_minor, fee_bps, self._splits[(work, version)])
         return totals
+
+    def pool_split(self, amount_minor: int, works: dict[str, int], fee_bps: int) -> PoolSplit:
+        """A closed pool's S by bucket (`PoolSplit`), from stage 1's ``works``
+        (m, summing to ``amount_minor``), the fee at the close and each
+        used work's depth split on the graph as it stands (the close's).
+
+        Like `attribution.pool_shares`, no Fraction per work: m(w) times each
+        split's numerators is summed per distinct split denominator, and the
+        sums are brought over their lcm once.
+        """
+        rest = BPS_PER_UNIT - fee_bps
+        # [unattributed, direct, depth 0, depth 1, …] numerators per split denominator
+        by_denominator: dict[int, list[int]] = {}
+        for work, units in works.items():
+            if not units:
+                continue  # nobody is reached through a work that got nothing
+            split = self.depth_split(work)
+            acc = by_denominator.setdefault(split.denominator, [0, 0])
+            acc[0] += units * split.unattributed
+            if split.sold_kind == CONTRIBUTION:
+                acc[1] += units * sum(split.numerators)  # a contribution's authors: depth 0, or nothing if retracted
+            else:
+                for depth, numerator in enumerate(split.numerators):
+                    _add_at(acc, 2 + depth, units * numerator)
+        if not by_denominator:  # nothing used (or nothing funded): after the fee, @unattributed
+            return PoolSplit(BPS_PER_UNIT, fee_bps, rest, 0, ())
+        common = math.lcm(*by_denominator)
+        parts = [0, 0]
+        for d, acc in by_denominator.items():
+            for i, n in enumerate(acc):
+                _add_at(parts, i, n * (common // d))
+        whole = amount_minor * common  # each V(w) sums to 1: the parts sum to X · common
+        assert sum(parts) == whole, "stage 1 must place every unit of the pool"
+        reduce = math.gcd(BPS_PER_UNIT * whole, fee_bps * whole, *(rest * n for n in parts))
+        return PoolSplit(BPS_PER_UNIT * whole // reduce, fee_bps * whole // reduce, rest * parts[0] // reduce,
+                         rest * parts[1] // reduce, tuple(rest * n // reduce for n in parts[2:]))
+
+    def _compare_methods(self, pool: str, month: str, currency: str, amount_minor: int, booked: dict[str, int],
+                         split: dict[str, Any]) -> None:
+        """Record how the closed pool's prosumers fare under each method:
+        the booked allocation beside the alternative (both exact, ints)."""
+        method, alternative = split["method"], split["alternative"]
+        allocations = {method: booked, alternative["method"]: alternative["allocation"]}
+        prosumers = sorted({a for allocation in allocations.values() for a in allocation if not a.startswith("@")})
+        units = {m: [allocations[m].get(p, 0) for p in prosumers] for m in POOL_METHODS}
+        self._pools.append({
+            "pool": pool, "month": month, "currency": currency, "method": method, "amount_minor": amount_minor,
+            **methods_fairness(units),
+            "other_method": {"method": alternative["method"],
+                             **gain_lose(units[method], units[alternative["method"]])},
+        })
+        period = self._pool_units.setdefault((month, currency), {})
+        for i, p in enumerate(prosumers):
+            row = period.setdefault(p, [0, 0])
+            for j, m in enumerate(POOL_METHODS):
+                row[j] += units[m][i]
 
     def depth_split(self, work: str) -> DepthSplit:
         """flow(work, 1) by depth, at the graph's current state.
@@ -498,7 +626,37 @@ class InsightsFold:
                 "reuse": self._reuse(in_window, top_n),
                 "network_effect": {c: self._network_effect(months, c) for c in currencies},
             },
+            "pools": self._pools_report(in_window),
         }
+
+    def _pools_report(self, in_window: set[str]) -> dict[str, Any]:
+        """The closed pools of the window, each method side by side: per pool,
+        per (month, currency) of the closes over all its pools, and per
+        currency over the window (with Lorenz curves)."""
+        closed = [p for p in self._pools if p["month"] in in_window]
+        by_period = []
+        window: dict[str, dict[str, list[int]]] = {}
+        totals: dict[str, list[int]] = {}  # currency -> [pools, amount]
+        for month, currency in sorted(self._pool_units):
+            if month not in in_window:
+                continue
+            units = self._pool_units[(month, currency)]
+            here = [p for p in closed if (p["month"], p["currency"]) == (month, currency)]
+            amount = sum(p["amount_minor"] for p in here)
+            by_period.append({"month": month, "currency": currency, "pools": len(here), "amount_minor": amount,
+                              **_prosumer_units_doc(units)})
+            merged = window.setdefault(currency, {})
+            for prosumer, row in units.items():
+                into = merged.setdefault(prosumer, [0, 0])
+                into[0] += row[0]
+                into[1] += row[1]
+            total = totals.setdefault(currency, [0, 0])
+            total[0] += len(here)
+            total[1] += amount
+        overall = {currency: {"pools": totals[currency][0], "amount_minor": totals[currency][1],
+                              **_prosumer_units_doc(units, lorenz=True)}
+                   for currency, units in sorted(window.items())}
+        return {"closed": closed, "by_period": by_period, "overall": overall}
 
     def _earnings(self, month: str) -> dict[str, dict[str, int]]:
         """currency -> account -> net bookings (earned + reversed) of one
@@ -694,6 +852,43 @@ def _maybe_ratio(x: Fraction | None) -> dict[str, str] | None:
     return None if x is None else ratio_doc(x)
 
 
+def method_fairness(units: list[int]) -> dict[str, Any]:
+    """How one method shares a pool (or pools) among its prosumers: units in
+    all, how many got any, Gini and top shares (exact)."""
+    return {
+        "to_prosumers_minor": sum(units),
+        "paid": sum(1 for u in units if u > 0),
+        "gini": _maybe_ratio(gini(units)),
+        "top_1pct_share": _maybe_ratio(top_share(units, Fraction(1, 100))),
+        "top_10pct_share": _maybe_ratio(top_share(units, Fraction(1, 10))),
+    }
+
+
+def methods_fairness(units: dict[str, list[int]]) -> dict[str, Any]:
+    """Each method's `method_fairness` over the same prosumers (``units[m][i]``:
+    prosumer i's units under method m)."""
+    return {"prosumers": len(units[PRO_RATA]), **{m: method_fairness(units[m]) for m in POOL_METHODS}}
+
+
+def gain_lose(before: list[int], after: list[int]) -> dict[str, int]:
+    """Prosumers who get more, less and the same under ``after`` than under ``before``."""
+    gain = sum(1 for b, a in zip(before, after) if a > b)
+    lose = sum(1 for b, a in zip(before, after) if a < b)
+    return {"gain": gain, "lose": lose, "same": len(before) - gain - lose}
+
+
+def _prosumer_units_doc(units: dict[str, list[int]], lorenz: bool = False) -> dict[str, Any]:
+    """Both methods over prosumer -> [pro_rata, user_centric] units; who
+    gains and who loses going from pro_rata to user_centric; with
+    ``lorenz``, each method's Lorenz curve (floats, for plotting)."""
+    by_method = {m: [row[i] for row in units.values()] for i, m in enumerate(POOL_METHODS)}
+    doc = {**methods_fairness(by_method), "user_centric_vs_pro_rata": gain_lose(by_method[PRO_RATA],
+                                                                              by_method[USER_CENTRIC])}
+    if lorenz:
+        doc["lorenz"] = {m: lorenz_points(sorted(by_method[m])) for m in POOL_METHODS}
+    return doc
+
+
 # -- fairness statistics (exact) ------------------------------------------------------
 
 
@@ -834,10 +1029,15 @@ __all__ = [
     "FlowTotals",
     "InsightsFold",
     "MonthActivity",
+    "POOL_METHODS",
+    "PoolSplit",
     "depth_histogram",
+    "gain_lose",
     "gini",
     "loglog_fit",
     "lorenz_points",
+    "method_fairness",
+    "methods_fairness",
     "money_doc",
     "ratio_doc",
     "student_t_cdf",

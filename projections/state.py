@@ -612,7 +612,12 @@ class PlatformState:
         return found
 
     def put_vector(self, key: VectorKey, vector: ShareVector) -> None:
-        self._vectors[key] = vector
+        """A vector the graph computed, not stored: kept in the bounded cache
+        at once, under this batch's generation (a failed batch drops it with
+        the rest), not with the batch, which writes only stored vectors
+        (`store_vector`): a pool's close computes one per work it paid."""
+        self.caches.vectors.put((self.platform, self._generation, key), (vector, False))
+        self._absent["vectors"].discard(key)  # known now: commit must not mark it unknown
 
 
 class _NoCache:

@@ -40,12 +40,23 @@ def ingest(store: Store, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def expected_totals(events: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int, int]]:
-    """(month, currency) -> (realized, reversed, sales), from the events alone."""
+    """(month, currency) -> (realized, reversed, sales), from the events alone;
+    a closed pool is a sale of its funding in the month of its close (one that
+    nobody funded books nothing and is no sale)."""
     currency_of: dict[str, str] = {}
+    funded: Counter[str] = Counter()
     totals: dict[tuple[str, str], list[int]] = {}
     for e in events:
         data = e["data"]
-        if e["type"] == "value.realized":
+        if e["type"] == "pool.opened":
+            currency_of[data["pool"]] = data["currency"]
+        elif e["type"] == "pool.funded":
+            funded[data["pool"]] += data["amount"]
+        elif e["type"] == "pool.closed" and funded[data["pool"]]:
+            t = totals.setdefault((utc_month(e["at"]), currency_of[data["pool"]]), [0, 0, 0])
+            t[0] += funded[data["pool"]]
+            t[2] += 1
+        elif e["type"] == "value.realized":
             currency_of[data["value"]] = data["currency"]
             t = totals.setdefault((utc_month(e["at"]), data["currency"]), [0, 0, 0])
             t[0] += data["amount"]

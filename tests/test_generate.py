@@ -18,16 +18,18 @@ from ledger.demo.generate import generate, generate_many, write_jsonl
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 AT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+POOL_TYPES = {"pool.opened", "pool.funded", "usage.recorded", "pool.closed"}
 TYPES = {
     "prosumer.registered", "contribution.recorded", "output.composed", "value.realized",
     "value.reversed", "policy.set", "work.retracted", "work.reinstated", "work.reassigned",
-    "payout.issued",
+    "payout.issued", *POOL_TYPES,
 }
-CREATES = {  # type -> (data field, namespace)
+CREATES = {  # type -> (data field, namespace); pools and values share one (EVENTS.md §7)
     "prosumer.registered": ("prosumer", "prosumer"),
     "contribution.recorded": ("work", "work"),
     "output.composed": ("work", "work"),
     "value.realized": ("value", "value"),
+    "pool.opened": ("pool", "value"),
     "payout.issued": ("payout", "payout"),
 }
 
@@ -53,12 +55,20 @@ def references(ev: dict) -> list[tuple[str, str]]:
         refs.append(("value", d["value"]))
     if t == "payout.issued":
         refs.append(("prosumer", d["prosumer"]))
+    if t in POOL_TYPES - {"pool.opened"}:
+        refs.append(("value", d["pool"]))
+        refs += [("work", w) for w in d.get("uses", {})]
     return refs
 
 
 # --------------------------------------------------------------------------- reference ledger
 class MiniLedger:
-    """Outcome of each event per EVENTS.md section 4 (one platform, exact arithmetic)."""
+    """Outcome of each event per EVENTS.md section 4 (one platform, exact arithmetic).
+
+    Pools (section 7) are checked (they exist, are open, their works exist)
+    but not split: their bookings are left out of the balances, which only
+    makes the payout check stricter (the generator's payouts never count on
+    pool earnings)."""
 
     def __init__(self) -> None:
         self.seen: dict[str, bytes] = {}
@@ -66,6 +76,7 @@ class MiniLedger:
         self.works: dict[str, tuple] = {}  # id -> (kind, authors, components, upstream_bps)
         self.values: dict[str, list] = {}  # id -> [amount, reversed, shares, currency]
         self.payouts: set[str] = set()
+        self.pools: dict[str, bool] = {}  # pool -> closed
         self.retracted: set[str] = set()
         self.fee = 0
         self.balance: defaultdict = defaultdict(int)
@@ -114,13 +125,22 @@ class MiniLedger:
         return outcome
 
     def _apply(self, t: str, d: dict) -> str:  # noqa: C901 - a straight transcription of the rules
-        known = {"prosumer": self.prosumers, "work": self.works, "value": self.values, "payout": self.payouts}
+        known = {"prosumer": self.prosumers, "work": self.works, "value": self.values.keys() | self.pools.keys(),
+                 "payout": self.payouts}
         if t in CREATES:
             field, ns = CREATES[t]
             if d[field] in known[ns]:
                 return "already_exists"
         if any(i not in known[ns] for ns, i in references({"type": t, "data": d})):
             return "unknown_reference"
+        if t in POOL_TYPES:
+            if t == "pool.opened":
+                self.pools[d["pool"]] = False
+            elif self.pools[d["pool"]]:
+                return "invalid_state"
+            elif t == "pool.closed":
+                self.pools[d["pool"]] = True
+            return "accepted"
         if t == "policy.set":
             self.fee = d["platform_fee_bps"]
         elif t == "prosumer.registered":
@@ -226,6 +246,34 @@ def test_mix_and_depth() -> None:
                    for c in ev["data"]["components"] if c.startswith("c"))
     counts = sorted(uses.values())
     assert counts[-1] >= 20 * counts[len(counts) // 2]
+
+
+def test_a_subscription_pool_a_month_heavy_tailed_usage_and_the_method_switch_at_half_way() -> None:
+    """One pool per month, opened at its first event and closed at the next
+    month's; pro_rata in the first half of the stream, user_centric after;
+    every subscriber pays before they play; most subscribers play a little
+    (the median one or two days of use), a few a lot (the top one at least 20
+    times the median), and some pay without playing."""
+    evs = stream(1, 20_000)
+    opened = [(i, e["data"]) for i, e in enumerate(evs) if e["type"] == "pool.opened"]
+    closed = [e["data"]["pool"] for e in evs if e["type"] == "pool.closed"]
+    assert len(opened) >= 8 and closed == [d["pool"] for _, d in opened[:len(closed)]]
+    assert len(closed) >= len(opened) - 1
+    for i, d in opened:
+        assert d["pool"] == f"subs-{evs[i]['at'][:7]}"
+        assert d["method"] == ("pro_rata" if i < len(evs) // 2 else "user_centric")
+    paid: set[tuple[str, str]] = set()
+    days = Counter()
+    for e in evs:
+        d = e["data"]
+        if e["type"] == "pool.funded":
+            paid.add((d["pool"], d["subscriber"]))
+        elif e["type"] == "usage.recorded":
+            assert (d["pool"], d["subscriber"]) in paid
+            days[d["subscriber"]] += 1
+    counts = sorted(days.values())
+    assert counts[len(counts) // 2] <= 2 and counts[-1] >= 20 * counts[len(counts) // 2]
+    assert {s for _, s in paid} - set(days)  # paid, never played
 
 
 def test_no_bad_events_without_bad_fraction() -> None:

@@ -26,11 +26,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 STREAM_EVENTS = 4000
 EXPECTED = json.loads((EXAMPLES / "worked.expected.json").read_text())
+EXPECTED_POOLS = json.loads((EXAMPLES / "pools.expected.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`demo`: a known generated stream; `worked`: the spec's worked example."""
+    """`demo`: a known generated stream; `worked`: the spec's worked example;
+    `pools`: the spec's pools fixture and a pool left open."""
     tmp = tmp_path_factory.mktemp("http_dashboard")
     db_url = f"sqlite:///{tmp / 'ledger.db'}"
     admin = make_token(db_url, "admin", None)
@@ -43,6 +45,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                           headers={"content-type": "application/x-ndjson"}).status_code == 200
             worked = (EXAMPLES / "worked.jsonl").read_bytes().replace(b'"demo"', b'"worked"')
             assert c.post("/v1/platforms/worked/events", content=worked,
+                          headers={"content-type": "application/x-ndjson"}).status_code == 200
+            still_open = [{"v": 1, "id": "o1", "platform": "pools", "type": "pool.opened", "at": "2026-12-05T00:00:00Z",
+                           "data": {"pool": "O", "currency": "USD", "method": "user_centric"}},
+                          {"v": 1, "id": "o2", "platform": "pools", "type": "pool.funded", "at": "2026-12-05T00:00:00Z",
+                           "data": {"pool": "O", "subscriber": "s1", "amount": 5}}]
+            body = (EXAMPLES / "pools.jsonl").read_bytes() + b"".join(orjson.dumps(e) + b"\n" for e in still_open)
+            assert c.post("/v1/platforms/pools/events", content=body,
                           headers={"content-type": "application/x-ndjson"}).status_code == 200
         yield srv
 
@@ -101,6 +110,81 @@ def test_flow_recipients_get_exactly_their_statement_earnings(admin: httpx.Clien
             assert node["amount"] == earned, node
 
 
+def _balanced(flows: dict) -> None:
+    """Every column sums to the value realized, and every node passes on what it gets."""
+    for column in (0, 1, 2):
+        assert sum(n["amount"] for n in flows["nodes"] if n["column"] == column) == flows["realized"]
+    into: dict[str, int] = defaultdict(int)
+    out_of: dict[str, int] = defaultdict(int)
+    for link in flows["links"]:
+        out_of[link["source"]] += link["amount"]
+        into[link["target"]] += link["amount"]
+    for node in flows["nodes"]:
+        assert node["amount"] == (out_of[node["id"]] if node["column"] == 0 else into[node["id"]])
+        if node["column"] == 1:
+            assert out_of[node["id"]] == into[node["id"]]
+
+
+def test_a_closed_pool_is_realized_in_the_period_flows_of_its_close(admin: httpx.Client):
+    """P closed 2026-11-30T23:59:59Z: November realizes its 101 through the pool's works;
+    U closed 2026-12-01: December realizes 101 and reverses U's refund of 50."""
+    nov = admin.get("/v1/platforms/pools/flows?period=2026-11&currency=USD").json()
+    assert (nov["realized"], nov["values"], nov["reversed"]) == (101, 1, 0)
+    amounts = _amounts(nov)
+    assert amounts["s:@pool:P"] == 101 and amounts["p:@pool:P"] == 91 and amounts["p:@fee"] == 10
+    assert {r: amounts[f"r:{r}"] for r in ("@platform", "alice", "bob", "carol")} == EXPECTED_POOLS["explain"]["P"][
+        "allocation"]
+    assert [n["label"] for n in nov["nodes"] if n["id"] == "s:@pool:P"] == ["pool P"]
+    _balanced(nov)
+    dec = admin.get("/v1/platforms/pools/flows?period=2026-12&currency=USD").json()
+    assert (dec["realized"], dec["reversed"]) == (101, 50)
+
+
+def test_pools_are_listed_newest_first(admin: httpx.Client):
+    pools = admin.get("/v1/platforms/pools/pools").json()["pools"]
+    assert [(p["pool"], p["method"], p["funded"], p["closed"]) for p in pools] == [
+        ("O", "user_centric", 5, False), ("E", "user_centric", 7, True), ("U", "user_centric", 101, True),
+        ("P", "pro_rata", 101, True)]
+
+
+def test_a_closed_pool_s_view_compares_the_two_methods(admin: httpx.Client):
+    """P booked pro_rata {@platform 10, alice 5, bob 82, carol 4}; user_centric would give
+    alice 28, bob 36, carol 27: Gini 4/7 against 6/91, two prosumers gain, one loses."""
+    pool = admin.get("/v1/platforms/pools/pools/P").json()
+    assert (pool["closed"], pool["funded"], pool["funders"], pool["reversed"]) == (True, 101, 3, 0)
+    c = pool["comparison"]
+    assert c["prosumers"] == 3
+    assert (c["pro_rata"]["gini"]["exact"], c["user_centric"]["gini"]["exact"]) == ("4/7", "6/91")
+    assert c["under_other_method"] == {"gain": 2, "lose": 1, "same": 0}
+    assert c["recipients"] == [
+        {"recipient": "bob", "booked": 82, "alternative": 36}, {"recipient": "alice", "booked": 5, "alternative": 28},
+        {"recipient": "carol", "booked": 4, "alternative": 27},
+        {"recipient": "@platform", "booked": 10, "alternative": 10}]
+    assert c["works"] == [{"work": "c2", "booked": 91, "alternative": 40}, {"work": "o1", "booked": 10, "alternative": 61}]
+
+
+def test_a_closed_pool_s_flows_go_through_its_works_to_what_was_booked(admin: httpx.Client):
+    """@platform's 10 are split over the works by stage 1 (91 : 10 → 9 and 1); o1's
+    authors carol 4 and, through c1, alice 5: o1 passes on 10 and c2 91 (bob 82 + 9)."""
+    pool = admin.get("/v1/platforms/pools/pools/P").json()
+    pool["realized"] = 101
+    _balanced(pool)
+    links = {(link["source"], link["target"]): link["amount"] for link in pool["links"]}
+    assert links == {("s:@pool:P", "p:c2"): 91, ("s:@pool:P", "p:o1"): 10, ("p:c2", "r:bob"): 82,
+                     ("p:c2", "r:@platform"): 9, ("p:o1", "r:@platform"): 1, ("p:o1", "r:alice"): 5,
+                     ("p:o1", "r:carol"): 4}
+    nobody = admin.get("/v1/platforms/pools/pools/E").json()  # nothing used: all but the fee unattributed
+    assert {(link["source"], link["target"]): link["amount"] for link in nobody["links"]} == {
+        ("s:@pool:E", "p:*"): 7, ("p:*", "r:@platform"): 1, ("p:*", "r:@unattributed"): 6}
+
+
+def test_an_open_pool_shows_its_funding_and_an_unknown_one_is_404(admin: httpx.Client):
+    pool = admin.get("/v1/platforms/pools/pools/O").json()
+    assert (pool["closed"], pool["funded"], pool["funders"], pool["nodes"], pool["comparison"]) == (
+        False, 5, 1, [], None)
+    assert admin.get("/v1/platforms/pools/pools/nope").status_code == 404
+
+
 def test_top_earners_are_ranked_by_earnings_of_the_period(admin: httpx.Client):
     flows = admin.get("/v1/platforms/demo/flows").json()
     doc = admin.get(f"/v1/platforms/demo/earners?period={flows['period']}&currency={flows['currency']}&limit=5").json()
@@ -148,6 +232,17 @@ def test_dashboard_renders_the_flow_picture_and_top_earners(server: Server, admi
         assert rows == [e["prosumer"] for e in earners]
         assert page.locator("#rejects tbody tr").count() > 0
         assert page.locator("#rate rect.bar-accepted").count() == 60
+        # The newest closed pool of the platform: its flows and the two methods side by side.
+        listed = admin.get("/v1/platforms/demo/pools").json()["pools"]
+        shown = next(p for p in listed if p["closed"])["pool"]
+        pool = admin.get(f"/v1/platforms/demo/pools/{shown}").json()
+        assert page.is_visible("#pools") and page.input_value("#pool") == shown
+        page.wait_for_function("document.querySelectorAll('#pool-flow g.node').length > 0", timeout=10_000)
+        drawn = page.eval_on_selector_all("#pool-flow g.node", "gs => gs.map(g => g.dataset.id)")
+        assert sorted(drawn) == sorted(n["id"] for n in pool["nodes"])
+        rows = page.eval_on_selector_all("#pool-recipients tbody tr", "trs => trs.map(tr => tr.cells[0].textContent)")
+        assert rows == [r["recipient"] for r in pool["comparison"]["recipients"]]
+        assert page.locator("#pool-methods tbody tr").count() == 3  # each method, and who gains or loses
 
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "dashboard.png"

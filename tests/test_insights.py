@@ -26,6 +26,7 @@ from ledger.ingest.sources import Offered, batches
 from ledger.storage.store import LogEntry, Store
 from projections.insights import (
     InsightsFold,
+    PoolSplit,
     gini,
     lorenz_points,
     money_doc,
@@ -251,13 +252,22 @@ def test_on_a_generated_stream_every_unit_is_accounted_and_splits_match_the_shar
             checked += f.values_realized
     values = [v for (v,) in replay.target.query("SELECT value FROM peerledger_values WHERE platform = 'gen'")]
     assert checked == len(values) > 1000
+    pools = 0
     for value in values:
         record = insights.state.value(value)
         assert record is not None
+        if not record.amount_minor:
+            continue  # a pool nobody funded: no shares
         shares = insights.state.shares(record.work, record.vector_version, record.fee_bps)
         split, rest = insights.value_split(value), Fraction(10_000 - record.fee_bps, 10_000)
+        if isinstance(split, PoolSplit):  # a closed pool: the fee at its close is inside its split
+            pools += 1
+            assert shares.share(UNATTRIBUTED) == split.unattributed_share()
+            assert shares.share(PLATFORM) == split.platform_share()
+            continue
         assert shares.share(UNATTRIBUTED) == rest * split.unattributed_share()
         assert shares.share(PLATFORM) == Fraction(record.fee_bps, 10_000)
+    assert pools >= 5  # the generator's monthly subscription pools
 
 
 def test_months_are_utc_months_of_at():
@@ -416,6 +426,91 @@ def test_lorenz_curve_of_0_100_300_600_passes_0_0_1_0_4_at_quarters():
     assert (points[0.0], points[0.25], points[0.5], points[0.75], points[1.0]) == (0, 0, 0.1, 0.4, 1)
 
 
+# -- usage pools: the two methods side by side ----------------------------------------------
+
+
+def pool_stream(method: str = "pro_rata") -> Stream:
+    """EVENTS.md §7's worked example: fee 1000; c1 by alice, c2 by bob, o1 = {c1: 1}
+    by carol passing 5000 bps; s1 pays 60 and plays o1 once, s2 pays 30 and plays
+    c2 nine times, s3 pays 11; closed in February."""
+    s = Stream().add("policy.set", JAN, platform_fee_bps=1000)
+    for p in ("alice", "bob", "carol"):
+        s.add("prosumer.registered", JAN, prosumer=p)
+    s.add("contribution.recorded", JAN, work="c1", authors={"alice": 1})
+    s.add("contribution.recorded", JAN, work="c2", authors={"bob": 1})
+    s.add("output.composed", JAN, work="o1", components={"c1": 1}, authors={"carol": 1}, upstream_bps=5000)
+    s.add("pool.opened", JAN, pool="P", currency="USD", method=method)
+    for subscriber, amount, uses in (("s1", 60, {"o1": 1}), ("s2", 30, {"c2": 9}), ("s3", 11, None)):
+        s.add("pool.funded", JAN, pool="P", subscriber=subscriber, amount=amount)
+        if uses:
+            s.add("usage.recorded", JAN, pool="P", subscriber=subscriber, uses=uses)
+    return s.add("pool.closed", FEB, pool="P")
+
+
+def test_a_closed_pool_is_value_realized_in_its_close_s_month_split_by_its_works():
+    """pro_rata: m = {o1: 10, c2: 91} of 101.  @platform 10.1; c2 is a contribution:
+    91 · 9/10 = 81.9 direct; o1's 10 · 9/10 = 9 goes half to carol (depth 0) and
+    half to alice through c1 (depth 1): 4.5 each.  Booked in February, the close's month."""
+    report = pool_stream().fold().report()
+    jan, feb = report["months"]
+    assert jan["currencies"] == {}
+    block = feb["currencies"]["USD"]
+    assert (block["realized_minor"], block["values_realized"]) == (101, 1)
+    flow = block["flow"]
+    assert flow["platform"] == money(10, "1/10") and flow["direct_on_contributions"] == money(81, "9/10")
+    assert depths(flow) == {0: money(4, "1/2"), 1: money(4, "1/2")}
+    assert flow["recombination_dividend"] == money(4, "1/2") and flow["unattributed"] == money(0)
+
+
+def test_a_refund_of_a_closed_pool_takes_back_its_split_in_the_refund_s_month():
+    """50 of the 101 refunded in March: @platform -5, direct -50 · 9/10 · 91/101 =
+    -40.54…, each depth -50 · 9/10 · 5/101 = -2.22…; every unit still accounted."""
+    insights = pool_stream().add("value.reversed", MAR, value="P", amount=50).fold()
+    mar = insights.flows("2026-03", "USD")
+    assert (mar.realized_minor, mar.reversed_minor) == (0, 50)
+    assert mar.platform == -5 and mar.direct == Fraction(-4095, 101)
+    assert mar.by_depth == [Fraction(-225, 101), Fraction(-225, 101)]
+    assert mar.realized_minor - mar.reversed_minor == mar.platform + mar.unattributed + mar.direct + sum(mar.by_depth)
+
+
+def test_each_closed_pool_compares_the_two_methods_gini_4_7_against_6_91():
+    """Booked pro_rata {alice 5, bob 82, carol 4}, user_centric would give {alice 28,
+    bob 36, carol 27}.  Gini of (4, 5, 82): (-2·4 + 0·5 + 2·82) / (3·91) = 4/7; of
+    (27, 28, 36): 18/273 = 6/91.  The top 1 % and 10 % are one prosumer of three:
+    82/91 and 36/91.  Under user_centric alice and carol gain, bob loses."""
+    report = pool_stream().fold().report()
+    (pool,) = report["pools"]["closed"]
+    assert (pool["pool"], pool["month"], pool["currency"], pool["method"], pool["amount_minor"]) == (
+        "P", "2026-02", "USD", "pro_rata", 101)
+    assert pool["prosumers"] == 3
+    assert pool["pro_rata"]["gini"]["exact"] == "4/7" and pool["user_centric"]["gini"]["exact"] == "6/91"
+    assert pool["pro_rata"]["top_1pct_share"]["exact"] == pool["pro_rata"]["top_10pct_share"]["exact"] == "82/91"
+    assert pool["user_centric"]["top_10pct_share"]["exact"] == "36/91"
+    assert (pool["pro_rata"]["to_prosumers_minor"], pool["user_centric"]["paid"]) == (91, 3)
+    assert pool["other_method"] == {"method": "user_centric", "gain": 2, "lose": 1, "same": 0}
+
+
+def test_pools_of_a_period_are_summed_per_prosumer_under_each_method():
+    """The same usage closed twice in February, once per method: each prosumer's
+    units under pro_rata are 5 + 5, 82 + 82, 4 + 4 whichever method each pool
+    booked, and Gini does not change with the scale: 4/7 and 6/91 again."""
+    s = pool_stream("pro_rata")
+    s.add("pool.opened", FEB, pool="U", currency="USD", method="user_centric")
+    for subscriber, amount, uses in (("s1", 60, {"o1": 1}), ("s2", 30, {"c2": 9}), ("s3", 11, None)):
+        s.add("pool.funded", FEB, pool="U", subscriber=subscriber, amount=amount)
+        if uses:
+            s.add("usage.recorded", FEB, pool="U", subscriber=subscriber, uses=uses)
+    pools = s.add("pool.closed", FEB, pool="U").fold().report()["pools"]
+    assert [p["method"] for p in pools["closed"]] == ["pro_rata", "user_centric"]
+    assert pools["closed"][1]["other_method"] == {"method": "pro_rata", "gain": 1, "lose": 2, "same": 0}
+    (period,) = pools["by_period"]
+    assert (period["month"], period["pools"], period["amount_minor"], period["prosumers"]) == ("2026-02", 2, 202, 3)
+    assert period["pro_rata"]["to_prosumers_minor"] == period["user_centric"]["to_prosumers_minor"] == 182
+    assert (period["pro_rata"]["gini"]["exact"], period["user_centric"]["gini"]["exact"]) == ("4/7", "6/91")
+    assert period["user_centric_vs_pro_rata"] == {"gain": 2, "lose": 1, "same": 0}
+    assert pools["overall"]["USD"]["lorenz"]["pro_rata"][-1] == [1.0, 1.0]
+
+
 def test_a_window_reports_only_its_months_and_sums_only_them():
     s = fairness_stream().add("value.realized", FEB, value="v4", work="c1", amount=1000, currency="USD")
     report = s.fold().report(from_month="2026-02")
@@ -462,7 +557,8 @@ def test_plots_are_written_as_png_and_svg_and_decode(generated_db: str, tmp_path
     r = run_cli("insights", "--platform", "gen", "--db", generated_db, "--plots", str(tmp_path / "charts"))
     assert r.returncode == 0, r.stderr
     assert "recombination dividend" in r.stdout and "fairness and capture" in r.stdout
-    for name in ("flow_by_depth", "reuse_distribution", "network_effect", "lorenz"):
+    assert "usage pools" in r.stdout
+    for name in ("flow_by_depth", "reuse_distribution", "network_effect", "lorenz", "pools"):
         png, svg = tmp_path / "charts" / f"{name}.png", tmp_path / "charts" / f"{name}.svg"
         pixels = imread(png)
         assert pixels.shape[0] > 0 and pixels.shape[1] > 0
@@ -495,4 +591,5 @@ def test_demo_ends_with_the_insights_summary(tmp_path: Path, capsys: pytest.Capt
     assert run_demo(argparse.Namespace(db=f"sqlite:///{tmp_path / 'demo.db'}", events=1500, seed=7)) == 0
     out = capsys.readouterr().out
     assert "insights over" in out and "dividend / net" in out
+    assert "subscription pools, split pro_rata→user_centric" in out and "user_centric" in out
     assert out.index("insights over") < out.index("verify: OK")

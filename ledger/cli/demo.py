@@ -3,9 +3,10 @@
 Generates a realistic peer-production stream (ledger.demo.generate), writes it as
 JSON Lines, ingests it with a progress bar, then shows who earned what (the
 balances read model, written with the events), the platform's take, how much
-value reached contributors through recombination and the headline numbers
-(all three from `peerledger insights`, replayed into a scratch database),
-and the result of `verify`.
+value reached contributors through recombination, the monthly subscription
+pools under both methods (booked, and what the other would have paid) and
+the headline numbers (all from `peerledger insights`, replayed into a
+scratch database), and the result of `verify`.
 Running it twice shows idempotency: the second run's events are all
 duplicates and every figure is unchanged.
 """
@@ -26,6 +27,7 @@ from rich.table import Table
 from ledger.audit.verify import verify
 from ledger.cli.common import open_store
 from ledger.cli.insights import (
+    gini_text,
     money_text,
     percent_text,
     replayed_insights,
@@ -68,6 +70,7 @@ def run_demo(args: argparse.Namespace) -> int:
     _top_earners(console, balances)
     _platform_take(console, insights_report)
     _recombination(console, insights_report)
+    _pools(console, insights_report)
     console.print(summary_table(insights_report))
     if report.ok:
         console.print(f"[bold green]verify: OK[/] {report.events:,} events replayed, "
@@ -100,6 +103,31 @@ def _platform_take(console: Console, report: dict[str, Any]) -> None:
         t.add_row(currency, f"{block['net_minor']:,}", f"{fairness['platform_booked_minor']:,}",
                   percent_text(fairness["take_rate"]), f"{fairness['unattributed_booked_minor']:,}")
     console.print(t)
+
+
+def _pools(console: Console, report: dict[str, Any]) -> None:
+    """The monthly subscription pools, each split by the method booked and
+    by the other (its explanation's alternative, never booked): how unequal
+    each method leaves the pool's prosumers, and how many would get more or
+    less under the other method (`peerledger insights`: per month, top 1 %)."""
+    closed = report["pools"]["closed"]
+    if not closed:
+        return
+    t = Table(title="subscription pools, split pro_rata→user_centric: how unequal for the pool's prosumers")
+    for col in ("pool", "booked", "funding", "Gini", "top 10 %", "more/less if other"):
+        t.add_column(col, justify="left" if col in ("pool", "booked") else "right",
+                     no_wrap=col != "more/less if other")
+    for p in closed:
+        pr, uc, other = p["pro_rata"], p["user_centric"], p["other_method"]
+        t.add_row(p["pool"], p["method"], f"{p['amount_minor']:,}",
+                  f"{gini_text(pr['gini'])}→{gini_text(uc['gini'])}",
+                  f"{_percent(pr['top_10pct_share'])}→{_percent(uc['top_10pct_share'])}",
+                  f"{other['gain']:,}/{other['lose']:,}")
+    console.print(t)
+
+
+def _percent(ratio: dict[str, str] | None) -> str:
+    return "-" if ratio is None else f"{float(ratio['decimal']) * 100:.0f}%"
 
 
 def _recombination(console: Console, report: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ while it runs, so it needs no read model, its memory does not hold the
 ledger's state, and two runs on the same log print the same figures.  Metrics are defined in docs/insights.md.  Money is
 exact: tables show minor units rounded down, with the first digits of the
 remainder (``+.36``); ``--json`` has every remainder as an exact fraction.
-``--plots DIR`` writes four charts, each as PNG and SVG.
+``--plots DIR`` writes five charts, each as PNG and SVG.
 
 Exit codes as everywhere: 0 ok, 2 bad usage, 4 the platform has no events.
 """
@@ -44,7 +44,7 @@ from projections.state import Figures
 
 EXIT_USAGE = 2
 # The charts `--plots` writes (each as .png and .svg).
-PLOT_NAMES = ("flow_by_depth", "reuse_distribution", "network_effect", "lorenz")
+PLOT_NAMES = ("flow_by_depth", "reuse_distribution", "network_effect", "lorenz", "pools")
 # Depths shown as their own column in tables; deeper ones are summed.
 TABLE_DEPTHS = 3
 
@@ -254,6 +254,51 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     t.add_row("top 1 % share", *(percent_text(f["top_1pct_share"]) for f in fairness))
     t.add_row("top 10 % share", *(percent_text(f["top_10pct_share"]) for f in fairness))
     console.print(t)
+    print_pools(console, report["pools"])
+
+
+def _methods_cells(doc: dict[str, Any]) -> list[str]:
+    """Gini, top 1 % and top 10 % under pro_rata / user_centric, side by side."""
+    pr, uc = doc["pro_rata"], doc["user_centric"]
+
+    def pct(ratio: dict[str, str] | None) -> str:
+        return "-" if ratio is None else f"{float(_fraction(ratio['exact'])) * 100:.1f}"
+
+    return [f"{gini_text(pr['gini'])} / {gini_text(uc['gini'])}",
+            f"{pct(pr['top_1pct_share'])} / {pct(uc['top_1pct_share'])}",
+            f"{pct(pr['top_10pct_share'])} / {pct(uc['top_10pct_share'])}"]
+
+
+# The columns both pool tables share: each method's fairness, side by side.
+POOL_COLUMNS = ("Gini pr / uc", "top 1 % pr / uc", "top 10 % pr / uc")
+
+
+def print_pools(console: Console, pools: dict[str, Any], by_period: bool = True) -> None:
+    """The closed usage pools: each method's fairness among the pool's
+    prosumers (pr: pro_rata, uc: user_centric; the booked allocation and
+    the alternative), per pool and, with ``by_period``, per month of the
+    closes."""
+    if not pools["closed"]:
+        return
+    t = Table(title="usage pools: the two methods side by side (pr: pro_rata, uc: user_centric; "
+                    "top shares in %; the method not booked is the pool's alternative, never booked)")
+    for col in ("pool", "booked", "funding", "prosumers", *POOL_COLUMNS, "gain / lose under the other"):
+        t.add_column(col, justify="left" if col in ("pool", "booked") else "right")
+    for p in pools["closed"]:
+        other = p["other_method"]
+        t.add_row(f"{p['pool']} ({p['month']})", p["method"], f"{p['amount_minor']:,} {p['currency']}",
+                  f"{p['prosumers']:,}", *_methods_cells(p), f"{other['gain']:,} / {other['lose']:,}")
+    console.print(t)
+    if not by_period:
+        return
+    t = Table(title="usage pools by month of their close, every pool summed per prosumer under each method")
+    for col in ("month", "pools", "funding", "prosumers", *POOL_COLUMNS, "more / less under uc"):
+        t.add_column(col, justify="left" if col == "month" else "right")
+    for p in pools["by_period"]:
+        change = p["user_centric_vs_pro_rata"]
+        t.add_row(p["month"], str(p["pools"]), f"{p['amount_minor']:,} {p['currency']}", f"{p['prosumers']:,}",
+                  *_methods_cells(p), f"{change['gain']:,} / {change['lose']:,}")
+    console.print(t)
 
 
 def summary_table(report: dict[str, Any]) -> Table:
@@ -306,6 +351,7 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
         "reuse_distribution": _plot_reuse,
         "network_effect": _plot_network_effect,
         "lorenz": _plot_lorenz,
+        "pools": _plot_pools,
     }
     written = []
     # A fixed salt keeps SVG element ids, and so the files, the same across runs.
@@ -418,6 +464,43 @@ def _plot_lorenz(fig: Any, report: dict[str, Any], currencies: list[str]) -> Non
 
 
 # -- the parser ---------------------------------------------------------------------
+
+
+def _plot_pools(fig: Any, report: dict[str, Any], currencies: list[str]) -> None:
+    """The two methods side by side: the Lorenz curve of each over the
+    window's pools (per currency), and per pool each method's Gini and top
+    10 % share."""
+    pools = report["pools"]
+    fig.suptitle("Usage pools: pro_rata and user_centric side by side (booked and alternative allocations)")
+    lorenz, bars = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    if not pools["closed"]:
+        for ax in (lorenz, bars):
+            ax.text(0.5, 0.5, "no closed pool in the window", ha="center", va="center", transform=ax.transAxes)
+        return
+    lorenz.plot([0, 1], [0, 1], color="grey", linestyle="--", label="equality")
+    for currency, doc in pools["overall"].items():
+        for method, style in (("pro_rata", "-"), ("user_centric", ":")):
+            points = doc["lorenz"][method]
+            if points:
+                lorenz.plot([p[0] for p in points], [p[1] for p in points], linestyle=style,
+                            label=f"{currency} {method} (Gini {gini_text(doc[method]['gini'])})")
+    lorenz.set_xlabel("share of the pools' prosumers (poorest first)")
+    lorenz.set_ylabel("share of what the pools pay prosumers")
+    lorenz.set_title("Lorenz curves over the window's pools")
+    lorenz.legend(fontsize="small")
+    labels = [f"{p['pool']} ({p['month']})" for p in pools["closed"]]
+    xs = range(len(labels))
+    width = 0.2
+    for i, (method, measure) in enumerate((("pro_rata", "gini"), ("user_centric", "gini"),
+                                           ("pro_rata", "top_10pct_share"), ("user_centric", "top_10pct_share"))):
+        values = [float(_fraction(p[method][measure]["exact"])) if p[method][measure] else 0.0
+                  for p in pools["closed"]]
+        bars.bar([x + (i - 1.5) * width for x in xs], values, width,
+                 label=f"{'Gini' if measure == 'gini' else 'top 10 % share'}, {method}")
+    bars.set_xticks(list(xs), labels, rotation=45, ha="right")
+    bars.set_ylim(0, 1)
+    bars.set_title("each pool's prosumers under each method")
+    bars.legend(fontsize="small")
 
 
 def _month(text: str) -> str:

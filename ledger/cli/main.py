@@ -123,6 +123,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.json:
         print_json(ex)
         return EXIT_OK
+    if "pool" in ex:
+        _print_pool_explanation(ex)
+        return EXIT_OK
     out.print(f"value [bold]{ex['value']}[/] on work [bold]{ex['work']}[/]: {ex['amount']:,} {ex['currency']}, "
               f"fee {ex['fee_bps']} bps, reversed {ex['reversed']:,}, accepted at seq {ex['seq']}")
     t = Table(title="shares and allocation")
@@ -130,7 +133,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     t.add_column("share", justify="right")
     t.add_column("allocation", justify="right")
     for r, share in ex["shares"].items():
-        t.add_row(r, share if len(share) < 60 else share[:57] + "…", f"{ex['allocation'][r]:,}")
+        t.add_row(r, _short(share, 60), f"{ex['allocation'][r]:,}")
     out.print(t)
     p = Table(title=f"largest paths ({ex['works_reached']} works reached)")
     p.add_column("path")
@@ -138,9 +141,48 @@ def cmd_explain(args: argparse.Namespace) -> int:
     p.add_column("share", justify="right")
     for path in ex["paths"]:
         share = path["share"]
-        p.add_row(" → ".join(path["works"]), path["recipient"], share if len(share) < 40 else share[:37] + "…")
+        p.add_row(" → ".join(path["works"]), path["recipient"], _short(share, 40))
     out.print(p)
     return EXIT_OK
+
+
+# Works listed in a pool's readable explanation (the largest under the method
+# booked); --json has them all.
+EXPLAIN_POOL_WORKS = 20
+
+
+def _short(share: str, width: int) -> str:
+    return share if len(share) < width else share[:width - 3] + "…"
+
+
+def _print_pool_explanation(ex: dict[str, Any]) -> None:
+    """A closed pool, readably: per recipient the share and units booked
+    beside what the other method would have given them, then stage 1."""
+    pool = ex["pool"]
+    booked, other = pool["method"], pool["alternative"]["method"]
+    alternative = pool["alternative"]["allocation"]
+    out.print(f"pool [bold]{ex['value']}[/], split {booked}: {ex['amount']:,} {ex['currency']}, "
+              f"refunded {ex['reversed']:,}; {len(pool['works']):,} works used")
+    t = Table(title=f"what each recipient got ({booked}, booked) and what {other} would have given them")
+    for col, justify in (("recipient", "left"), ("share", "right"), (booked, "right"), (other, "right"),
+                         (f"{other} − {booked}", "right")):
+        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in sorted(set(ex["allocation"]) | set(alternative)):
+        got, would = ex["allocation"].get(r, 0), alternative.get(r, 0)
+        t.add_row(r, _short(ex["shares"].get(r, "0"), 40), f"{got:,}", f"{would:,}", f"{would - got:+,}")
+    out.print(t)
+    works, other_works = pool["works"], pool["alternative"]["works"]
+    if not works:
+        out.print(f"no stage 1 under {booked}: " + ("nobody funded the pool, it booked nothing" if not ex["amount"]
+                  else "nothing was used, so after the fee the pool went to @unattributed"))
+        return
+    largest = sorted(works, key=lambda w: (-works[w], w))[:EXPLAIN_POOL_WORKS]
+    w = Table(title=f"stage 1, money to works ({len(largest)} largest of {len(works):,}; --json has all)")
+    for col, justify in (("work", "left"), (booked, "right"), (other, "right")):
+        w.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for work in largest:
+        w.add_row(work, f"{works[work]:,}", f"{other_works.get(work, 0):,}")
+    out.print(w)
 
 
 def cmd_statement(args: argparse.Namespace) -> int:

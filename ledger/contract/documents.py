@@ -69,6 +69,38 @@ class Explanation(_Doc):
     work_inflows: dict[str, str] = Field(description="work → exact share of the value reaching it (bounded)")
 
 
+PoolMethod = Literal["pro_rata", "user_centric"]
+
+
+class PoolAlternative(_Doc):
+    """What the other method would have allocated (EVENTS.md §7): shown, never booked."""
+
+    method: PoolMethod
+    works: dict[str, int] = Field(description="stage 1 under this method: work → minor units")
+    allocation: dict[str, int] = Field(description="recipient → minor units this method would have booked")
+
+
+class PoolSplit(_Doc):
+    """How a closed pool was split: its method, stage 1 and the alternative."""
+
+    method: PoolMethod
+    works: dict[str, int] = Field(description="stage 1: work → minor units ({} when nothing was used)")
+    alternative: PoolAlternative
+
+
+class PoolExplanation(_Doc):
+    """Why a closed usage pool was split as it was (EVENTS.md §7; `peerledger explain --json`
+    of a pool): a pool is a value of its total funding, whose shares mix its works'."""
+
+    value: str = Field(description="the pool's id")
+    amount: int = Field(description="X, the pool's total funding")
+    currency: str
+    shares: dict[str, str] = Field(description="recipient → exact share S, fee included, summing to 1 ({} when X = 0)")
+    allocation: dict[str, int] = Field(description="recipient → minor units booked at the close, before any refund")
+    reversed: int = Field(description="minor units refunded so far")
+    pool: PoolSplit
+
+
 class StatementPeriod(_Doc):
     period: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}$", description="UTC month of the bookings' `at`")
     currency: str

@@ -19,7 +19,18 @@ platform, shaped like a peer-production platform's history:
 * a takedown (``work.retracted`` of a popular contribution, later
   ``work.reinstated``), plus a few more disputes on long streams, and a couple
   of ``work.reassigned``;
-* payouts that can never exceed a balance (see ``_Gen._payout``).
+* payouts that can never exceed a balance (see ``_Gen._payout``);
+* a subscription pool a month (EVENTS.md §7; from the first event of a month,
+  once there are works to use): opened at the month's first event, closed at
+  the next month's (so it books in that month), in USD.  Subscribers pay
+  499, 999 or 1499 cents a month, the first time they show up in it, and
+  their usage (``usage.recorded`` of 1-3 works by the works' popularity,
+  1-3 plays each, up to 20 for the heaviest) is heavy-tailed: a listener's
+  activity is drawn once from a Pareto law, so most subscribers play a
+  little and a few play a lot; a few pay and never play.  The platform
+  splits its pools ``pro_rata`` in the first half of the stream and
+  ``user_centric`` in the second (as platforms that switched did), and every
+  closed pool's explanation shows what the other method would have paid.
 
 Every event is acceptable when the stream is ingested in order, unless
 ``bad_fraction_ppm`` > 0: then about that many events per million are
@@ -96,6 +107,15 @@ LAST_NAMES = ("", "", "", " Smith", " García", " Nakamura", " O'Brien", " Nguy�
 FEE_START = 1500
 FEE_LATER = (1200, 1000, 1250, 1800, 900)
 
+# Subscription pools: opened once this many contributions exist; prices in
+# cents; a listener's activity weight is capped, and from HEAVY_LISTENER_WEIGHT
+# on they play each work up to HEAVY_PLAYS_MAX times a day (others PLAYS_MAX).
+POOL_MIN_WORKS = 20
+PRICES = (499, 499, 999, 999, 999, 1499)
+LISTENER_WEIGHT_MAX = 200
+HEAVY_LISTENER_WEIGHT = 10
+PLAYS_MAX, HEAVY_PLAYS_MAX = 3, 20
+
 
 def _choice(rng: random.Random, seq: Sequence[Any]) -> Any:
     """rng.choice, a little faster (one float draw)."""
@@ -157,6 +177,17 @@ class _Gen:
         # --- payouts: conservative lower bound of what a prosumer can be paid, per currency
         self.payable: dict[tuple[str, str], int] = {}
         self.pay_candidates: list[tuple[str, str]] = []
+
+        # --- subscription pools: the month's pool (None: none open), its month,
+        # who paid into it; every subscriber, and a listener list where each
+        # subscriber appears as often as their (heavy-tailed) activity says
+        self.pool: str | None = None
+        self.pool_month = ""
+        self.pool_paid: set[str] = set()
+        self.subscribers: dict[str, int] = {}  # subscriber -> activity weight
+        self.listeners: list[str] = []
+        # (type, data) of events a slot decided for the next slots: made (id, at) when emitted
+        self.pending: deque[tuple[str, dict]] = deque()
 
         # --- bad events
         self.recent: deque[bytes] = deque(maxlen=64)
@@ -520,6 +551,50 @@ class _Gen:
         self.authors[work] = authors
         return self._event("work.reassigned", {"work": work, "authors": authors})
 
+    # ------------------------------------------------------------------ pools
+    def _pool_month(self) -> dict | None:
+        """At a month's first event: close last month's pool, then (next
+        slot) open this month's.  None when nothing is due."""
+        month = self._at()[:7]
+        if month == self.pool_month or len(self.contribs) < POOL_MIN_WORKS:
+            return None
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            return self._event("pool.closed", {"pool": pool})
+        self.pool_month = month
+        self.pool = f"subs-{month}"
+        self.pool_paid = set()
+        method = "pro_rata" if self.i < self.n // 2 else "user_centric"
+        return self._event("pool.opened", {"pool": self.pool, "currency": "USD", "method": method,
+                                           "name": f"subscriptions {month}"})
+
+    def _pool_use(self) -> dict | None:
+        """A subscriber's day of use (a new subscriber one time in seven):
+        their subscription first if they have not paid this month."""
+        rng = self.rng
+        if self.pool is None:
+            return None
+        if not self.subscribers or rng.random() < 0.15:
+            sid = f"s{len(self.subscribers) + 1:06d}"
+            # Pareto(1.2) activity: most listen a little, a few a lot.
+            weight = self.subscribers[sid] = min(LISTENER_WEIGHT_MAX, int(rng.paretovariate(1.2)))
+            self.listeners.extend([sid] * weight)
+        else:
+            sid = _choice(rng, self.listeners)
+        plays = HEAVY_PLAYS_MAX if self.subscribers[sid] >= HEAVY_LISTENER_WEIGHT else PLAYS_MAX
+        uses: dict[str, int] = {}
+        for _ in range(1 + int(rng.random() * 3)):
+            work = self._pick_output() if self.outputs and rng.random() < 0.6 else self._pick_contribution()
+            uses[work] = 1 + int(rng.random() * plays)
+        use = {"pool": self.pool, "subscriber": sid, "uses": uses}
+        if sid in self.pool_paid:
+            return self._event("usage.recorded", use)
+        self.pool_paid.add(sid)
+        if rng.random() >= 0.05:  # one in twenty pays and does not play (this time)
+            self.pending.append(("usage.recorded", use))
+        price = PRICES[int(rng.random() * len(PRICES))]
+        return self._event("pool.funded", {"pool": self.pool, "subscriber": sid, "amount": price})
+
     def _rare(self, kind: str, arg: Any) -> dict | None | bool:
         """A scheduled event; None: not possible yet (retry later); False: drop it."""
         if kind == "fee":
@@ -552,17 +627,21 @@ class _Gen:
             return self._register()
         if len(self.contribs) < 3:
             return self._contribution()
+        ev: dict | None = self._pool_month()
+        if ev is not None:
+            return ev
         r = rng.random() * 99.0
-        ev: dict | None
         if r < 4.0:
             return self._register()
         if r < 29.0:
             return self._contribution()
         if r < 44.0:
             return self._output()
-        if r < 94.0:
+        if r < 89.0:
             return self._value()
-        if r < 96.0:
+        if r < 94.0:
+            ev = self._pool_use()
+        elif r < 96.0:
             ev = self._reversal()
         else:
             ev = self._payout()
@@ -637,6 +716,8 @@ class _Gen:
                     continue
             if i == 0:
                 ev = self._policy(FEE_START)
+            elif self.pending:
+                ev = self._event(*self.pending.popleft())
             else:
                 ev = None
                 while schedule and schedule[0][0] <= i:

@@ -66,7 +66,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.audit.tree import (
@@ -484,7 +484,7 @@ class FlowNode(BaseModel):
     id: str
     label: str
     column: int
-    kind: Literal["sold", "work", "fee", "prosumer", "system", "other"]
+    kind: Literal["sold", "pool", "work", "fee", "prosumer", "system", "other"]
     amount: int
 
 
@@ -514,6 +514,83 @@ class Flows(BaseModel):
     nodes: list[FlowNode]
     links: list[FlowLink]
     available: list[FlowPeriod]
+
+
+class PoolListed(BaseModel):
+    pool: str
+    currency: str
+    method: Literal["pro_rata", "user_centric"]
+    funded: int
+    closed: bool
+    opened_seq: int
+
+
+class Pools(BaseModel):
+    """The platform's usage pools, the newest opened first."""
+
+    platform: str
+    pools: list[PoolListed]
+
+
+class Ratio(BaseModel):
+    """An exact ratio, and its decimal text rounded down (`projections.insights.ratio_doc`)."""
+
+    exact: str
+    decimal: str
+
+
+class MethodFairness(BaseModel):
+    """How one method shares a pool among the prosumers either method reaches (exact ratios)."""
+
+    to_prosumers_minor: int
+    paid: int
+    gini: Ratio | None
+    top_1pct_share: Ratio | None
+    top_10pct_share: Ratio | None
+
+
+class GainLose(BaseModel):
+    gain: int
+    lose: int
+    same: int
+
+
+class PoolRow(BaseModel):
+    recipient: str | None = None
+    work: str | None = None
+    booked: int
+    alternative: int
+
+
+class PoolComparison(BaseModel):
+    prosumers: int
+    pro_rata: MethodFairness
+    user_centric: MethodFairness
+    under_other_method: GainLose = Field(description="prosumers who would get more, less or the same "
+                                                     "under the other method than they were booked")
+    recipients: list[PoolRow]
+    works_used: int
+    works: list[PoolRow] = Field(description="stage 1: minor units to each work under each method")
+
+
+class PoolView(BaseModel):
+    """A usage pool: its funding, and once closed its flows (the pool → its works,
+    stage 1 → recipients, as booked) and the two methods compared."""
+
+    platform: str
+    pool: str
+    currency: str
+    method: Literal["pro_rata", "user_centric"]
+    other_method: Literal["pro_rata", "user_centric"]
+    funded: int
+    funders: int
+    opened_seq: int
+    closed: bool
+    closed_seq: int | None
+    reversed: int
+    nodes: list[FlowNode]
+    links: list[FlowLink]
+    comparison: PoolComparison | None
 
 
 class Earner(BaseModel):
@@ -705,11 +782,13 @@ def _read_routes(app: FastAPI) -> None:
         rows = queries.balances_doc(backend.store, platform, None, seq)
         return _json({"platform": platform, "digest": balances_digest(rows), "as_of": seq}, headers)
 
-    @app.get(base + "/values/{value}/explain", tags=["reads"], response_model=api.Explanation,
-             responses=READ_ERRORS)
+    @app.get(base + "/values/{value}/explain", tags=["reads"],
+             response_model=api.Explanation | api.PoolExplanation, responses=READ_ERRORS)
     def explain(platform: PlatformId, value: str, request: Request, _who: Reader,
                 as_of: AsOf = None, as_of_time: AsOfTime = None) -> Response:
-        """Why a value was split as it was, as `peerledger explain --json`."""
+        """Why a value was split as it was, as `peerledger explain --json`: a sale's
+        explanation, or a closed usage pool's (EVENTS.md §7: stage 1 to works, and
+        what the other method would have allocated)."""
         backend = _backend(request)
         headers = _views_seq(backend, platform)
         ex = queries.explain_doc(backend.store, platform, value, _as_of(backend, platform, as_of, as_of_time))
@@ -890,6 +969,22 @@ def _dashboard_routes(app: FastAPI) -> None:
         """Where the value realized in a period went (`ledger.http.dashboard`); by default
         the latest period with sales, in its currency with the most value."""
         return _json(_backend(request).flows.flows(platform, period, currency))
+
+    @app.get(base + "/pools", tags=["dashboard"], response_model=Pools, responses=READ_ERRORS)
+    def pools(platform: PlatformId, request: Request, _who: Reader,
+              limit: Annotated[int, Query(ge=1, le=dashboard.POOLS_LISTED)] = dashboard.POOLS_LISTED) -> Response:
+        """The platform's usage pools, the newest opened first."""
+        backend = _backend(request)
+        queries.log_head(backend.store, platform)
+        return _json(dashboard.pools_doc(backend.store, platform, limit), _views_seq(backend, platform))
+
+    @app.get(base + "/pools/{pool}", tags=["dashboard"], response_model=PoolView, responses=READ_ERRORS)
+    def pool(platform: PlatformId, pool: str, request: Request, _who: Reader) -> Response:
+        """One usage pool (`ledger.http.dashboard.pool_doc`): once closed, where its money
+        went (the pool → its largest works → its largest recipients, as booked) and the
+        two methods side by side, recipient by recipient and work by work."""
+        backend = _backend(request)
+        return _json(dashboard.pool_doc(backend.store, platform, pool), _views_seq(backend, platform))
 
     @app.get(base + "/earners", tags=["dashboard"], response_model=Earners, responses=READ_ERRORS)
     def earners(platform: PlatformId, request: Request, _who: Reader, period: Period, currency: Currency,

@@ -18,23 +18,30 @@ drawn: they are reported as the period's `reversed` total.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from attribution import PLATFORM, UNATTRIBUTED
+from attribution import PLATFORM, UNATTRIBUTED, from_json_obj, other_method
 from ledger.ingest.projector import FlowFollower
 from ledger.storage import flows as flow_tables
+from ledger.storage.queries import NotFound
 from ledger.storage.store import Store
+from ledger.storage.views import read_closed_pool, value_seq
 from projections.flows import (
     FEE_NODE,
+    OTHERS,
     PAYING,
     PAYING_RECIPIENT,
     RECIPIENT,
     SOLD,
     SOLD_PAYING,
+    pool_links,
 )
+from projections.insights import gain_lose, methods_fairness
+from projections.state import POOL_WORK_PREFIX
 
 # Nodes kept per column before the rest is folded into "other …".
 TOP_SOLD = 8
@@ -158,6 +165,9 @@ def _node(node_id: str, amount: int) -> dict[str, Any]:
     prefix, name = node_id.split(":", 1)
     if name == "*":
         label, kind = _OTHER_LABELS[prefix], "other"
+    elif name.startswith(POOL_WORK_PREFIX):  # a closed pool: sold as a whole, paying through its works
+        pool = name[len(POOL_WORK_PREFIX):]
+        label, kind = (f"pool {pool}", "pool") if prefix == "s" else (f"works of pool {pool}", "work")
     elif prefix == "p" and name == FEE_NODE:
         label, kind = "platform fee", "fee"
     elif prefix == "r" and name.startswith("@"):
@@ -165,6 +175,99 @@ def _node(node_id: str, amount: int) -> dict[str, Any]:
     else:
         label, kind = name, {"s": "sold", "p": "work", "r": "prosumer"}[prefix]
     return {"id": node_id, "label": label, "column": _COLUMNS[prefix], "kind": kind, "amount": amount}
+
+
+# -- a usage pool ---------------------------------------------------------------
+
+# Rows of a pool's comparison tables (recipients, works), largest first.
+POOL_ROWS = 20
+# Pools listed for the dashboard's choice, newest first.
+POOLS_LISTED = 100
+
+
+def pools_doc(store: Store, platform: str, limit: int = POOLS_LISTED) -> dict[str, Any]:
+    """The platform's usage pools, the newest opened first (one query)."""
+    rows = store.query("SELECT pool, currency, method, funded, closed, seq FROM peerledger_pools WHERE platform = ? "
+                       "ORDER BY seq DESC LIMIT ?", (platform, limit))
+    return {"platform": platform, "pools": [
+        {"pool": p, "currency": c, "method": m, "funded": int(f), "closed": bool(closed), "opened_seq": int(seq)}
+        for p, c, m, f, closed, seq in rows]}
+
+
+def pool_doc(store: Store, platform: str, pool: str) -> dict[str, Any]:
+    """One usage pool as the dashboard shows it: an open pool's funding so
+    far; a closed pool's flows (the pool → its largest works, stage 1 → its
+    largest recipients, exact as booked: `projections.flows.pool_links`)
+    and the two methods compared, recipient by recipient and work by work,
+    with each method's fairness among the prosumers either reaches.
+
+    Reads the pool's row and, once closed, its stored explanation (stage 1
+    under both methods: O(works used) to parse) and nothing else: no graph,
+    no log.  NotFound for a pool the platform never opened."""
+    rows = store.query("SELECT currency, method, funded, closed, seq FROM peerledger_pools "
+                       "WHERE platform = ? AND pool = ?", (platform, pool))
+    if not rows:
+        raise NotFound(f"no pool {pool!r} in platform {platform!r}")
+    currency, method, funded, closed, opened_seq = rows[0]
+    funders = store.query("SELECT COUNT(*) FROM peerledger_pool_funding WHERE platform = ? AND pool = ?",
+                          (platform, pool))[0][0]
+    doc: dict[str, Any] = {
+        "platform": platform, "pool": pool, "currency": currency, "method": method, "other_method":
+        other_method(method), "funded": int(funded), "funders": int(funders), "opened_seq": int(opened_seq),
+        "closed": bool(closed), "closed_seq": None, "reversed": 0, "nodes": [], "links": [], "comparison": None,
+    }
+    found = read_closed_pool(store, platform, pool)
+    if found is None:
+        return doc
+    ex, shares, stored = found
+    works, alternative = ex["pool"]["works"], ex["pool"]["alternative"]
+    doc.update(closed_seq=value_seq(store, platform, pool), reversed=ex["reversed"])
+    if shares is not None:
+        doc["nodes"], doc["links"] = sankey(_pool_picture(pool, ex, shares, stored))
+    booked, other = ex["allocation"], alternative["allocation"]
+    prosumers = sorted({a for a in (*booked, *other) if not a.startswith("@")})
+    units = {method: [booked.get(p, 0) for p in prosumers], alternative["method"]: [other.get(p, 0) for p in prosumers]}
+    doc["comparison"] = {
+        **methods_fairness(units),
+        "under_other_method": gain_lose(units[method], units[alternative["method"]]),
+        "recipients": _largest(booked, other, "recipient"),
+        "works_used": len(set(works) | set(alternative["works"])),
+        "works": _largest(works, alternative["works"], "work"),
+    }
+    return doc
+
+
+def _largest(booked: Mapping[str, int], other: Mapping[str, int], key: str) -> list[dict[str, Any]]:
+    """The POOL_ROWS keys with the most units under either method, units under each
+    (a partial sort: a pool may name 200 000 works)."""
+    # The largest under either method are among each method's own largest
+    # (ranked the same way: more units first, then by id).
+    candidates = {n for units in (booked, other)
+                  for n in heapq.nsmallest(POOL_ROWS, units, key=lambda n, units=units: (-units[n], n))}
+    names = sorted(candidates, key=lambda n: (-max(booked.get(n, 0), other.get(n, 0)), n))[:POOL_ROWS]
+    return [{key: n, "booked": booked.get(n, 0), "alternative": other.get(n, 0)} for n in names]
+
+
+def _pool_picture(pool: str, ex: dict[str, Any], shares: Any, stored: dict[str, Any]) -> Picture:
+    """A closed pool's flow picture: sold node the pool, paying nodes its
+    largest works (those whose V(w) was stored at the close), recipients
+    the largest prosumers and the system accounts."""
+    x, allocation, works = ex["amount"], ex["allocation"], ex["pool"]["works"]
+    vectors = {w: from_json_obj(v) for w, v in stored.get("vectors", {}).items()}
+    prosumers = sorted((r for r in allocation if not r.startswith("@")), key=lambda r: (-allocation[r], r))
+    recipients = [*prosumers[:TOP_RECIPIENTS], *(r for r in (PLATFORM, UNATTRIBUTED) if r in allocation)]
+    links = pool_links(x, shares, allocation, works, vectors, recipients)
+    through: Counter[str] = Counter()
+    for (w, _), units in links.items():
+        through[w] += units
+    sold = POOL_WORK_PREFIX + pool
+    paying = {w: through[w] for w in vectors if through[w]}
+    return Picture(
+        realized=x, reversed=ex["reversed"], values=1, sold={sold: x}, paying=paying,
+        recipients={r: allocation[r] for r in recipients if allocation[r]},
+        sold_paying={(sold, w): units for w, units in paying.items()},
+        paying_recipient={(w, r): units for (w, r), units in links.items() if w != OTHERS and r != OTHERS},
+    )
 
 
 # -- the other panels ---------------------------------------------------------

@@ -7,7 +7,8 @@ instead, with a tracking record, and never folds an event a second time:
 for the flows (`ledger.storage.flows`), a `FlowFollower` reads a chunk of at
 most FLOWS_CHUNK_EVENTS events past the platform's tracked seq, the value
 rows of its sales and refunds and the vector rows of the works sold (one
-query per table), books each sale again exactly as the fold did
+query per table), books each sale (and each closed usage pool, a sale of its
+funding in its close's month) again exactly as the fold did
 (`attribution.allocate` of the amount by the stored vector with the
 value's fee), routes it (`projections.flows`) and adds the chunk's sums to
 the flow rows with the new tracked seq, in one transaction.
@@ -47,8 +48,9 @@ from ledger.ops import metrics
 from ledger.ops.runtime import tune_gc
 from ledger.storage import flows as flow_tables
 from ledger.storage.store import LogEntry, Store
-from projections.flows import FlowDeltas, RouteSplit, route_split
+from projections.flows import FlowDeltas, RouteSplit, pool_route_split, route_split
 from projections.periods import utc_month
+from projections.state import POOL_WORK_PREFIX
 
 # How often a following projector looks for new events when it is idle.
 FOLLOW_POLL_MS = 50
@@ -62,6 +64,7 @@ ROUTES_CACHE_MAX_BYTES = 32 * 1024 * 1024
 
 _REALIZED = "value.realized"
 _REVERSED = "value.reversed"
+_CLOSED = "pool.closed"  # a closed pool is a value realized at its close (EVENTS.md §7)
 Routed = tuple[ShareVector, RouteSplit]  # a (work, version)'s vector, and its routes
 
 
@@ -131,15 +134,17 @@ class FlowFollower:
 
     def _deltas(self, platform: str, entries: list[LogEntry]) -> FlowDeltas:
         """The chunk's sums: its value and vector rows read once per table."""
-        events = [orjson.loads(e.state) for e in entries if e.topic in (_REALIZED, _REVERSED)]
-        values = self.store.state.values(platform, {event["data"]["value"] for event in events})
-        sold = (values[e["data"]["value"]] for e in events if e["type"] == _REALIZED)
+        events = [orjson.loads(e.state) for e in entries if e.topic in (_REALIZED, _REVERSED, _CLOSED)]
+        values = self.store.state.values(platform, {_value_id(event) for event in events})
+        # A pool closed with nothing funded booked nothing: there is nothing to draw.
+        events = [e for e in events if e["type"] != _CLOSED or values[_value_id(e)].amount_minor]
+        sold = (values[_value_id(e)] for e in events if e["type"] != _REVERSED)
         routed = self._routed(platform, {(v.work, v.vector_version) for v in sold})
         deltas = FlowDeltas()
         for event in events:
-            value = values[event["data"]["value"]]
+            value = values[_value_id(event)]
             month = utc_month(event["at"])
-            if event["type"] == _REALIZED:
+            if event["type"] != _REVERSED:
                 vector, split = routed[(value.work, value.vector_version)]
                 deltas.realized(month, value.currency, value.work, value.amount_minor, vector.with_fee(value.fee_bps),
                                 split)
@@ -162,10 +167,18 @@ class FlowFollower:
         for work, version, vector, explanation in self.store.state.select(
                 "peerledger_vectors", "work, version, vector, explanation", ("work", "version"), platform, missing):
             key = (work, int(version))
-            found[key] = (from_json_obj(orjson.loads(bytes(vector))),
-                          route_split(orjson.loads(bytes(explanation))["routes"]))
+            shares = from_json_obj(orjson.loads(bytes(vector)))
+            split = (pool_route_split(work, shares) if work.startswith(POOL_WORK_PREFIX)
+                     else route_split(orjson.loads(bytes(explanation))["routes"]))
+            found[key] = (shares, split)
             self._routes.put((platform, *key), found[key])
         return found
+
+
+def _value_id(event: dict[str, Any]) -> str:
+    """The value an event realizes or reverses (a pool's id is its value's)."""
+    data = event["data"]
+    return data["pool"] if event["type"] == _CLOSED else data["value"]
 
 
 class Projector:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from attribution.shares import from_json_obj
+from attribution.shares import ShareVector, from_json_obj
 from ledger.storage.store import Store
 from projections.explain import explain_pool, explain_value
 from projections.state import POOL_WORK_PREFIX
@@ -63,6 +63,24 @@ def read_statement(store: Store, platform: str, prosumer: str, period: str | Non
 def read_explain(store: Store, platform: str, value: str) -> dict[str, Any] | None:
     """A value's explanation (`projections.explain`), or a closed pool's
     (EVENTS.md §7); None when `platform` has no such value."""
+    found = _read_value(store, platform, value)
+    return found[0] if found is not None else None
+
+
+def read_closed_pool(store: Store, platform: str, pool: str) -> tuple[dict[str, Any], ShareVector | None,
+                                                                      dict[str, Any]] | None:
+    """A closed pool's explanation (EVENTS.md §7), its S (None when X = 0) and
+    everything stored with it at the close (`PlatformFold._close`: also the
+    vectors of its largest works); None when it is not a closed pool."""
+    found = _read_value(store, platform, pool)
+    if found is None or found[2] is None:
+        return None
+    return found[0], found[1], found[2]
+
+
+def _read_value(store: Store, platform: str, value: str) -> tuple[dict[str, Any], ShareVector | None,
+                                                                   dict[str, Any] | None] | None:
+    """(explanation, S, the stored pool blob or None for a sale)."""
     rows = store.query(
         "SELECT v.work, v.vector_version, v.fee_bps, v.amount, v.currency, v.reversed, v.seq, "
         "w.vector, w.explanation FROM peerledger_values v LEFT JOIN peerledger_vectors w "
@@ -77,13 +95,13 @@ def read_explain(store: Store, platform: str, value: str) -> dict[str, Any] | No
     if work.startswith(POOL_WORK_PREFIX):
         (pool,) = store.query("SELECT explanation FROM peerledger_pools WHERE platform = ? AND pool = ?",
                               (platform, value))
-        return explain_pool(value, int(amount), currency, int(reversed_minor), shares,
-                            orjson.loads(bytes(pool[0])))
+        stored = orjson.loads(bytes(pool[0]))
+        return explain_pool(value, int(amount), currency, int(reversed_minor), shares, stored), shares, stored
     assert shares is not None and explanation is not None, f"value {value!r} has no stored vector"
     return explain_value(
         value, work, int(amount), currency, int(fee_bps), int(reversed_minor), int(seq),
         shares, orjson.loads(bytes(explanation)),
-    )
+    ), shares, None
 
 
 def value_seq(store: Store, platform: str, value: str) -> int:

@@ -45,12 +45,12 @@ function fillSelect(select, values, chosen) {
 
 const SANKEY = { nodeWidth: 14, padding: 10, marginX: 190, marginY: 10, labelGap: 6 };
 
-function drawSankey(svg, flows) {
+function drawSankey(svg, flows, empty = "No sales in this period.") {
   svg.replaceChildren();
   const width = svg.clientWidth || 900;
   const height = svg.clientHeight || 520;
   if (!flows.nodes.length) {
-    svg.append(el("svg:text", { x: 20, y: 30 }, "No sales in this period."));
+    svg.append(el("svg:text", { x: 20, y: 30 }, empty));
     return;
   }
   const columns = [[], [], []];
@@ -161,6 +161,61 @@ async function loadEarners(flows) {
   }));
 }
 
+// A usage pool: its flows as booked, and the two methods side by side.
+const ratio = (r) => (r ? Number(r.decimal) : null);
+const pct = (r) => (r ? `${(ratio(r) * 100).toFixed(2)} %` : "-");
+
+function numCell(n, signed) {
+  const cls = signed ? (n > 0 ? "num gain" : n < 0 ? "num lose" : "num") : "num";
+  return el("td", { class: cls }, signed && n > 0 ? `+${fmt(n)}` : fmt(n));
+}
+
+async function loadPools() {
+  const { pools } = await api(platformPath("pools"));
+  $("pools").hidden = !pools.length;
+  if (!pools.length) return;
+  const chosen = $("pool").value;
+  fillSelect($("pool"), pools.map((p) => p.pool), chosen || (pools.find((p) => p.closed) || pools[0]).pool);
+  await loadPool();
+}
+
+async function loadPool() {
+  const pool = await api(platformPath(`pools/${encodeURIComponent($("pool").value)}`));
+  const c = pool.comparison;
+  $("pool-caption").textContent = pool.closed
+    ? `${pool.method}, closed at seq ${fmt(pool.closed_seq)}: ${fmt(pool.funded)} ${pool.currency} from ${fmt(pool.funders)} subscribers` +
+      `, ${fmt(c.works_used)} works used, ${fmt(pool.reversed)} refunded`
+    : `${pool.method}, open: ${fmt(pool.funded)} ${pool.currency} from ${fmt(pool.funders)} subscribers so far`;
+  drawSankey($("pool-flow"), pool, pool.closed ? "Nothing was funded: the pool booked nothing." : "Open: nothing is split before the close.");
+  const bodies = ["pool-methods", "pool-recipients", "pool-works"].map((id) => $(id).tBodies[0]);
+  if (!c) { bodies.forEach((b) => b.replaceChildren()); return; }
+  const label = (m) => (m === pool.method ? `${m} (booked)` : m);
+  bodies[0].replaceChildren(...["pro_rata", "user_centric"].map((m) => {
+    const tr = el("tr");
+    tr.append(el("td", {}, label(m)), el("td", { class: "num" }, c[m].gini ? ratio(c[m].gini).toFixed(3) : "-"),
+      el("td", { class: "num" }, pct(c[m].top_1pct_share)), el("td", { class: "num" }, pct(c[m].top_10pct_share)),
+      el("td", { class: "num" }, `${fmt(c[m].paid)} of ${fmt(c.prosumers)}`));
+    return tr;
+  }));
+  const moved = c.under_other_method;
+  const summary = el("tr");
+  summary.append(el("td", { colspan: 5, class: "hint" },
+    `under ${pool.other_method}: ${fmt(moved.gain)} prosumers would get more, ${fmt(moved.lose)} less, ${fmt(moved.same)} the same`));
+  bodies[0].append(summary);
+  for (const id of ["pool-booked-head", "pool-works-booked-head"]) $(id).textContent = `${pool.method} (booked)`;
+  for (const id of ["pool-other-head", "pool-works-other-head"]) $(id).textContent = pool.other_method;
+  bodies[1].replaceChildren(...c.recipients.map((r) => {
+    const tr = el("tr");
+    tr.append(el("td", {}, r.recipient), numCell(r.booked), numCell(r.alternative), numCell(r.alternative - r.booked, true));
+    return tr;
+  }));
+  bodies[2].replaceChildren(...c.works.map((w) => {
+    const tr = el("tr");
+    tr.append(el("td", {}, w.work), numCell(w.booked), numCell(w.alternative));
+    return tr;
+  }));
+}
+
 async function loadRejects() {
   const rows = await api(platformPath("rejects?order=desc&limit=10"));
   $("rejects").tBodies[0].replaceChildren(...rows.map((r) => {
@@ -179,7 +234,7 @@ async function refresh(keepChoice) {
   $("status").textContent = "";
   try {
     const flows = await loadFlows(keepChoice);
-    await Promise.all([loadEarners(flows), loadRejects(), loadRate()]);
+    await Promise.all([loadEarners(flows), loadRejects(), loadRate(), loadPools()]);
     document.body.dataset.loaded = "true";
   } catch (e) {
     if (e instanceof Unauthorized) return signOut("the token was refused (revoked?)");
@@ -220,10 +275,11 @@ $("login-form").addEventListener("submit", (ev) => {
   $("token").value = "";
   start();
 });
-$("platform").addEventListener("change", () => refresh(false));
+$("platform").addEventListener("change", () => { $("pool").replaceChildren(); refresh(false); });
 $("period").addEventListener("change", () => { $("currency").value = ""; refresh(true); });
 $("currency").addEventListener("change", () => refresh(true));
 $("refresh").addEventListener("click", () => refresh(true));
+$("pool").addEventListener("change", () => loadPool().catch((e) => { $("status").textContent = String(e.message || e); }));
 $("signout").addEventListener("click", () => signOut());
 setInterval(() => { if (!$("board").hidden) loadRate().catch(() => {}); }, REFRESH_MS);
 
