@@ -14,7 +14,7 @@ kind, keyed by platform first:
 | `peerledger_payouts` | payout id | `payout.issued` |
 | `peerledger_balances` | (account, currency): earned, reversed, paid, balance | a booking |
 | `peerledger_statements` | (account, UTC month, currency) | a booking |
-| `peerledger_digests` | (platform, seq): the balances digest | a batch crossing a multiple of 10 000 seqs |
+| `peerledger_digests` | (platform, seq): the balances digest | a batch crossing a multiple of 100 000 seqs |
 | `peerledger_pools` | usage pool: currency, method, total funded, closed, its explanation | `pool.opened`, `pool.funded`, `pool.closed` |
 | `peerledger_pool_funding` | (pool, subscriber): total funded | `pool.funded` |
 | `peerledger_pool_usage` | (pool, subscriber, work): total uses | `usage.recorded` |

@@ -94,6 +94,11 @@ STATE_SCHEMA_VERSION = 2
 # database whether the commit happened, and how long it pauses in between.
 COMMIT_CHECK_S = 30.0
 COMMIT_CHECK_PAUSE_S = 0.5
+# WAL pages between SQLite's automatic checkpoints (its default is 1000, 4 MB):
+# a batch writes a few MB, and a checkpoint copies its pages into the main
+# file at random places; 40 MB per checkpoint amortises that (measured on a
+# 1 000 000-event ledger: 15 % less time per event).
+SQLITE_CHECKPOINT_PAGES = 10_000
 # A writer waits this long for SQLite's write lock before it says so in the
 # log and waits again: writers never give up on each other.
 SQLITE_BUSY_WAIT_S = 30
@@ -553,6 +558,7 @@ class Store:
         with self.datastore.get_connection(commit=True) as conn:
             raw = conn._sqlite_conn  # noqa: SLF001 — the library's connection, in autocommit mode
             raw.execute("PRAGMA synchronous = " + ("FULL" if self.durable else "OFF"))
+            raw.execute(f"PRAGMA wal_autocheckpoint = {SQLITE_CHECKPOINT_PAGES}")
             _begin_immediate(raw, self._sqlite_path)
             try:
                 yield conn.cursor()
