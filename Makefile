@@ -28,4 +28,4 @@ bench: $(STAMP)
 	$(PY) bench/ingest_bench.py
 
 clean:
-	rm -rf $(VENV) peerledger.db peerledger.db-wal peerledger.db-shm .pytest_cache .hypothesis
+	rm -rf $(VENV) peerledger.db peerledger.db-wal peerledger.db-shm peerledger.db.lock peerledger.db.locks .pytest_cache .hypothesis
