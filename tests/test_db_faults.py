@@ -21,7 +21,7 @@ from ledger.storage import store as store_module
 from ledger.storage.dialect import DbUrl
 from ledger.storage.store import OutcomeUnknown, Store
 
-pytestmark = pytest.mark.postgres
+
 
 LINES = (EXAMPLES / "worked.jsonl").read_bytes().splitlines()
 # psycopg ends a transaction with a simple-protocol query: 'Q', its length, "COMMIT\0".
@@ -143,6 +143,7 @@ def stored(direct_url: str) -> tuple[list[bytes], list[tuple[str, str]]]:
                 [(r[2], r[3]) for r in store.rejects("demo", 1000)])
 
 
+@pytest.mark.postgres
 def test_a_connection_dropped_before_the_commit_writes_nothing_and_says_so(proxied):
     direct, url, proxy = proxied
     with Store(url) as store:
@@ -161,6 +162,7 @@ def test_a_connection_dropped_before_the_commit_writes_nothing_and_says_so(proxi
     assert len(rejects) == sum(o.outcome == "rejected" for o in outcomes)
 
 
+@pytest.mark.postgres
 def test_a_connection_dropped_after_the_server_committed_reports_the_committed_outcomes(proxied):
     direct, url, proxy = proxied
     with Store(url) as store:
@@ -181,6 +183,7 @@ def test_a_connection_dropped_after_the_server_committed_reports_the_committed_o
         assert report.ok, report.difference
 
 
+@pytest.mark.postgres
 def test_a_commit_whose_outcome_cannot_be_asked_is_not_reported(proxied, monkeypatch: pytest.MonkeyPatch):
     direct, url, proxy = proxied
     monkeypatch.setattr(store_module, "COMMIT_CHECK_S", 1.0)
@@ -195,3 +198,12 @@ def test_a_commit_whose_outcome_cannot_be_asked_is_not_reported(proxied, monkeyp
     assert {o.outcome for o in again} <= {"duplicate", "rejected"}
     log, _ = stored(direct)
     assert len(log) == 13
+
+
+def test_a_writer_leaves_no_row_behind_when_it_closes(sqlite_url: str):
+    """peerledger_writes holds a row per running writer, not one per process ever run."""
+    for _ in range(3):
+        with Store(sqlite_url) as store:
+            Ingestor(store).ingest(offered(LINES[:3], 1))
+    with Store(sqlite_url) as store:
+        assert store.query("SELECT COUNT(*) FROM peerledger_writes")[0][0] == 0

@@ -367,6 +367,7 @@ class Store:
         self.durable = durable
         # Names this Store's batches in `peerledger_writes` (see append).
         self.writer_id = uuid.uuid4().hex
+        self._wrote = False
         parsed = DbUrl.parse(url)
         self.dialect = parsed.dialect
         self._pg_lock_conn: Any = None
@@ -479,6 +480,13 @@ class Store:
                 "ON CONFLICT (part) DO UPDATE SET version = excluded.version"), (part, version))
 
     def close(self) -> None:
+        if self._wrote:
+            # This Store's row in peerledger_writes is needed only while it may
+            # still ask about its last batch: gone with it, the table holds a
+            # row per running (or crashed) writer, not one per process ever run.
+            with contextlib.suppress(Exception):
+                with self.write_transaction() as c:
+                    c.execute(self.dialect.sql("DELETE FROM peerledger_writes WHERE writer = ?"), (self.writer_id,))
         if self._pg_lock_conn is not None:
             self._pg_lock_conn.close()
         self.datastore.close()
@@ -514,11 +522,14 @@ class Store:
         lock can do that), OffsetsFenced when a partition's stored offset is
         past the batch; the whole transaction is then rolled back.
         """
+        if not (batch.events or batch.rejects or batch.states or batch.offsets):
+            return  # all duplicates: nothing to write, no commit to wait for
         token = uuid.uuid4().hex
         try:
             with self.write_transaction() as c:
                 _write_batch(c, self.dialect, batch, self.recorder.insert_stored_events)
                 c.execute(self.dialect.sql(UPSERT_WRITE), (self.writer_id, token))
+                self._wrote = True
         except (IntegrityError, sqlite3.IntegrityError) as e:
             raise AppendConflict(str(e)) from e
         except (OperationalError, InterfaceError) as e:
