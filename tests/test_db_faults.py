@@ -21,8 +21,6 @@ from ledger.storage import store as store_module
 from ledger.storage.dialect import DbUrl
 from ledger.storage.store import OutcomeUnknown, Store
 
-
-
 LINES = (EXAMPLES / "worked.jsonl").read_bytes().splitlines()
 # psycopg ends a transaction with a simple-protocol query: 'Q', its length, "COMMIT\0".
 COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"
