@@ -45,6 +45,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import operator
 import queue
 import re
 import time
@@ -54,7 +55,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Literal
+from typing import Annotated, Any, AsyncIterator, Callable, Literal
 
 import anyio.to_thread
 import orjson
@@ -430,33 +431,26 @@ def _tenant(platform: str, who: Principal) -> None:
         raise HTTPException(404, NOT_FOUND)
 
 
-# One dependency per check chain (not principal → reader): FastAPI runs each
-# sync dependency in a worker thread, and every hop costs a read's latency.
-def reader(platform: PlatformId, request: Request, credentials: Credentials) -> Principal:
-    """A token of the platform (404 otherwise) whose role may read (403 otherwise)."""
-    who = _authenticated(request, credentials)
-    _tenant(platform, who)
-    if not who.may_read:
-        raise HTTPException(403, f"role {who.role} may not read")
-    return who
+def _role(may: str, doing: str) -> Callable[..., Principal]:
+    """A dependency: a token of the platform (404 otherwise) whose role has the
+    permission `may` (403 otherwise, saying it may not `doing`)."""
+    permitted = operator.attrgetter(may)
+
+    # One dependency per check chain (not principal → role): FastAPI runs each
+    # sync dependency in a worker thread, and every hop costs a read's latency.
+    def check(platform: PlatformId, request: Request, credentials: Credentials) -> Principal:
+        who = _authenticated(request, credentials)
+        _tenant(platform, who)
+        if not permitted(who):
+            raise HTTPException(403, f"role {who.role} may not {doing}")
+        return who
+
+    return check
 
 
-def writer(platform: PlatformId, request: Request, credentials: Credentials) -> Principal:
-    """A token of the platform (404 otherwise) whose role may post events (403 otherwise)."""
-    who = _authenticated(request, credentials)
-    _tenant(platform, who)
-    if not who.may_write:
-        raise HTTPException(403, f"role {who.role} may not post events")
-    return who
-
-
-def payer(platform: PlatformId, request: Request, credentials: Credentials) -> Principal:
-    """A token of the platform (404 otherwise) whose role plans payouts (403 otherwise)."""
-    who = _authenticated(request, credentials)
-    _tenant(platform, who)
-    if not who.may_pay:
-        raise HTTPException(403, f"role {who.role} may not plan payouts")
-    return who
+reader = _role("may_read", "read")
+writer = _role("may_write", "post events")
+payer = _role("may_pay", "plan payouts")
 
 
 Reader = Annotated[Principal, Depends(reader)]
