@@ -84,7 +84,7 @@ def main() -> int:
         print(json.dumps(worker(stream, tuple(int(x) for x in thresholds.split(",")))))  # type: ignore[arg-type]
         return 0
 
-    from ingest_bench import loadavg, machine_info  # bench/ is this script's directory
+    from ingest_bench import loadavg, machine_info, save_report  # bench/ is this script's directory
 
     from ledger.demo.generate import generate, write_jsonl
     from ledger.ops.runtime import GC_THRESHOLDS
@@ -128,10 +128,7 @@ def main() -> int:
         "settings alternate round by round).",
         f"- load average (1, 5, 15 min) at start {load_start}, at end {loadavg()}",
     ]
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "gc.md").write_text("\n".join(md) + "\n")
-    (results / "gc.json").write_text(json.dumps({"events": n, "machine": machine, "best": best}, indent=2) + "\n")
+    save_report(Path(args.results), "gc", "\n".join(md) + "\n", {"events": n, "machine": machine, "best": best})
     print("\n".join(md))
     return 0
 

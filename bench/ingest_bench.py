@@ -461,6 +461,13 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def save_report(results: Path, name: str, markdown: str, doc: dict[str, Any]) -> None:
+    """Writes a run's report as `results/name.md` (for people) and `results/name.json` (for tools)."""
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.md").write_text(markdown)
+    (results / f"{name}.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
 def _filesystem(path: str) -> str:
     """The file system holding `path`, as `df` names it (type, device)."""
     try:
@@ -759,8 +766,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_trim_pstats(profile["cumulative"], 10))
 
     results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{name}.md").write_text(text)
     payload = {
         "date": started.isoformat(timespec="seconds"),
         "seconds_total": round((finished - started).total_seconds(), 1),
@@ -782,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
     if profile is not None:
         payload["profile"] = {"events": profile["events"], "seconds": profile["seconds"],
                               "cumulative": profile["cumulative"], "tottime": profile["tottime"]}
-    (results / f"{name}.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    save_report(results, name, text, payload)
     print(f"\nwrote {results / (name + '.md')} and {results / (name + '.json')}")
     return 0
 

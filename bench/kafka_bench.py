@@ -62,7 +62,7 @@ for path in (ROOT, ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from ingest_bench import DEFAULT_PG, PgServer, loadavg, machine_info  # noqa: E402 — bench/ is this script's directory
+from ingest_bench import DEFAULT_PG, PgServer, loadavg, machine_info, save_report  # noqa: E402 — bench/ is this script's directory
 
 PLATFORMS = ["east", "north", "south"]
 DEFAULT_EVENTS = 100_000
@@ -357,15 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     document = "\n".join(header) + "\n" + text + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     print()
     print(document)
-    out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.md").write_text(document)
-    (out / f"{name}.json").write_text(json.dumps({
+    save_report(Path(args.results), name, document, {
         "date": f"{started_at:%Y-%m-%dT%H:%M:%SZ}", "events": events, "machine": machine,
         "postgresql": pg.version if pg is not None else None,
         "load_average": {"start": load_start, "end": load_end},
         "rows": rows, "consume_sqlite_summary": consume, "notes": notes,
-    }, indent=2, ensure_ascii=False) + "\n")
+    })
     return 0
 
 

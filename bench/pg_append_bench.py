@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import multiprocessing
 import os
 import statistics
@@ -56,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ingest_bench import PgServer, loadavg, machine_info  # noqa: E402 — bench/ is this script's directory
+from ingest_bench import PgServer, loadavg, machine_info, save_report  # noqa: E402 — bench/ is this script's directory
 
 from ledger.ingest.sources import BATCH_MAX_EVENTS  # noqa: E402
 
@@ -394,13 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(document)
     out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.md").write_text(document)
-    (out / f"{name}.json").write_text(json.dumps({
+    save_report(out, name, document, {
         "date": f"{started:%Y-%m-%dT%H:%M:%SZ}", "command": command, "machine": machine,
         "events_per_run": events, "rounds": rounds, "load_average": {"start": load_start, "end": load_end},
         "rows": rows, "notes": notes,
-    }, indent=2, ensure_ascii=False) + "\n")
+    })
     print(f"wrote {out / name}.{{md,json}}")
     return 0
 

@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ingest_bench import DEFAULT_PG, PgServer, loadavg, machine_info
+from ingest_bench import DEFAULT_PG, PgServer, loadavg, machine_info, save_report
 from scale_bench import CLI_RUNS, Databases, _mib, _s, cli, median_wall
 
 PLATFORM = "poolbench"
@@ -314,9 +314,7 @@ def write_results(doc: dict[str, Any], name: str) -> str:
         "subscriber order, stage 2 over every work used, its explanation written with it.",
         "",
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.md").write_text("\n".join(md))
-    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    save_report(RESULTS, name, "\n".join(md), doc)
     return table
 
 

@@ -77,7 +77,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import proctree
-from ingest_bench import DEFAULT_PG, PgServer, child_env, loadavg, machine_info
+from ingest_bench import DEFAULT_PG, PgServer, child_env, loadavg, machine_info, save_report
 
 from ledger.demo import generate as generate_module
 
@@ -563,9 +563,7 @@ def write_results(doc: dict[str, Any], baseline: dict[str, Any] | None, name: st
         *(f"- {note}" for note in NOTES),
         "",
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.md").write_text("\n".join(md))
-    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    save_report(RESULTS, name, "\n".join(md), doc)
     return table
 
 
