@@ -48,6 +48,7 @@ from projections.state import (
     PAID,
     POOL_WORK_PREFIX,
     REVERSED,
+    PayoutRecord,
     PlatformState,
     PoolRecord,
     PrefetchKeys,
@@ -61,8 +62,9 @@ NO_BOOKINGS: dict[str, int] = {}
 class Applied:
     """What applying one event booked.
 
-    An event books into one column (`kind`: earned for value.realized,
-    reversed for value.reversed, usually negative, paid for payout.issued)
+    An event books into one column (`kind`: earned for value.realized and
+    pool.closed, reversed for value.reversed, usually negative, paid for
+    payout.issued, negative for payout.returned)
     of one currency; `bookings` maps each account to its signed minor
     units, in account order.  A booking of 0 units is still a booking: it
     gives the account a row.
@@ -131,9 +133,17 @@ class PlatformFold:
             record = applied.value = replace(before, reversed_minor=before.reversed_minor + reversal_minor)
             state.put_value(record)
         elif kind == "payout.issued":
-            state.add_payout(data["payout"])
+            state.put_payout(PayoutRecord(data["payout"], data["prosumer"], data["amount"], data["currency"], seq))
             applied.kind, applied.currency = PAID, data["currency"]
             applied.bookings = {data["prosumer"]: data["amount"]}
+        elif kind == "payout.returned":
+            # §8: the payout's amount is owed again, booked as a negative
+            # payment in the month of the return (not of the payout).
+            payout = state.payout(data["payout"])
+            assert payout is not None and not payout.returned_seq
+            state.put_payout(replace(payout, returned_seq=seq))
+            applied.kind, applied.currency = PAID, payout.currency
+            applied.bookings = {payout.prosumer: -payout.amount_minor}
         elif kind == "prosumer.registered":
             state.add_prosumer(data["prosumer"])
         elif kind == "contribution.recorded":
@@ -294,6 +304,8 @@ def keys_of(events: Iterable[dict[str, Any]]) -> PrefetchKeys:
             keys.payouts.add(data["payout"])
             keys.prosumers.add(data["prosumer"])
             keys.balances.add((data["prosumer"], data["currency"]))
+        elif kind == "payout.returned":
+            keys.payouts.add(data["payout"])
         elif kind == "prosumer.registered":
             keys.prosumers.add(data["prosumer"])
         elif kind in ("contribution.recorded", "output.composed", "work.reassigned"):

@@ -31,6 +31,8 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from attribution import BoundedCache, ShareVector, Work, WorkGraph
 from attribution.graph import VectorKey, vector_size
 from projections.merkle import Frontier
@@ -90,6 +92,20 @@ class PoolRecord:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class PayoutRecord:
+    """An issued payout (EVENTS.md §2): to whom, how much, in which currency,
+    the seq that issued it, and the seq of its `payout.returned` (§8; 0 while
+    it stands).  A return books its amount back, so the row carries it."""
+
+    payout: str
+    prosumer: str
+    amount_minor: int
+    currency: str
+    seq: int
+    returned_seq: int = 0
+
+
 # The vector and value of a closed pool are kept under this work key: "@"
 # cannot start a work id, so it never meets one.
 POOL_WORK_PREFIX = "@pool:"
@@ -127,7 +143,7 @@ class StateSource(Protocol):
 
     def values(self, platform: str, ids: Collection[str]) -> dict[str, ValueRecord]: ...
 
-    def payouts(self, platform: str, ids: Collection[str]) -> set[str]: ...
+    def payouts(self, platform: str, ids: Collection[str]) -> dict[str, PayoutRecord]: ...
 
     def vectors(self, platform: str, keys: Collection[VectorKey]) -> dict[VectorKey, ShareVector]: ...
 
@@ -158,7 +174,8 @@ class Changes:
     works: dict[str, tuple[Work, int]]  # work -> (row after the batch, seq it was created; 0: before the batch)
     dependents: list[tuple[str, str]]  # (component, output listing it)
     values: dict[str, ValueRecord]
-    payouts: list[tuple[str, int]]  # (payout, seq)
+    payouts: dict[str, PayoutRecord]  # rows after the batch
+    bookings: list[tuple[int, str, str, str]]  # (seq, column, currency, entries JSON) of each event that booked
     vectors: list[tuple[str, int, ShareVector, dict[str, Any]]]  # (work, version, vector, explanation)
     balances: dict[BalanceKey, Figures]
     statements: dict[StatementKey, Figures]
@@ -277,11 +294,12 @@ class PlatformState:
         self._created_works: dict[str, int] = {}
         self._edges: list[tuple[str, str]] = []
         self._values: dict[str, ValueRecord] = {}
-        self._payouts: dict[str, int] = {}
+        self._payouts: dict[str, PayoutRecord] = {}
         self._vectors: dict[VectorKey, ShareVector] = {}
         self._explained: dict[VectorKey, dict[str, Any]] = {}
         self._balance_delta: dict[BalanceKey, list[int]] = {}
         self._statement_delta: dict[StatementKey, list[int]] = {}
+        self._bookings: list[tuple[int, str, str, str]] = []
         self._pools: dict[str, PoolRecord] = {}
         self._pool_explanations: dict[str, dict[str, Any]] = {}
         self._funding: dict[tuple[str, str], int] = {}
@@ -326,7 +344,8 @@ class PlatformState:
             works={w: (work, self._created_works.get(w, 0)) for w, work in sorted(self._works.items())},
             dependents=list(self._edges),
             values=dict(sorted(self._values.items())),
-            payouts=sorted(self._payouts.items()),
+            payouts=dict(sorted(self._payouts.items())),
+            bookings=self._bookings,
             vectors=[(w, v, self._vectors[(w, v)], ex) for (w, v), ex in sorted(self._explained.items())],
             balances=dict(sorted(balances.items())),
             statements=dict(sorted(statements.items())),
@@ -460,8 +479,8 @@ class PlatformState:
     def value(self, value: str) -> ValueRecord | None:
         return self._one("values", self.caches.values, self.source.values, value, self._values)
 
-    def payout_exists(self, payout: str) -> bool:
-        return self._one("payouts", _NO_CACHE, self.source.payouts, payout, self._payouts) is not None
+    def payout(self, payout: str) -> PayoutRecord | None:
+        return self._one("payouts", _NO_CACHE, self.source.payouts, payout, self._payouts)
 
     def balance(self, account: str, currency: str) -> Figures:
         key = (account, currency)
@@ -544,8 +563,8 @@ class PlatformState:
     def add_prosumer(self, prosumer: str) -> None:
         self._prosumers[prosumer] = self.head.seq + 1
 
-    def add_payout(self, payout: str) -> None:
-        self._payouts[payout] = self.head.seq + 1
+    def put_payout(self, record: PayoutRecord) -> None:
+        self._payouts[record.payout] = record
 
     def put_value(self, record: ValueRecord) -> None:
         self._values[record.value] = record
@@ -557,7 +576,10 @@ class PlatformState:
         self._explained[(work, version)] = explanation
 
     def book(self, column: str, currency: str, month: str, bookings: dict[str, int]) -> None:
+        """Add the next event's bookings to the figures, and keep them as
+        that event's entries (EVENTS.md §9: its booking document)."""
         i = _COLUMN[column]
+        self._bookings.append((self.head.seq + 1, column, currency, bookings_json(bookings)))
         balances, statements = self._balance_delta, self._statement_delta
         for account, units in bookings.items():
             delta = balances.get((account, currency))
@@ -639,9 +661,16 @@ class PlatformState:
         self._absent["vectors"].discard(key)  # known now: commit must not mark it unknown
 
 
+def bookings_json(bookings: dict[str, int]) -> str:
+    """An event's bookings as stored: `[[account, units], …]` in account
+    (code point) order, 0-unit bookings included."""
+    return orjson.dumps(sorted(bookings.items())).decode()
+
+
 class _NoCache:
-    """A cache that keeps nothing: payout ids are asked for once, when a
-    payout is issued, so caching them would only hold memory."""
+    """A cache that keeps nothing: a payout's row is asked for when it is
+    issued and, rarely, when it is returned, so caching it would only hold
+    memory."""
 
     def get(self, _key: Any) -> None:
         return None
@@ -671,6 +700,7 @@ class PrefetchKeys:
 __all__ = [
     "CACHE_DEFAULT_BYTES",
     "POOL_WORK_PREFIX",
+    "PayoutRecord",
     "PoolRecord",
     "DIGEST_EVERY_SEQ",
     "EARNED",

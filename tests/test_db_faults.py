@@ -121,8 +121,11 @@ def _close(s: socket.socket) -> None:
 
 
 @pytest.fixture
-def proxied(pg_url: str) -> Iterator[tuple[str, str, Proxy]]:
+def proxied(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str, Proxy]]:
     """(direct URL, URL through the proxy, the proxy)."""
+    # The proxy must read the protocol: Debian's server offers TLS (ssl = on,
+    # its snakeoil certificate), which libpq takes by default.
+    monkeypatch.setenv("PGSSLMODE", "disable")
     pg = DbUrl.parse(pg_url).pg
     assert pg is not None
     proxy = Proxy(pg["host"], pg["port"])

@@ -67,6 +67,7 @@ MINIMAL = {
     "pool.funded": {"pool": "P", "subscriber": "s1", "amount": 60},
     "usage.recorded": {"pool": "P", "subscriber": "s1", "uses": {"o1": 1}},
     "pool.closed": {"pool": "P"},
+    "payout.returned": {"payout": "p1"},
 }
 FULL = {
     "prosumer.registered": {"prosumer": "alice", "name": "Alice"},
@@ -89,6 +90,7 @@ FULL = {
     "pool.funded": {"pool": "P", "subscriber": "s1", "amount": 60},
     "usage.recorded": {"pool": "P", "subscriber": "s1", "uses": {"o1": 1, "c2": 9}},
     "pool.closed": {"pool": "P"},
+    "payout.returned": {"payout": "p1", "reason": "AC04 closed account"},
 }
 OPTIONAL = {t: sorted(set(FULL[t]) - set(MINIMAL[t])) for t in EVENT_TYPES}
 TEXT_FIELDS = [
@@ -101,6 +103,7 @@ TEXT_FIELDS = [
     ("work.reinstated", "reason"),
     ("payout.issued", "reference"),
     ("pool.opened", "name"),
+    ("payout.returned", "reason"),
 ]
 ID_FIELDS = [
     ("prosumer.registered", "prosumer"),
@@ -120,6 +123,7 @@ ID_FIELDS = [
     ("usage.recorded", "pool"),
     ("usage.recorded", "subscriber"),
     ("pool.closed", "pool"),
+    ("payout.returned", "payout"),
 ]
 AMOUNT_FIELDS = [("value.realized", "amount"), ("value.reversed", "amount"), ("payout.issued", "amount"),
                  ("pool.funded", "amount")]
@@ -244,6 +248,7 @@ def test_event_types_are_the_ten_of_section_2_and_the_four_of_section_7():
         "pool.funded",
         "usage.recorded",
         "pool.closed",
+        "payout.returned",
     )
 
 
@@ -844,6 +849,12 @@ def test_pool_subscriber_is_an_id_not_a_registered_prosumer():
     ok(with_data("pool.funded", subscriber="s" * 128))
     bad(with_data("pool.funded", subscriber="@platform"), "data.subscriber: must be an id matching")
     bad(with_data("usage.recorded", subscriber="a b"), "data.subscriber: must be an id matching")
+
+
+def test_payout_returned_names_its_payout_and_maybe_a_reason():
+    ok(with_data("payout.returned"))
+    bad(with_data("payout.returned", amount=5), "data.amount: unknown field")
+    bad(with_data("payout.returned", payout="@platform"), "data.payout")
 
 
 def test_pool_closed_names_only_its_pool():

@@ -99,6 +99,7 @@ DATA = {
          "uses": st.dictionaries(ids, st.integers(1, 1_000_000_000), min_size=1, max_size=30)}
     ),
     "pool.closed": st.fixed_dictionaries({"pool": ids}),
+    "payout.returned": st.fixed_dictionaries({"payout": ids}, optional={"reason": texts}),
 }
 assert set(DATA) == set(EVENT_TYPES)
 
@@ -293,6 +294,7 @@ def test_a_missing_required_field_is_always_invalid(event, data):
             "pool.funded": ["pool", "subscriber", "amount"],
             "usage.recorded": ["pool", "subscriber", "uses"],
             "pool.closed": ["pool"],
+            "payout.returned": ["payout"],
         }[event["type"]]
         key = data.draw(st.sampled_from(needed))
     del target[key]

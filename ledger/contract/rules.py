@@ -63,7 +63,7 @@ def _exists(state: PlatformState, namespace: str, name: str) -> bool:
         return state.prosumer_exists(name)
     if namespace == "values":
         return state.value(name) is not None or state.pool(name) is not None
-    return state.payout_exists(name)
+    return state.payout(name) is not None
 
 
 def _first_unregistered(state: PlatformState, prosumers: Iterable[str]) -> str | None:
@@ -119,6 +119,12 @@ def check(state: PlatformState, event: dict[str, Any]) -> Refusal | None:
         if kind == "pool.funded" and pool.funded_minor + data["amount"] > MAX_AMOUNT_MINOR:
             return Refusal(INVALID_STATE, f"pool {pool.pool!r}: funding {data['amount']} would take its total "
                                           f"of {pool.funded_minor} past 2^63 - 1")
+    elif kind == "payout.returned":
+        payout = state.payout(data["payout"])
+        assert payout is not None
+        if payout.returned_seq:
+            return Refusal(INVALID_STATE, f"payout {payout.payout!r} was returned already (at seq "
+                                          f"{payout.returned_seq}): a payout is returned whole, once")
     elif kind == "work.retracted" and graph.is_retracted(data["work"]):
         return Refusal(INVALID_STATE, f"work {data['work']!r} is already retracted")
     elif kind == "work.reinstated" and not graph.is_retracted(data["work"]):
@@ -163,4 +169,7 @@ def _missing_reference(state: PlatformState, kind: str, data: dict[str, Any]) ->
     elif kind == "payout.issued":
         if not state.prosumer_exists(data["prosumer"]):
             return f"prosumer {data['prosumer']!r} is not registered"
+    elif kind == "payout.returned":
+        if state.payout(data["payout"]) is None:
+            return f"payout {data['payout']!r} was never issued"
     return None

@@ -98,6 +98,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "pool.funded",
     "usage.recorded",
     "pool.closed",
+    # Returned payouts (EVENTS.md section 8, revision 1.2).
+    "payout.returned",
 )
 
 MAX_WEIGHT = 1_000_000
@@ -255,6 +257,11 @@ class PoolClosed(_Data):
     pool: Id
 
 
+class PayoutReturned(_Data):
+    payout: Id
+    reason: NotRequired[Text]
+
+
 DATA_TYPES: dict[str, type] = {
     "prosumer.registered": ProsumerRegistered,
     "contribution.recorded": ContributionRecorded,
@@ -270,6 +277,7 @@ DATA_TYPES: dict[str, type] = {
     "pool.funded": PoolFunded,
     "usage.recorded": UsageRecorded,
     "pool.closed": PoolClosed,
+    "payout.returned": PayoutReturned,
 }
 assert tuple(DATA_TYPES) == EVENT_TYPES
 

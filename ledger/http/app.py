@@ -728,7 +728,7 @@ def _events_routes(app: FastAPI) -> None:
         """Each event gets an outcome: `accepted` (with its `seq`), `duplicate`, or
         `rejected` with a code (EVENTS.md §4).  An event whose `platform` is not the
         path's is rejected `invalid`; so is an NDJSON line that is not JSON.  An
-        operator token may post only payout.issued, policy.set, work.retracted,
+        operator token may post only payout.issued, payout.returned, policy.set, work.retracted,
         work.reinstated, work.reassigned, pool.opened and pool.closed: a request with any other type is
         refused whole (403) and nothing of it is ingested.  The answer comes after
         the events and the read models they change are durable (see the

@@ -24,7 +24,8 @@ Roles (`ROLES`):
 | admin | yes, every platform | yes, every platform, every type |
 
 Payout runs (`GET …/payouts/plan`) are planned by `PAY_ROLES`: operator and
-admin, who may also post the `payout.issued` events they plan.
+admin, who may also post the `payout.issued` events they plan and the
+`payout.returned` events their bank reports (`payouts reconcile`).
 
 A token belongs to one platform, except an admin token, which belongs to
 all (`platform` NULL).  Revoking marks the row (`revoked_at`) and takes effect
@@ -52,13 +53,13 @@ ROLES = (INGEST, OPERATOR, AUDITOR, ADMIN)
 READ_ROLES = frozenset({OPERATOR, AUDITOR, ADMIN})
 WRITE_ROLES = frozenset({INGEST, OPERATOR, ADMIN})
 PAY_ROLES = frozenset({OPERATOR, ADMIN})
-# An operator corrects and pays out, and runs the platform's usage pools: it
+# An operator corrects and pays out (books returned payouts back), and runs the platform's usage pools: it
 # opens a pool (choosing its split method, a policy like the fee) and closes
 # it (the month is over: book it).  The platform's own events (prosumers,
 # works, sales, refunds, a pool's funding and usage) come from its ingest
 # pipeline.
 OPERATOR_EVENT_TYPES = frozenset(
-    {"payout.issued", "policy.set", "work.retracted", "work.reinstated", "work.reassigned",
+    {"payout.issued", "payout.returned", "policy.set", "work.retracted", "work.reinstated", "work.reassigned",
      "pool.opened", "pool.closed"}
 )
 

@@ -11,7 +11,8 @@ kind, keyed by platform first:
 | `peerledger_dependents` | (component, output listing it): the graph's reverse edges | `output.composed` |
 | `peerledger_values` | realized value: work, vector version, fee, amount, reversed | realized, reversed |
 | `peerledger_vectors` | (work, vector version) sold: its exact share vector and explanation | the first sale at that graph state |
-| `peerledger_payouts` | payout id | `payout.issued` |
+| `peerledger_payouts` | payout: prosumer, amount, currency, seq issued, seq returned | `payout.issued`, `payout.returned` |
+| `peerledger_bookings` | seq of an event that booked: its column, currency and entries | `value.realized`, `value.reversed`, `payout.*`, `pool.closed` |
 | `peerledger_balances` | (account, currency): earned, reversed, paid, balance | a booking |
 | `peerledger_statements` | (account, UTC month, currency) | a booking |
 | `peerledger_digests` | (platform, seq): the balances digest | a batch crossing a multiple of 100 000 seqs |
@@ -50,6 +51,7 @@ from projections.state import (
     Changes,
     Figures,
     Head,
+    PayoutRecord,
     PoolRecord,
     StatementKey,
     ValueRecord,
@@ -76,7 +78,12 @@ def state_ddl(d: Dialect) -> list[str]:
         "CREATE TABLE IF NOT EXISTS peerledger_dependents (platform TEXT NOT NULL, work TEXT NOT NULL, "
         "dependent TEXT NOT NULL, PRIMARY KEY (platform, work, dependent))",
         "CREATE TABLE IF NOT EXISTS peerledger_payouts (platform TEXT NOT NULL, payout TEXT NOT NULL, "
-        "seq BIGINT NOT NULL, PRIMARY KEY (platform, payout))",
+        "prosumer TEXT NOT NULL, amount BIGINT NOT NULL, currency TEXT NOT NULL, seq BIGINT NOT NULL, "
+        "returned_seq BIGINT NOT NULL, PRIMARY KEY (platform, payout))",
+        # What each event booked (EVENTS.md §9): the booking documents are the
+        # log's events with these rows; an event that booked nothing has none.
+        "CREATE TABLE IF NOT EXISTS peerledger_bookings (platform TEXT NOT NULL, seq BIGINT NOT NULL, "
+        "col TEXT NOT NULL, currency TEXT NOT NULL, entries TEXT NOT NULL, PRIMARY KEY (platform, seq))",
         "CREATE TABLE IF NOT EXISTS peerledger_balances (platform TEXT NOT NULL, "
         f"account TEXT NOT NULL, currency TEXT NOT NULL, earned {n} NOT NULL, "
         f"reversed {n} NOT NULL, paid {n} NOT NULL, balance {n} NOT NULL, "
@@ -109,6 +116,12 @@ def state_ddl(d: Dialect) -> list[str]:
     ]
 
 
+# State tables whose columns changed since an older schema version: an
+# older database drops them before the state is built from its log again
+# (`Store._ensure_state_schema`, `ledger.storage.upgrade`).
+RESHAPED_TABLES = ("peerledger_payouts",)
+
+
 @dataclass(frozen=True)
 class Table:
     """A state table: the columns that identify a row (after `platform`),
@@ -127,7 +140,8 @@ STATE_TABLES: dict[str, Table] = {
     "peerledger_works": Table(("work",), ("work", "kind", "authors", "components", "upstream_bps", "retracted",
                                           "version", "seq")),
     "peerledger_dependents": Table(("work", "dependent"), ("work", "dependent")),
-    "peerledger_payouts": Table(("payout",), ("payout", "seq")),
+    "peerledger_payouts": Table(("payout",), ("payout", "prosumer", "amount", "currency", "seq", "returned_seq")),
+    "peerledger_bookings": Table(("seq",), ("seq", "col", "currency", "entries")),
     "peerledger_values": Table(("value",), ("value", "work", "vector_version", "fee_bps", "amount", "currency",
                                             "reversed", "seq")),
     "peerledger_vectors": Table(("work", "version"), ("work", "version", "vector", "explanation")),
@@ -247,8 +261,10 @@ class SqlState:
         return {v: ValueRecord(v, w, int(a), cur, int(fee), int(ver), int(rev), int(s))
                 for v, w, a, cur, fee, ver, rev, s in rows}
 
-    def payouts(self, platform: str, ids: Collection[str]) -> set[str]:
-        return {r[0] for r in self.select("peerledger_payouts", "payout", ("payout",), platform, ids)}
+    def payouts(self, platform: str, ids: Collection[str]) -> dict[str, PayoutRecord]:
+        rows = self.select("peerledger_payouts", "payout, prosumer, amount, currency, seq, returned_seq",
+                           ("payout",), platform, ids)
+        return {p: PayoutRecord(p, who, int(a), cur, int(s), int(r)) for p, who, a, cur, s, r in rows}
 
     def vectors(self, platform: str, keys: Collection[VectorKey]) -> dict[VectorKey, ShareVector]:
         rows = self.select("peerledger_vectors", "work, version, vector", ("work", "version"), platform, keys)
@@ -328,7 +344,10 @@ UPSERT_WORK = ("INSERT INTO peerledger_works (platform, work, kind, authors, com
                "version, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, work) DO UPDATE SET "
                "authors = excluded.authors, retracted = excluded.retracted, version = excluded.version")
 INSERT_DEPENDENT = "INSERT INTO peerledger_dependents (platform, work, dependent) VALUES (?, ?, ?)"
-INSERT_PAYOUT = "INSERT INTO peerledger_payouts (platform, payout, seq) VALUES (?, ?, ?)"
+UPSERT_PAYOUT = ("INSERT INTO peerledger_payouts (platform, payout, prosumer, amount, currency, seq, returned_seq) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, payout) DO UPDATE SET "
+                 "returned_seq = excluded.returned_seq")
+INSERT_BOOKINGS = "INSERT INTO peerledger_bookings (platform, seq, col, currency, entries) VALUES (?, ?, ?, ?, ?)"
 UPSERT_VALUE = ("INSERT INTO peerledger_values (platform, value, work, vector_version, fee_bps, amount, currency, "
                 "reversed, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (platform, value) DO UPDATE SET reversed = excluded.reversed")
@@ -374,7 +393,11 @@ def write(c: Any, d: Dialect, changes: Changes) -> None:
     if changes.dependents:
         c.executemany(_sql(d, INSERT_DEPENDENT), [(p, w, dep) for w, dep in changes.dependents])
     if changes.payouts:
-        c.executemany(_sql(d, INSERT_PAYOUT), [(p, payout, seq) for payout, seq in changes.payouts])
+        c.executemany(_sql(d, UPSERT_PAYOUT), [
+            (p, r.payout, r.prosumer, r.amount_minor, r.currency, r.seq, r.returned_seq)
+            for r in changes.payouts.values()])
+    if changes.bookings:
+        c.executemany(_sql(d, INSERT_BOOKINGS), [(p, *row) for row in changes.bookings])
     if changes.values:
         c.executemany(_sql(d, UPSERT_VALUE), [
             (p, v.value, v.work, v.vector_version, v.fee_bps, v.amount_minor, v.currency, v.reversed_minor, v.seq)

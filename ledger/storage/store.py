@@ -88,8 +88,11 @@ KAFKA_OFFSETS_SCHEMA_VERSION = 1
 # The state tables (`ledger.storage.state`).  Version 1 was the projector's
 # read models alone (balances, statements, values, vectors, digests); a
 # database at version 1 is upgraded by building its state from its log once
-# (`ledger.storage.upgrade`).
-STATE_SCHEMA_VERSION = 2
+# (`ledger.storage.upgrade`).  Version 2 kept a payout's id alone and not
+# what each event booked; version 3 keeps the payout's prosumer, amount,
+# currency and return (EVENTS.md §8) and each event's bookings (§9), so a
+# version-2 database is upgraded the same way.
+STATE_SCHEMA_VERSION = 3
 # How long a writer whose connection broke during a commit keeps asking the
 # database whether the commit happened, and how long it pauses in between.
 COMMIT_CHECK_S = 30.0
@@ -448,6 +451,10 @@ class Store:
             if self._schema_part_ready("state", STATE_SCHEMA_VERSION):
                 return False
             with self.transaction(commit=True) as c:
+                # Tables whose shape changed since an older version: their
+                # rows are rebuilt from the log by the upgrade anyway.
+                for table in state_tables.RESHAPED_TABLES:
+                    c.execute(f"DROP TABLE IF EXISTS {table}")
                 for statement in state_tables.state_ddl(self.dialect):
                     c.execute(statement)
             if self.query(f"SELECT 1 FROM {EVENTS_TABLE} LIMIT 1"):
