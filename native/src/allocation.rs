@@ -1,0 +1,3 @@
+//! Largest-remainder allocation and reversal bookings (reference: `attribution/allocation.py`).
+//!
+//! OWNER: helper R2.

@@ -1,0 +1,12 @@
+//! The Python face: `projections._native`. Thin and typed: data in, data out.
+use pyo3::prelude::*;
+
+mod attribution;
+mod schema;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    schema::register(m)?;
+    attribution::register(m)?;
+    Ok(())
+}

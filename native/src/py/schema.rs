@@ -1,0 +1,6 @@
+//! Python functions of this layer (see py/mod.rs).
+use pyo3::prelude::*;
+
+pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Exact share vectors (the reference is `attribution/shares.py`).
+//!
+//! OWNER: helper R2.
