@@ -72,7 +72,8 @@ from ledger.storage.store import (
     leaf_hash,
 )
 from projections.fold import PlatformFold, keys_of
-from projections.state import PlatformState, StateCaches
+from ledger.storage.state import StateRows, rows_of
+from projections.state import Changes, PlatformState, StateCaches
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -168,7 +169,7 @@ class Ingestor:
                     heads = self.store.state.heads(platforms)
                     for state in states:
                         state.sync(heads.get(state.platform))
-                    outcomes, appending = self._decide(batch, parsed, now, extra_rejects)
+                    outcomes, appending, changed = self._decide(batch, parsed, now, extra_rejects)
                     if before_append is not None:
                         before_append(outcomes)
                     appending.offsets, appending.offsets_at = offsets, now
@@ -181,7 +182,7 @@ class Ingestor:
                 for state in states:
                     state.rollback()
                 raise
-            for changes in appending.states:
+            for changes in changed:
                 self._states[changes.platform].commit(changes)
             return outcomes
         raise RuntimeError(f"gave up after {APPEND_RETRIES_MAX} append conflicts: a writer is not taking the "
@@ -193,7 +194,7 @@ class Ingestor:
         parsed: list[ParsedEvent | InvalidEvent],
         now: str,
         extra_rejects: Sequence[RejectRecord],
-    ) -> tuple[list[Outcome], AppendBatch]:
+    ) -> tuple[list[Outcome], AppendBatch, list[Changes]]:
         """Outcomes in input order, and what to append (`extra_rejects`
         first); the platforms' states hold the batch's changes until the
         append commits or fails."""
@@ -245,5 +246,7 @@ class Ingestor:
             appending.events.append(StoredEvent(item.platform, seq, event["type"], item.canonical))
             appending.id_records.append(IdRecord(item.platform, event_id, seq, leaf, applied.effect_hash(), now))
             outcomes.append(Outcome(ACCEPTED, event_id, item.platform, seq=seq))
-        appending.states = [folds[p].state.changes() for p in sorted(folds) if folds[p].state.dirty]
-        return outcomes, appending
+        changed = [folds[p].state.changes() for p in sorted(folds) if folds[p].state.dirty]
+        if changed:
+            appending.state = StateRows.merged([rows_of(changes) for changes in changed])
+        return outcomes, appending, changed

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ledger.storage.state import rows_of
 from ledger.storage.store import LogEntry, Store, leaf_hash
 from projections.balances import balance_rows
 from projections.fold import Applied, PlatformFold, keys_of
@@ -70,7 +71,7 @@ class Replay:
         state = self.state
         if state.dirty:
             changes = state.changes()
-            self.target.write_state([changes])
+            self.target.write_state(rows_of(changes))
             state.commit(changes)
 
     def balances(self) -> dict[tuple[str, str], Figures]:

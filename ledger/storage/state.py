@@ -329,105 +329,203 @@ class SqlState:
             yield (a, c), Figures(int(e), int(r), int(p))
 
 
-# -- writing a batch's changes, inside the append transaction ------------------
+# -- writing a batch's rows, inside the append transaction ----------------------
+
+
+@dataclass(frozen=True)
+class TableWrite:
+    """How one state table is written: its columns (platform first), the key
+    a row is merged on, each column's PostgreSQL type (the arrays of the
+    one statement per table), and what a row whose key exists does: nothing
+    (`None`: a plain insert; a second row of a key fails the transaction,
+    which is how two writers that skipped the platform's lock are caught),
+    or the SET clause of an upsert."""
+
+    table: str
+    columns: tuple[str, ...]
+    pg_types: tuple[str, ...]
+    keys: tuple[str, ...]
+    on_conflict: str | None = None
+    money: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        assert len(self.columns) == len(self.pg_types) and self.columns[0] == "platform"
+        assert set(self.keys) <= set(self.columns) and set(self.money) <= set(self.columns)
+
+
+def _set(*columns: str) -> str:
+    return ", ".join(f"{c} = excluded.{c}" for c in columns)
+
+
+def _add(table: str, column: str) -> str:
+    return f"{column} = {table}.{column} + excluded.{column}"
+
+
+# In the order they are written (heads first: a batch's head is its claim).
+# Funding and usage add up in SQL: a pool's rows are many and only its close
+# reads them, so the writer never reads them first.  Both stay below 2^63: a
+# pool's total funding is capped there (§7), and a subscriber's uses of one
+# work would need billions of events to reach it.
+TABLE_WRITES: tuple[TableWrite, ...] = (
+    TableWrite("peerledger_heads", ("platform", "seq", "fee_bps", "tree_edge"), ("text", "bigint", "integer", "bytea"),
+               ("platform",), _set("seq", "fee_bps", "tree_edge")),
+    TableWrite("peerledger_prosumers", ("platform", "prosumer", "seq"), ("text", "text", "bigint"),
+               ("platform", "prosumer")),
+    TableWrite("peerledger_works", ("platform", "work", "kind", "authors", "components", "upstream_bps", "retracted",
+                                    "version", "seq"),
+               ("text", "text", "text", "text", "text", "integer", "boolean", "bigint", "bigint"),
+               ("platform", "work"), _set("authors", "retracted", "version")),
+    TableWrite("peerledger_dependents", ("platform", "work", "dependent"), ("text", "text", "text"),
+               ("platform", "work", "dependent")),
+    TableWrite("peerledger_payouts", ("platform", "payout", "prosumer", "amount", "currency", "seq", "returned_seq"),
+               ("text", "text", "text", "bigint", "text", "bigint", "bigint"), ("platform", "payout"),
+               _set("returned_seq")),
+    TableWrite("peerledger_bookings", ("platform", "seq", "col", "currency", "entries"),
+               ("text", "bigint", "text", "text", "text"), ("platform", "seq")),
+    TableWrite("peerledger_values", ("platform", "value", "work", "vector_version", "fee_bps", "amount", "currency",
+                                     "reversed", "seq"),
+               ("text", "text", "text", "bigint", "integer", "bigint", "text", "bigint", "bigint"),
+               ("platform", "value"), _set("reversed")),
+    TableWrite("peerledger_vectors", ("platform", "work", "version", "vector", "explanation"),
+               ("text", "text", "bigint", "bytea", "bytea"), ("platform", "work", "version")),
+    TableWrite("peerledger_balances", ("platform", "account", "currency", "earned", "reversed", "paid", "balance"),
+               ("text", "text", "text", "numeric", "numeric", "numeric", "numeric"), ("platform", "account", "currency"),
+               _set("earned", "reversed", "paid", "balance"), _MONEY),
+    TableWrite("peerledger_statements", ("platform", "account", "period", "currency", "earned", "reversed", "paid"),
+               ("text", "text", "text", "text", "numeric", "numeric", "numeric"),
+               ("platform", "account", "period", "currency"), _set("earned", "reversed", "paid"),
+               frozenset({"earned", "reversed", "paid"})),
+    TableWrite("peerledger_pools", ("platform", "pool", "currency", "method", "funded", "closed", "seq", "explanation"),
+               ("text", "text", "text", "text", "bigint", "boolean", "bigint", "bytea"), ("platform", "pool"),
+               "funded = excluded.funded, closed = excluded.closed, "
+               "explanation = COALESCE(excluded.explanation, peerledger_pools.explanation)"),
+    TableWrite("peerledger_pool_funding", ("platform", "pool", "subscriber", "funded"), ("text", "text", "text", "bigint"),
+               ("platform", "pool", "subscriber"), _add("peerledger_pool_funding", "funded")),
+    TableWrite("peerledger_pool_usage", ("platform", "pool", "subscriber", "work", "uses"),
+               ("text", "text", "text", "text", "bigint"), ("platform", "pool", "subscriber", "work"),
+               _add("peerledger_pool_usage", "uses")),
+)
+WRITES_BY_TABLE = {t.table: t for t in TABLE_WRITES}
+
+
+@dataclass
+class StateRows:
+    """A batch's rows of the state tables, every platform's together, as
+    written: each row a tuple in its `TableWrite`'s column order, platform
+    first, one row per key (a batch's changes to a row are merged into it).
+    Both engines give these (the reference through `rows_of`), so the
+    differential tests compare them as they are.  `digests` names the
+    (platform, seq) whose balances digest the batch records: those that
+    crossed a multiple of `DIGEST_EVERY_SEQ`."""
+
+    tables: dict[str, list[tuple[Any, ...]]]
+    digests: list[tuple[str, int]]
+
+    def __post_init__(self) -> None:
+        assert set(self.tables) <= set(WRITES_BY_TABLE), set(self.tables) - set(WRITES_BY_TABLE)
+
+    @classmethod
+    def merged(cls, parts: Sequence[StateRows]) -> StateRows:
+        tables: dict[str, list[tuple[Any, ...]]] = {}
+        for part in parts:
+            for table, rows in part.tables.items():
+                tables.setdefault(table, []).extend(rows)
+        return cls(tables, [d for part in parts for d in part.digests])
+
+    def count(self) -> int:
+        return sum(len(rows) for rows in self.tables.values())
+
+
+def rows_of(changes: Changes) -> StateRows:
+    """The reference engine's changes of one platform as rows."""
+    p = changes.platform
+    head = changes.head
+    t: dict[str, list[tuple[Any, ...]]] = {"peerledger_heads": [(p, head.seq, head.fee_bps, head.tree.edge())]}
+
+    def put(table: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            t[table] = rows
+
+    put("peerledger_prosumers", [(p, prosumer, seq) for prosumer, seq in changes.prosumers])
+    put("peerledger_works", [(p, w, work.kind, _weights_text(work.authors), _weights_text(work.components),
+                              work.upstream_bps, work.retracted, work.version, seq)
+                             for w, (work, seq) in changes.works.items()])
+    put("peerledger_dependents", [(p, w, dep) for w, dep in changes.dependents])
+    put("peerledger_payouts", [(p, r.payout, r.prosumer, r.amount_minor, r.currency, r.seq, r.returned_seq)
+                               for r in changes.payouts.values()])
+    put("peerledger_bookings", [(p, *row) for row in changes.bookings])
+    put("peerledger_values", [(p, v.value, v.work, v.vector_version, v.fee_bps, v.amount_minor, v.currency,
+                               v.reversed_minor, v.seq) for v in changes.values.values()])
+    put("peerledger_vectors", [(p, w, version, orjson.dumps(to_json_obj(vector)), orjson.dumps(explanation))
+                               for w, version, vector, explanation in changes.vectors])
+    put("peerledger_balances", [(p, a, cur, f.earned, f.reversed, f.paid, f.balance)
+                                for (a, cur), f in changes.balances.items()])
+    put("peerledger_statements", [(p, a, month, cur, f.earned, f.reversed, f.paid)
+                                  for (a, month, cur), f in changes.statements.items()])
+    put("peerledger_pools", [(p, pool.pool, pool.currency, pool.method, pool.funded_minor, pool.closed, pool.seq,
+                              orjson.dumps(changes.pool_explanations[name])
+                              if name in changes.pool_explanations else None)
+                             for name, pool in changes.pools.items()])
+    put("peerledger_pool_funding", [(p, pool, s, units) for (pool, s), units in changes.funding.items()])
+    put("peerledger_pool_usage", [(p, pool, s, w, n) for (pool, s, w), n in changes.usage.items()])
+    return StateRows(t, [(p, head.seq)] if changes.digest_due else [])
+
+
+def _statement(d: Dialect, spec: TableWrite) -> str:
+    """The one statement that writes a table's rows: executemany of an
+    INSERT on SQLite (in process: no round trips to save), one INSERT … FROM
+    unnest(arrays) on PostgreSQL (one round trip and one plan per table
+    and batch, whatever the number of rows)."""
+    columns = ", ".join(spec.columns)
+    conflict = "" if spec.on_conflict is None else (
+        f" ON CONFLICT ({', '.join(spec.keys)}) DO UPDATE SET {spec.on_conflict}")
+    if d is POSTGRES:
+        arrays = ", ".join(f"%s::{t}[]" for t in spec.pg_types)
+        return f"INSERT INTO {spec.table} ({columns}) SELECT * FROM unnest({arrays}){conflict}"
+    marks = ", ".join("?" * len(spec.columns))
+    return f"INSERT INTO {spec.table} ({columns}) VALUES ({marks}){conflict}"
+
+
+_STATEMENTS: dict[tuple[str, str], str] = {}
+
+
+def write_rows(c: Any, d: Dialect, rows: StateRows) -> None:
+    """Write a batch's state rows with cursor `c` (in the batch's transaction):
+    one statement per table."""
+    for spec in TABLE_WRITES:
+        table_rows = rows.tables.get(spec.table)
+        if not table_rows:
+            continue
+        key = (d.name, spec.table)
+        statement = _STATEMENTS.get(key)
+        if statement is None:
+            statement = _STATEMENTS[key] = _statement(d, spec)
+        if d is POSTGRES:
+            c.execute(statement, [list(column) for column in zip(*table_rows)])
+            continue
+        try:
+            # Money columns are TEXT on SQLite: an int bound to one is stored as
+            # its decimal text by SQLite itself.  Only sums beyond 64 bits, which
+            # sqlite3 cannot bind, are turned into text here.
+            c.executemany(statement, table_rows)
+        except OverflowError:
+            if not spec.money:
+                raise
+            at = [i for i, name in enumerate(spec.columns) if name in spec.money]
+            c.executemany(statement, [tuple(str(x) if i in at else x for i, x in enumerate(r)) for r in table_rows])
+    for platform, seq in rows.digests:
+        c.execute(_sql(d, "SELECT account, currency, earned, reversed, paid FROM peerledger_balances "
+                          "WHERE platform = ?"), (platform,))
+        figures = {(r[0], r[1]): Figures(int(r[2]), int(r[3]), int(r[4])) for r in map(tuple, _rows(c))}
+        c.execute(_sql(d, UPSERT_DIGEST), (platform, seq, balances_digest(balance_rows(figures))))
 
 
 def _sql(d: Dialect, statement: str) -> str:
     return d.sql(statement)
 
 
-UPSERT_HEAD = ("INSERT INTO peerledger_heads (platform, seq, fee_bps, tree_edge) VALUES (?, ?, ?, ?) "
-               "ON CONFLICT (platform) DO UPDATE SET seq = excluded.seq, fee_bps = excluded.fee_bps, "
-               "tree_edge = excluded.tree_edge")
-INSERT_PROSUMER = "INSERT INTO peerledger_prosumers (platform, prosumer, seq) VALUES (?, ?, ?)"
-UPSERT_WORK = ("INSERT INTO peerledger_works (platform, work, kind, authors, components, upstream_bps, retracted, "
-               "version, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, work) DO UPDATE SET "
-               "authors = excluded.authors, retracted = excluded.retracted, version = excluded.version")
-INSERT_DEPENDENT = "INSERT INTO peerledger_dependents (platform, work, dependent) VALUES (?, ?, ?)"
-UPSERT_PAYOUT = ("INSERT INTO peerledger_payouts (platform, payout, prosumer, amount, currency, seq, returned_seq) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, payout) DO UPDATE SET "
-                 "returned_seq = excluded.returned_seq")
-INSERT_BOOKINGS = "INSERT INTO peerledger_bookings (platform, seq, col, currency, entries) VALUES (?, ?, ?, ?, ?)"
-UPSERT_VALUE = ("INSERT INTO peerledger_values (platform, value, work, vector_version, fee_bps, amount, currency, "
-                "reversed, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (platform, value) DO UPDATE SET reversed = excluded.reversed")
-INSERT_VECTOR = "INSERT INTO peerledger_vectors (platform, work, version, vector, explanation) VALUES (?, ?, ?, ?, ?)"
-UPSERT_BALANCE = ("INSERT INTO peerledger_balances (platform, account, currency, earned, reversed, paid, balance) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, account, currency) DO UPDATE SET "
-                  "earned = excluded.earned, reversed = excluded.reversed, paid = excluded.paid, "
-                  "balance = excluded.balance")
-UPSERT_STATEMENT = ("INSERT INTO peerledger_statements (platform, account, period, currency, earned, reversed, paid) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, account, period, currency) DO UPDATE SET "
-                    "earned = excluded.earned, reversed = excluded.reversed, paid = excluded.paid")
-UPSERT_POOL = ("INSERT INTO peerledger_pools (platform, pool, currency, method, funded, closed, seq, explanation) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, pool) DO UPDATE SET funded = excluded.funded, "
-               "closed = excluded.closed, explanation = COALESCE(excluded.explanation, peerledger_pools.explanation)")
-# Funding and usage add up in SQL: a pool's rows are many and only its
-# close reads them, so the writer never reads them first.  Both stay below
-# 2^63: a pool's total funding is capped there (§7), and a subscriber's
-# uses of one work would need billions of events to reach it.
-ADD_FUNDING = ("INSERT INTO peerledger_pool_funding (platform, pool, subscriber, funded) VALUES (?, ?, ?, ?) "
-               "ON CONFLICT (platform, pool, subscriber) DO UPDATE SET "
-               "funded = peerledger_pool_funding.funded + excluded.funded")
-ADD_USAGE = ("INSERT INTO peerledger_pool_usage (platform, pool, subscriber, work, uses) VALUES (?, ?, ?, ?, ?) "
-             "ON CONFLICT (platform, pool, subscriber, work) DO UPDATE SET "
-             "uses = peerledger_pool_usage.uses + excluded.uses")
 UPSERT_DIGEST = ("INSERT INTO peerledger_digests (platform, seq, digest) VALUES (?, ?, ?) "
                  "ON CONFLICT (platform, seq) DO UPDATE SET digest = excluded.digest")
-
-
-def write(c: Any, d: Dialect, changes: Changes) -> None:
-    """Write one platform's batch of changes with cursor `c` (in the batch's
-    transaction).  New rows are plain INSERTs, so a row created twice (two
-    writers that both skipped the platform's lock) fails the transaction."""
-    p = changes.platform
-    head = changes.head
-    c.execute(_sql(d, UPSERT_HEAD), (p, head.seq, head.fee_bps, head.tree.edge()))
-    if changes.prosumers:
-        c.executemany(_sql(d, INSERT_PROSUMER), [(p, prosumer, seq) for prosumer, seq in changes.prosumers])
-    if changes.works:
-        c.executemany(_sql(d, UPSERT_WORK), [
-            (p, w, work.kind, _weights_text(work.authors), _weights_text(work.components), work.upstream_bps,
-             work.retracted, work.version, seq)
-            for w, (work, seq) in changes.works.items()])
-    if changes.dependents:
-        c.executemany(_sql(d, INSERT_DEPENDENT), [(p, w, dep) for w, dep in changes.dependents])
-    if changes.payouts:
-        c.executemany(_sql(d, UPSERT_PAYOUT), [
-            (p, r.payout, r.prosumer, r.amount_minor, r.currency, r.seq, r.returned_seq)
-            for r in changes.payouts.values()])
-    if changes.bookings:
-        c.executemany(_sql(d, INSERT_BOOKINGS), [(p, *row) for row in changes.bookings])
-    if changes.values:
-        c.executemany(_sql(d, UPSERT_VALUE), [
-            (p, v.value, v.work, v.vector_version, v.fee_bps, v.amount_minor, v.currency, v.reversed_minor, v.seq)
-            for v in changes.values.values()])
-    if changes.vectors:
-        c.executemany(_sql(d, INSERT_VECTOR), [
-            (p, w, version, orjson.dumps(to_json_obj(vector)), orjson.dumps(explanation))
-            for w, version, vector, explanation in changes.vectors])
-    if changes.balances:
-        c.executemany(_sql(d, UPSERT_BALANCE), [
-            (p, a, cur, *(_money(d, x) for x in (f.earned, f.reversed, f.paid, f.balance)))
-            for (a, cur), f in changes.balances.items()])
-    if changes.statements:
-        c.executemany(_sql(d, UPSERT_STATEMENT), [
-            (p, a, month, cur, *(_money(d, x) for x in (f.earned, f.reversed, f.paid)))
-            for (a, month, cur), f in changes.statements.items()])
-    if changes.pools:
-        c.executemany(_sql(d, UPSERT_POOL), [
-            (p, pool.pool, pool.currency, pool.method, pool.funded_minor, pool.closed, pool.seq,
-             orjson.dumps(changes.pool_explanations[name]) if name in changes.pool_explanations else None)
-            for name, pool in changes.pools.items()])
-    if changes.funding:
-        c.executemany(_sql(d, ADD_FUNDING), [(p, pool, s, units) for (pool, s), units in changes.funding.items()])
-    if changes.usage:
-        c.executemany(_sql(d, ADD_USAGE), [(p, pool, s, w, n) for (pool, s, w), n in changes.usage.items()])
-    if changes.digest_due:
-        c.execute(_sql(d, "SELECT account, currency, earned, reversed, paid FROM peerledger_balances "
-                          "WHERE platform = ?"), (p,))
-        rows = {(r[0], r[1]): Figures(int(r[2]), int(r[3]), int(r[4])) for r in map(tuple, _rows(c))}
-        c.execute(_sql(d, UPSERT_DIGEST), (p, head.seq, balances_digest(balance_rows(rows))))
 
 
 def _rows(c: Any) -> list[Any]:

@@ -65,7 +65,6 @@ from ledger.storage.dialect import POSTGRES, SQLITE, DbUrl, Dialect
 from projections.merkle import (
     leaf_hash as leaf_hash,  # re-exported: the write side hashes here
 )
-from projections.state import Changes
 
 log = logging.getLogger("peerledger.store")
 
@@ -267,7 +266,7 @@ class AppendBatch:
     id_records: list[IdRecord] = field(default_factory=list)
     rejects: list[RejectRecord] = field(default_factory=list)
     merkle_nodes: list[tuple[str, int, int, bytes]] = field(default_factory=list)
-    states: list[Changes] = field(default_factory=list)
+    state: state_tables.StateRows | None = None
     offsets: Sequence[OffsetAdvance] = ()
     offsets_at: str = ""
 
@@ -292,8 +291,8 @@ def _write_batch(c: Any, d: Dialect, batch: AppendBatch, insert_events: Any) -> 
         c.executemany(d.sql(INSERT_REJECT), [r.row() for r in batch.rejects])
     if batch.merkle_nodes:
         c.executemany(d.sql(INSERT_MERKLE_NODE), batch.merkle_nodes)
-    for changes in batch.states:
-        state_tables.write(c, d, changes)
+    if batch.state is not None:
+        state_tables.write_rows(c, d, batch.state)
     if batch.offsets:
         c.executemany(d.sql(UPSERT_KAFKA_OFFSET), [
             (a.consumer_group, a.topic, a.partition, a.next_offset, batch.offsets_at) for a in batch.offsets])
@@ -529,7 +528,7 @@ class Store:
         lock can do that), OffsetsFenced when a partition's stored offset is
         past the batch; the whole transaction is then rolled back.
         """
-        if not (batch.events or batch.rejects or batch.states or batch.offsets):
+        if not (batch.events or batch.rejects or batch.state or batch.offsets):
             return  # all duplicates: nothing to write, no commit to wait for
         token = uuid.uuid4().hex
         try:
@@ -585,12 +584,11 @@ class Store:
                 raise
             raw.commit()
 
-    def write_state(self, changes: Sequence[Changes]) -> None:
-        """Write platforms' state changes alone, in one transaction: a
-        replay's (`ledger.storage.replay`), whose events are stored already."""
+    def write_state(self, rows: state_tables.StateRows) -> None:
+        """Write state rows alone, in one transaction: a replay's
+        (`ledger.storage.replay`), whose events are stored already."""
         with self.write_transaction() as c:
-            for platform_changes in changes:
-                state_tables.write(c, self.dialect, platform_changes)
+            state_tables.write_rows(c, self.dialect, rows)
 
     # -- Kafka offsets stored with the ledger -------------------------------
 
