@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger.audit.signing import sign_checkpoint
 from ledger.audit.tree import StoredTree
 from ledger.demo.generate import generate, write_jsonl
-from ledger.storage.store import Store
+from ledger.storage.store import MERKLE_STORED_LEVEL_MIN, Store
 from projections.merkle import Frontier
 
 TREE_PLATFORM = "tree"
@@ -107,7 +107,8 @@ def write_tree(store: Store, n: int) -> dict[str, float]:
     while rows < n:
         chunk = [next(leaves) for _ in range(min(INSERT_CHUNK_ROWS, n - rows))]
         t = time.perf_counter()
-        nodes = [(TREE_PLATFORM, level, idx, h) for leaf in chunk for level, idx, h in frontier.append(leaf)]
+        nodes = [(TREE_PLATFORM, level, idx, h) for leaf in chunk for level, idx, h in frontier.append(leaf)
+                 if level >= MERKLE_STORED_LEVEL_MIN]
         hashing_s += time.perf_counter() - t
         t = time.perf_counter()
         with store.transaction(commit=True) as c:

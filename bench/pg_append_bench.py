@@ -129,7 +129,7 @@ def build_batches(platform: str, batches: int, seed: int) -> list[Any]:
 
     from ledger.contract.schema import parse_event
     from ledger.demo.generate import generate
-    from ledger.storage.store import AppendBatch, IdRecord, leaf_hash
+    from ledger.storage.store import MERKLE_STORED_LEVEL_MIN, AppendBatch, IdRecord, leaf_hash
     from projections.merkle import Frontier
 
     template = [parse_event(orjson.dumps(e)) for e in generate(seed, BATCH_MAX_EVENTS, platform)]
@@ -143,7 +143,8 @@ def build_batches(platform: str, batches: int, seed: int) -> list[Any]:
             leaf = leaf_hash(parsed.canonical)
             events.append(StoredEvent(platform, seq, parsed.event["type"], parsed.canonical))
             ids.append(IdRecord(platform, f"{parsed.id}.{seq}", seq, leaf, leaf, ACCEPTED_AT))
-            nodes.extend((platform, level, idx, h) for level, idx, h in frontier.append(leaf))
+            nodes.extend((platform, level, idx, h) for level, idx, h in frontier.append(leaf)
+                         if level >= MERKLE_STORED_LEVEL_MIN)
         out.append(AppendBatch(events=events, id_records=ids, merkle_nodes=nodes))
     return out
 

@@ -67,6 +67,15 @@ def perfect_parts(start: int, end: int) -> list[NodeKey]:
     return parts
 
 
+def subtree_hash(leaves: Sequence[bytes]) -> bytes:
+    """The hash of a perfect subtree from its 2^k leaf hashes, level by level."""
+    assert leaves and len(leaves) & (len(leaves) - 1) == 0, "a perfect subtree has 2^k leaves"
+    level = list(leaves)
+    while len(level) > 1:
+        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
 def fold_parts(hashes: Sequence[bytes]) -> bytes:
     """The tree hash of consecutive perfect subtrees (largest first): the RFC
     nests them to the right, h0 ⊕ (h1 ⊕ (h2 ⊕ …))."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 
+import orjson
 import pytest
 from conftest import EXAMPLES
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -124,6 +125,17 @@ def worked(sqlite_url: str):
         yield store
 
 
+@pytest.fixture
+def long_ledger(sqlite_url: str):
+    """600 generated events: two stored tree nodes of 256 (seqs 1–256, 257–512) and one of 512."""
+    with Store(sqlite_url) as store:
+        lines = [orjson.dumps(e) for e in generate(7, 600, "demo")]
+        Ingestor(store).ingest([Offered(line, "gen") for line in lines[:500]])
+        Ingestor(store).ingest([Offered(line, "gen") for line in lines[500:]])
+        assert store.head("demo") == 600
+        yield store
+
+
 def execute(store: Store, statement: str, params: tuple = ()) -> None:
     with store.transaction(commit=True) as c:
         c.execute(store.dialect.sql(statement), params)
@@ -159,11 +171,20 @@ def delete_events_and_id_records(store: Store, *seqs: int) -> None:
         execute(store, "DELETE FROM peerledger_event_ids WHERE platform = 'demo' AND seq = ?", (seq,))
 
 
-def test_verify_names_the_seq_of_deleted_last_events_by_the_tree_node_left_behind(worked: Store):
-    """Event and id record removed together: the node over seqs 11–12 remains."""
+def test_verify_names_the_seq_of_deleted_last_events_by_the_head_left_behind(worked: Store):
+    """Event and id record removed together: the head still counts them."""
     delete_events_and_id_records(worked, 13, 12)
     report = verify(worked, "demo")
-    assert not report.ok and report.difference.startswith("seq 12: a stored tree node (level 1, index 5)")
+    assert not report.ok and report.difference.startswith("seq 12: the head records 13 events, the log holds 11")
+
+
+def test_verify_names_the_seq_of_deleted_last_events_by_the_tree_node_left_behind(long_ledger: Store):
+    """A ledger of 600 events loses its last 100, and its head is set back to 500 to hide it: the
+    stored node over seqs 257–512 still covers seqs 501–512."""
+    delete_events_and_id_records(long_ledger, *range(600, 500, -1))
+    execute(long_ledger, "UPDATE peerledger_heads SET seq = 500 WHERE platform = 'demo'")
+    report = verify(long_ledger, "demo")
+    assert not report.ok and report.difference.startswith("seq 501: a stored tree node (level 8, index 1)")
 
 
 def test_verify_names_the_seq_of_a_deleted_last_event_by_the_checkpoint_that_covered_it(worked: Store):
@@ -185,17 +206,18 @@ def test_verify_names_the_first_seq_of_two_swapped_events(worked: Store):
     assert not report.ok and report.difference.startswith("seq 2:")
 
 
-def test_verify_names_the_first_seq_under_a_tampered_tree_node(worked: Store):
-    execute(worked, "UPDATE peerledger_merkle_nodes SET hash = ? WHERE platform = 'demo' AND level = 2 AND idx = 1",
-            (bytes(32),))
-    report = verify(worked, "demo")
+def test_verify_names_the_first_seq_under_a_tampered_tree_node(long_ledger: Store):
+    execute(long_ledger, "UPDATE peerledger_merkle_nodes SET hash = ? WHERE platform = 'demo' AND level = 8 "
+            "AND idx = 1", (bytes(32),))
+    report = verify(long_ledger, "demo")
     assert not report.ok
-    assert report.difference.startswith("seq 5: stored tree node (level 2, index 1, seqs 5–8) differs")
+    assert report.difference.startswith("seq 257: stored tree node (level 8, index 1, seqs 257–512) differs")
 
 
-def test_verify_names_a_leaf_hash_rewritten_to_match_tampered_bytes_by_its_tree_node(worked: Store):
-    """An attacker who fixes the leaf hash too is still caught by the node above it
-    (the change leaves the bookings alone, so no other check sees it)."""
+def test_verify_names_a_leaf_hash_rewritten_to_match_tampered_bytes_by_the_heads_tree_edge(worked: Store):
+    """An attacker who fixes the leaf hash too is still caught by the tree's right edge kept with the
+    head, which covers the events no stored node covers yet (the change leaves the bookings alone, so
+    no other check sees it)."""
     changed = state_at(worked, 9).replace(b'"reason":"refund"', b'"reason":"refunx"')
     assert changed != state_at(worked, 9)
     execute(worked, "UPDATE peerledger_events SET state = ? WHERE originator_id = 'demo' AND originator_version = 9",
@@ -203,4 +225,18 @@ def test_verify_names_a_leaf_hash_rewritten_to_match_tampered_bytes_by_its_tree_
     execute(worked, "UPDATE peerledger_event_ids SET leaf_hash = ? WHERE platform = 'demo' AND seq = 9",
             (sha256(b"\x00" + changed),))
     report = verify(worked, "demo")
-    assert not report.ok and report.difference.startswith("seq 9: stored tree node (level 1, index 4, seqs 9–10)")
+    assert not report.ok and report.difference.startswith(
+        "seq 9: the tree's right edge kept with the head differs from the one recomputed from the events over "
+        "seqs 9–12")
+
+
+def test_verify_names_a_leaf_hash_rewritten_to_match_tampered_bytes_by_its_tree_node(long_ledger: Store):
+    """Below a stored node (subtrees of 256 events and more), the node catches it."""
+    changed = next(long_ledger.read_log("demo", after_seq=99, upto_seq=100)).state
+    changed = changed.replace(b'"platform":"demo"', b'"platform":"demo","x":1')
+    execute(long_ledger, "UPDATE peerledger_events SET state = ? WHERE originator_id = 'demo' AND originator_version = 100",
+            (changed,))
+    execute(long_ledger, "UPDATE peerledger_event_ids SET leaf_hash = ? WHERE platform = 'demo' AND seq = 100",
+            (sha256(b"\x00" + changed),))
+    report = verify(long_ledger, "demo")
+    assert not report.ok and report.difference.startswith("seq 100:")

@@ -16,7 +16,7 @@ import random
 import pytest
 
 from ledger.audit.tree import StoredTree, TreeError
-from ledger.storage.store import Store
+from ledger.storage.store import MERKLE_STORED_LEVEL_MIN, Store
 from projections.merkle import (
     Frontier,
     consistency_ranges,
@@ -217,12 +217,14 @@ def test_frontier_writes_each_perfect_subtree_once_about_one_node_per_leaf():
 # -- large synthetic logs in a real store -----------------------------------------
 
 
-def write_synthetic_log(store: Store, platform: str, leaves: list[bytes]) -> None:
-    """Leaf hashes and nodes as the writer stores them, without events."""
+def write_synthetic_log(store: Store, platform: str, leaves: list[bytes], *, every_level: bool = False) -> None:
+    """Leaf hashes and nodes as the writer stores them (or, `every_level`, as
+    a ledger written before stored them: every level from 1), without events."""
     frontier = Frontier()
     nodes = []
+    lowest = 1 if every_level else MERKLE_STORED_LEVEL_MIN
     for leaf in leaves:
-        nodes += [(platform, level, idx, h) for level, idx, h in frontier.append(leaf)]
+        nodes += [(platform, level, idx, h) for level, idx, h in frontier.append(leaf) if level >= lowest]
     with store.transaction(commit=True) as c:
         c.executemany(
             store.dialect.sql("INSERT INTO peerledger_event_ids VALUES (?, ?, ?, ?, ?, ?)"),
@@ -274,8 +276,30 @@ def test_stored_roots_and_proofs_of_random_sizes_up_to_100000_verify(large):
 
 def test_a_missing_stored_node_is_an_error_naming_it(sqlite_url: str):
     with Store(sqlite_url) as store:
+        write_synthetic_log(store, "small", leaves_of(1000))
+        with store.transaction(commit=True) as c:
+            c.execute("DELETE FROM peerledger_merkle_nodes WHERE level = 9 AND idx = 0")
+        with pytest.raises(TreeError, match=r"level 9, index 0\) is missing .*seqs 1–512"):
+            StoredTree(store, "small").root(1000)
+
+
+def test_a_missing_leaf_is_an_error_naming_the_subtree_it_is_folded_into(sqlite_url: str):
+    with Store(sqlite_url) as store:
         write_synthetic_log(store, "small", leaves_of(100))
         with store.transaction(commit=True) as c:
-            c.execute("DELETE FROM peerledger_merkle_nodes WHERE level = 6 AND idx = 0")
+            c.execute("DELETE FROM peerledger_event_ids WHERE seq = 3")
         with pytest.raises(TreeError, match=r"level 6, index 0\) is missing .*seqs 1–64"):
             StoredTree(store, "small").root(100)
+
+
+def test_nodes_a_ledger_stored_below_256_leaves_are_not_needed_and_agree(sqlite_url: str):
+    leaves = leaves_of(1000, salt="old")
+    with Store(sqlite_url) as old, Store(sqlite_url.replace(".db", "-new.db")) as new:
+        write_synthetic_log(old, "p", leaves, every_level=True)
+        write_synthetic_log(new, "p", leaves)
+        stored = dict(old.query("SELECT level, COUNT(*) FROM peerledger_merkle_nodes GROUP BY level"))
+        assert stored[1] == 500 and dict(new.query("SELECT level, COUNT(*) FROM peerledger_merkle_nodes "
+                                                    "GROUP BY level")) == {8: 3, 9: 1}
+        for size in (1, 255, 256, 257, 999, 1000):
+            assert StoredTree(old, "p").root(size) == StoredTree(new, "p").root(size) == ref_mth(leaves[:size])
+            assert StoredTree(old, "p").inclusion(size, 1000) == StoredTree(new, "p").inclusion(size, 1000)

@@ -3,17 +3,21 @@
 Tree storage.  Each platform's log is the RFC 9162 tree of AUDIT.md §1.  Its
 leaves are `peerledger_event_ids.leaf_hash`; `peerledger_merkle_nodes`
 holds (platform, level, idx, hash) for every *perfect aligned subtree* of
-level ≥ 1, i.e. the hash of leaves [idx·2^level, (idx+1)·2^level).  The
-write side (`ledger.ingest.ingestor.PlatformWriter`) keeps the tree's right edge in
-memory and writes, in the batch's append transaction, the nodes the batch
-completes: n/2 + n/4 + … < n rows for n events, one per event amortised.
-A node, like an event, is never updated: a complete subtree never changes.
+level ≥ MERKLE_STORED_LEVEL_MIN (8), i.e. the hash of leaves
+[idx·2^level, (idx+1)·2^level) for subtrees of 256 leaves or more.  The
+write side keeps the tree's right edge with the platform's head and writes,
+in the batch's append transaction, the nodes the batch completes: about
+n/128 rows for n events.  A node, like an event, is never updated: a
+complete subtree never changes.  (Ledgers written before kept every level
+from 1; those rows are still checked by verify, and ignored otherwise.)
 
 Cost model.  The root of any size n ≤ head, and each hash of an inclusion
-or consistency proof, is the fold of at most log2(n) + 1 stored nodes
-(`projections.merkle`), and a whole proof needs O(log n) of them; they
-are fetched by primary key in one query per table, so a root or a proof
-is two round trips and ~60 index lookups whatever the log's length.
+or consistency proof, is the fold of at most log2(n) + 1 perfect subtrees
+(`projections.merkle`), and a whole proof needs O(log n) of them: the
+stored ones are fetched by primary key in one query, the smaller ones
+folded from at most three ranges of 255 leaf hashes, so a root or a proof
+is a few round trips and ~60 index lookups plus ≤ 765 leaf hashes read
+whatever the log's length.
 
 `TreeCheck` is the other direction: `verify` replays the log, recomputes
 every node from the stored events and compares it with the stored one,
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
-from ledger.storage.store import REPLAY_CHUNK_EVENTS, Store
+from ledger.storage.store import MERKLE_STORED_LEVEL_MIN, REPLAY_CHUNK_EVENTS, Store
 from projections.merkle import (
     EMPTY_ROOT,
     Frontier,
@@ -34,6 +38,7 @@ from projections.merkle import (
     inclusion_ranges,
     nodes_of,
     range_hash,
+    subtree_hash,
 )
 
 # `checkpoints` lists at most this many (the newest) unless asked for fewer.
@@ -52,26 +57,35 @@ class StoredTree:
         self.platform = platform
 
     def fetch(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
-        """The hashes of `keys` (O(log n) of them) in one round trip.
+        """The hashes of `keys` (O(log n) of them) in a few round trips: the
+        stored nodes (level ≥ MERKLE_STORED_LEVEL_MIN) in one query, the
+        smaller subtrees folded from their leaves, one range of leaf hashes
+        per block of 2^MERKLE_STORED_LEVEL_MIN leaves they fall in (a root
+        or a proof touches at most three such blocks).
 
-        The keys go in as a VALUES list joined to each table by primary key:
-        one index lookup per key.  (SQLite's planner scans the platform's
-        whole index for an OR of (level, idx) pairs or a row-value IN list;
-        a UNION ALL of point queries costs PostgreSQL a plan per branch.)
+        The stored keys go in as a VALUES list joined by primary key: one
+        index lookup per key.  (SQLite's planner scans the platform's whole
+        index for an OR of (level, idx) pairs or a row-value IN list; a
+        UNION ALL of point queries costs PostgreSQL a plan per branch.)
         """
-        if not keys:
-            return {}
-        statement = (
-            "WITH k (level, idx) AS (VALUES " + ", ".join(["(?, ?)"] * len(keys)) + ") "
-            "SELECT k.level, k.idx, n.hash FROM k JOIN peerledger_merkle_nodes n "
-            "ON n.platform = ? AND n.level = k.level AND n.idx = k.idx "
-            "UNION ALL "
-            "SELECT k.level, k.idx, e.leaf_hash FROM k JOIN peerledger_event_ids e "
-            "ON e.platform = ? AND k.level = 0 AND e.seq = k.idx + 1"
-        )
-        params = [x for key in keys for x in key] + [self.platform, self.platform]
-        # Named columns: PostgreSQL rows come back as dicts, keyed by column name.
-        found = {(int(level), int(idx)): bytes(h) for level, idx, h in self.store.query(statement, params)}
+        stored = [key for key in keys if key[0] >= MERKLE_STORED_LEVEL_MIN]
+        found: dict[NodeKey, bytes] = {}
+        if stored:
+            statement = (
+                "WITH k (level, idx) AS (VALUES " + ", ".join(["(?, ?)"] * len(stored)) + ") "
+                "SELECT k.level, k.idx, n.hash FROM k JOIN peerledger_merkle_nodes n "
+                "ON n.platform = ? AND n.level = k.level AND n.idx = k.idx"
+            )
+            params = [x for key in stored for x in key] + [self.platform]
+            found = {(int(level), int(idx)): bytes(h) for level, idx, h in self.store.query(statement, params)}
+        folded = [key for key in keys if key[0] < MERKLE_STORED_LEVEL_MIN]
+        if folded:
+            leaves = self._leaves({(idx << level) >> MERKLE_STORED_LEVEL_MIN for level, idx in folded})
+            for level, idx in folded:
+                first = idx << level
+                hashes = [leaves.get(i) for i in range(first, first + (1 << level))]
+                if all(h is not None for h in hashes):
+                    found[(level, idx)] = subtree_hash(hashes)  # type: ignore[arg-type]
         missing = [key for key in keys if key not in found]
         if missing:
             level, idx = missing[0]
@@ -80,6 +94,18 @@ class StoredTree:
                 f"(seqs {(idx << level) + 1}–{(idx + 1) << level}); run `peerledger verify`"
             )
         return found
+
+    def _leaves(self, blocks: set[int]) -> dict[int, bytes]:
+        """leaf index -> leaf hash of every stored leaf in `blocks` (blocks of
+        2^MERKLE_STORED_LEVEL_MIN leaves), one indexed range read each."""
+        out: dict[int, bytes] = {}
+        width = 1 << MERKLE_STORED_LEVEL_MIN
+        for block in sorted(blocks):
+            for seq, h in self.store.query(
+                    "SELECT seq, leaf_hash FROM peerledger_event_ids WHERE platform = ? AND seq > ? AND seq <= ?",
+                    (self.platform, block * width, (block + 1) * width)):
+                out[int(seq) - 1] = bytes(h)
+        return out
 
     def hashes(self, ranges: Sequence[LeafRange]) -> list[bytes]:
         got = self.fetch(nodes_of(ranges))
@@ -112,7 +138,7 @@ class TreeCheck:
         self.store = store
         self.platform = platform
         self.frontier = Frontier()
-        self._stored: dict[int, Iterator[tuple[int, bytes]]] = {}
+        self._stored: dict[int, _Peekable] = {}
         self._checkpoints: dict[int, list[tuple[int, bytes]]] = {}
         create_audit_tables(store)
         for checkpoint_id, size, root in store.query(
@@ -147,8 +173,12 @@ class TreeCheck:
         if seq == 1 and (problem := self._checkpoint_difference()):
             return problem
         for level, idx, h in self.frontier.append(leaf):
-            stored = next(self._stored.setdefault(level, self._stored_level(level)), None)
+            rows = self._stored.setdefault(level, _Peekable(self._stored_level(level)))
+            stored = rows.peek()
             first, last = (idx << level) + 1, (idx + 1) << level
+            if level < MERKLE_STORED_LEVEL_MIN and (stored is None or stored[0] != idx):
+                continue  # not stored (a ledger written before only nodes of 2^8 leaves or more were)
+            rows.next()
             if stored is None or stored[0] != idx:
                 return f"seq {first}: tree node (level {level}, index {idx}, seqs {first}–{last}) is missing"
             if stored[1] != h:
@@ -181,6 +211,20 @@ class TreeCheck:
         if stored_root != self.frontier.root():
             return f"seq ≤ {size}: the root from the stored nodes differs from the recomputed root"
         return None
+
+
+class _Peekable:
+    """An iterator of stored (idx, hash) rows that can look one row ahead."""
+
+    def __init__(self, rows: Iterator[tuple[int, bytes]]) -> None:
+        self._rows = rows
+        self._next: tuple[int, bytes] | None = next(rows, None)
+
+    def peek(self) -> tuple[int, bytes] | None:
+        return self._next
+
+    def next(self) -> None:
+        self._next = next(self._rows, None)
 
 
 # -- checkpoints -----------------------------------------------------------------

@@ -204,11 +204,37 @@ def _normalised(table: Any, row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _differ(name: str, table: Any, live_row: tuple[Any, ...] | None, rebuilt_row: tuple[Any, ...] | None) -> None:
+    if name == "peerledger_heads" and live_row is not None and rebuilt_row is not None:
+        _head_differ(live_row, rebuilt_row)
     seqs = [int(r[table.columns.index("seq")]) for r in (live_row, rebuilt_row)
             if r is not None and "seq" in table.columns]
     where = f"seq {min(seqs)}: " if seqs else ""
     raise _Difference(f"{where}live {name.removeprefix('peerledger_')} differ from the replay: "
                       f"live {_show(live_row)} != rebuilt {_show(rebuilt_row)}")
+
+
+def _head_differ(live_row: tuple[Any, ...], rebuilt_row: tuple[Any, ...]) -> None:
+    """The head differs from the replay's: name the seq.  A head past the
+    log's end means events were removed; a different tree edge names the
+    perfect subtree, and so the seqs, where an event or its leaf hash was
+    changed (the edge holds one hash per set bit of the log's size, largest
+    subtree first: it covers the events no stored node covers yet, the log's
+    last partial block of 256)."""
+    (live_seq, _, live_edge), (seq, _, edge) = live_row[:3], rebuilt_row[:3]
+    if live_seq > seq:
+        raise _Difference(f"seq {seq + 1}: the head records {live_seq} events, the log holds {seq}: "
+                          "events removed?")
+    if live_seq != seq or live_edge == edge:
+        return
+    first, part = 0, 0
+    for bit in reversed(range(int(seq).bit_length())):
+        if not seq >> bit & 1:
+            continue
+        if live_edge[part * 32:(part + 1) * 32] != edge[part * 32:(part + 1) * 32]:
+            raise _Difference(f"seq {first + 1}: the tree's right edge kept with the head differs from the one "
+                              f"recomputed from the events over seqs {first + 1}–{first + (1 << bit)}: an event or "
+                              "its leaf hash was changed there")
+        first, part = first + (1 << bit), part + 1
 
 
 def _show(row: tuple[Any, ...] | None) -> str:

@@ -63,6 +63,7 @@ from ledger.contract.schema import (
 from ledger.ingest.sources import BATCH_MAX_EVENTS, Offered
 from ledger.ops.runtime import cache_budget_bytes
 from ledger.storage.store import (
+    MERKLE_STORED_LEVEL_MIN,
     AppendBatch,
     AppendConflict,
     IdRecord,
@@ -242,7 +243,8 @@ class Ingestor:
             applied = fold.apply(event, seq)
             known_ids[item.platform][event_id] = leaf
             appending.merkle_nodes.extend(
-                (item.platform, level, idx, h) for level, idx, h in fold.state.head.tree.append(leaf))
+                (item.platform, level, idx, h) for level, idx, h in fold.state.head.tree.append(leaf)
+                if level >= MERKLE_STORED_LEVEL_MIN)
             appending.events.append(StoredEvent(item.platform, seq, event["type"], item.canonical))
             appending.id_records.append(IdRecord(item.platform, event_id, seq, leaf, applied.effect_hash(), now))
             outcomes.append(Outcome(ACCEPTED, event_id, item.platform, seq=seq))

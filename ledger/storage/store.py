@@ -14,9 +14,10 @@ events they describe (`append`), the store keeps:
   of an id impossible even for two processes racing;
 * `peerledger_rejects`: every rejected event with its code, message, the raw
   line (bounded) and where it came from;
-* `peerledger_merkle_nodes`: the hash of every perfect aligned subtree
-  (level >= 1) of the platform's RFC 9162 tree that the batch completed
-  (`ledger.audit.tree`; level 0 is `leaf_hash` above);
+* `peerledger_merkle_nodes`: the hash of every perfect aligned subtree of
+  2^MERKLE_STORED_LEVEL_MIN leaves or more of the platform's RFC 9162 tree
+  that the batch completed (`ledger.audit.tree`; level 0 is `leaf_hash`
+  above, the levels between are folded from it when needed);
 * `peerledger_kafka_offsets`, for a batch consumed from Kafka: how far the
   batch took its consumer group through each partition (`OffsetAdvance`),
   so that the ledger and its position in the topic can never disagree;
@@ -248,6 +249,14 @@ INSERT_ID = (
 UPSERT_WRITE = ("INSERT INTO peerledger_writes (writer, token) VALUES (?, ?) "
                 "ON CONFLICT (writer) DO UPDATE SET token = excluded.token")
 INSERT_MERKLE_NODE = "INSERT INTO peerledger_merkle_nodes (platform, level, idx, hash) VALUES (?, ?, ?, ?)"
+# The tree's nodes stored as rows: its perfect aligned subtrees of 2^8 = 256
+# leaves and more, about one row per 128 events (all of them would be one per
+# event, half of them below 4 leaves).  A smaller one is folded from its at
+# most 255 leaf hashes, read in one range of the id records, when a root or a
+# proof needs it (`ledger.audit.tree.StoredTree`): a root or a proof reads at
+# most a few such ranges.  What no stored node covers yet (the log's last
+# partial block) is in the head's tree edge, which verify compares too.
+MERKLE_STORED_LEVEL_MIN = 8
 INSERT_REJECT = (
     "INSERT INTO peerledger_rejects (platform, event_id, code, message, raw, "
     "raw_truncated, source, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
