@@ -47,10 +47,11 @@ figures: bench/results/scale.md.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from eventsourcing.persistence import StoredEvent
 
@@ -74,7 +75,8 @@ from ledger.storage.store import (
 )
 from projections.fold import PlatformFold, keys_of
 from ledger.storage.state import StateRows, rows_of
-from projections.state import Changes, PlatformState, StateCaches
+from projections.merkle import Frontier
+from projections.state import Changes, Head, PlatformState, StateCaches
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -84,6 +86,8 @@ REJECTED = "rejected"
 # first; each retry starts from the committed state again, so more than a
 # few in a row means something is wrong.
 APPEND_RETRIES_MAX = 5
+# Which core decides (`engine_choice`).
+ENGINE_ENV = "PEERLEDGER_ENGINE"
 # Platforms whose state objects a writer keeps (their rows live in the
 # shared, bounded caches; the objects themselves are small).
 PLATFORM_STATES_MAX = 10_000
@@ -113,29 +117,69 @@ def ledger_time() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class Decider(Protocol):
+    """How a writer decides a batch: the reference (`ReferenceDecider`, the
+    pure-Python core) or the native engine (`ledger.ingest.native`).  The
+    `Ingestor` holds the locks and the transaction around it."""
+
+    def prepare(self, batch: Sequence[Offered]) -> list[str]:
+        """Parse and check the batch's shapes; its platforms, sorted."""
+        ...
+
+    def decide(self, batch: Sequence[Offered], heads: dict[str, tuple[int, int, bytes]], now: str,
+               extra_rejects: Sequence[RejectRecord]) -> tuple[list[Outcome], AppendBatch]:
+        """Outcomes in input order and what to append (`extra_rejects` first),
+        from the committed `heads` read under the platforms' locks."""
+        ...
+
+    def commit(self) -> None:
+        """The batch's transaction committed: its rows become cached."""
+        ...
+
+    def rollback(self) -> None:
+        """It did not: forget the batch and what is cached of its platforms."""
+        ...
+
+    def head_seq(self, platform: str) -> int:
+        ...
+
+
+def engine_choice() -> str:
+    """`PEERLEDGER_ENGINE`: "native" (the default wherever it is built) or "python"."""
+    choice = os.environ.get(ENGINE_ENV, "")
+    if choice not in ("", "native", "python"):
+        raise ValueError(f"{ENGINE_ENV} must be native or python, got {choice!r}")
+    if choice == "python":
+        return "python"
+    try:
+        import projections._native  # noqa: F401
+    except ImportError:
+        if choice == "native":
+            raise RuntimeError(f"{ENGINE_ENV}=native but the native core is not built (pip install ., or "
+                               "scripts/build-native)") from None
+        return "python"
+    return "native"
+
+
 class Ingestor:
     """Decides and appends batches of offered events; see the module doc."""
 
-    def __init__(self, store: Store, caches: StateCaches | None = None) -> None:
+    def __init__(self, store: Store, caches: StateCaches | None = None, engine: str | None = None) -> None:
         if store.upgrade_pending:
             raise RuntimeError(f"{store.url} was written by an older peerledger: run `peerledger upgrade` first")
         self.store = store
-        self.caches = caches if caches is not None else StateCaches(cache_budget_bytes())
-        self._states: dict[str, PlatformState] = {}
+        budget = caches.budget_bytes if caches is not None else cache_budget_bytes()
+        self.engine = engine or engine_choice()
+        if self.engine == "native":
+            from ledger.ingest.native import NativeDecider
 
-    def state(self, platform: str) -> PlatformState:
-        """This process's window on `platform`'s state (see projections.state)."""
-        state = self._states.get(platform)
-        if state is None:
-            if len(self._states) >= PLATFORM_STATES_MAX:
-                self._states.clear()  # their rows stay cached; the objects are cheap to make again
-            state = self._states[platform] = PlatformState(platform, self.store.state, self.caches)
-        return state
+            self.decider: Decider = NativeDecider(store, budget)
+        else:
+            self.decider = ReferenceDecider(store, caches if caches is not None else StateCaches(budget))
 
     def head_seq(self, platform: str) -> int:
         """The seq of `platform`'s last event this process appended or saw."""
-        state = self._states.get(platform)
-        return state.head.seq if state is not None else 0
+        return self.decider.head_seq(platform)
 
     def ingest(
         self,
@@ -155,54 +199,85 @@ class Ingestor:
         assert len(batch) <= BATCH_MAX_EVENTS, "split input with batches()"
         assert len(extra_rejects) <= BATCH_MAX_EVENTS
         now = ledger_time()
+        decider = self.decider
+        for _attempt in range(APPEND_RETRIES_MAX):
+            platforms = decider.prepare(batch)
+            try:
+                with self.store.platform_locks(platforms, also=[a.lock_name for a in offsets]):
+                    self.store.check_offsets(offsets)
+                    heads = self.store.state.head_rows(platforms)
+                    outcomes, appending = decider.decide(batch, heads, now, extra_rejects)
+                    if before_append is not None:
+                        before_append(outcomes)
+                    appending.offsets, appending.offsets_at = offsets, now
+                    self.store.append(appending)
+            except AppendConflict:
+                decider.rollback()
+                continue
+            except BaseException:
+                decider.rollback()
+                raise
+            decider.commit()
+            return outcomes
+        raise RuntimeError(f"gave up after {APPEND_RETRIES_MAX} append conflicts: a writer is not taking the "
+                           "platform locks")
+
+
+class ReferenceDecider:
+    """The pure-Python core decides: `PlatformState`, `rules.check`, `PlatformFold`."""
+
+    def __init__(self, store: Store, caches: StateCaches) -> None:
+        self.store = store
+        self.caches = caches
+        self._states: dict[str, PlatformState] = {}
+        self._parsed: list[ParsedEvent | InvalidEvent] = []
+        self._changed: list[Changes] = []
+        self._touched: list[PlatformState] = []
+
+    def state(self, platform: str) -> PlatformState:
+        """This process's window on `platform`'s state (see projections.state)."""
+        state = self._states.get(platform)
+        if state is None:
+            if len(self._states) >= PLATFORM_STATES_MAX:
+                self._states.clear()  # their rows stay cached; the objects are cheap to make again
+            state = self._states[platform] = PlatformState(platform, self.store.state, self.caches)
+        return state
+
+    def head_seq(self, platform: str) -> int:
+        state = self._states.get(platform)
+        return state.head.seq if state is not None else 0
+
+    def prepare(self, batch: Sequence[Offered]) -> list[str]:
         parsed: list[ParsedEvent | InvalidEvent] = []
         for offered in batch:
             try:
                 parsed.append(parse_event(offered.payload))
             except InvalidEvent as e:  # the only thing parse_event raises, whatever the bytes
                 parsed.append(e)
-        platforms = sorted({p.platform for p in parsed if isinstance(p, ParsedEvent)})
-        for _attempt in range(APPEND_RETRIES_MAX):
-            states = [self.state(p) for p in platforms]
-            try:
-                with self.store.platform_locks(platforms, also=[a.lock_name for a in offsets]):
-                    self.store.check_offsets(offsets)
-                    heads = self.store.state.heads(platforms)
-                    for state in states:
-                        state.sync(heads.get(state.platform))
-                    outcomes, appending, changed = self._decide(batch, parsed, now, extra_rejects)
-                    if before_append is not None:
-                        before_append(outcomes)
-                    appending.offsets, appending.offsets_at = offsets, now
-                    self.store.append(appending)
-            except AppendConflict:
-                for state in states:
-                    state.rollback()
-                continue
-            except BaseException:
-                for state in states:
-                    state.rollback()
-                raise
-            for changes in changed:
-                self._states[changes.platform].commit(changes)
-            return outcomes
-        raise RuntimeError(f"gave up after {APPEND_RETRIES_MAX} append conflicts: a writer is not taking the "
-                           "platform locks")
+        self._parsed = parsed
+        return sorted({p.platform for p in parsed if isinstance(p, ParsedEvent)})
 
-    def _decide(
-        self,
-        batch: Sequence[Offered],
-        parsed: list[ParsedEvent | InvalidEvent],
-        now: str,
-        extra_rejects: Sequence[RejectRecord],
-    ) -> tuple[list[Outcome], AppendBatch, list[Changes]]:
-        """Outcomes in input order, and what to append (`extra_rejects`
-        first); the platforms' states hold the batch's changes until the
-        append commits or fails."""
+    def commit(self) -> None:
+        for changes in self._changed:
+            self._states[changes.platform].commit(changes)
+        self._changed, self._touched = [], []
+
+    def rollback(self) -> None:
+        for state in self._touched:
+            state.rollback()
+        self._changed, self._touched = [], []
+
+    def decide(self, batch: Sequence[Offered], heads: dict[str, tuple[int, int, bytes]], now: str,
+               extra_rejects: Sequence[RejectRecord]) -> tuple[list[Outcome], AppendBatch]:
+        parsed = self._parsed
         by_platform: dict[str, list[ParsedEvent]] = {}
         for item in parsed:
             if isinstance(item, ParsedEvent):
                 by_platform.setdefault(item.platform, []).append(item)
+        self._touched = [self.state(p) for p in sorted(by_platform)]
+        for state in self._touched:
+            row = heads.get(state.platform)
+            state.sync(Head(row[0], row[1], Frontier.restore(row[0], row[2])) if row is not None else None)
         folds: dict[str, PlatformFold] = {}
         known_ids: dict[str, dict[str, bytes]] = {}
         for platform, items in by_platform.items():
@@ -248,7 +323,7 @@ class Ingestor:
             appending.events.append(StoredEvent(item.platform, seq, event["type"], item.canonical))
             appending.id_records.append(IdRecord(item.platform, event_id, seq, leaf, applied.effect_hash(), now))
             outcomes.append(Outcome(ACCEPTED, event_id, item.platform, seq=seq))
-        changed = [folds[p].state.changes() for p in sorted(folds) if folds[p].state.dirty]
-        if changed:
-            appending.state = StateRows.merged([rows_of(changes) for changes in changed])
-        return outcomes, appending, changed
+        self._changed = [folds[p].state.changes() for p in sorted(folds) if folds[p].state.dirty]
+        if self._changed:
+            appending.state = StateRows.merged([rows_of(changes) for changes in self._changed])
+        return outcomes, appending

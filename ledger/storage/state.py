@@ -227,6 +227,10 @@ class SqlState:
 
     def heads(self, platforms: Collection[str]) -> dict[str, Head]:
         """Each platform's head, in one query (a batch's platforms, under their locks)."""
+        return {p: Head(seq, fee, Frontier.restore(seq, edge)) for p, (seq, fee, edge) in self.head_rows(platforms).items()}
+
+    def head_rows(self, platforms: Collection[str]) -> dict[str, tuple[int, int, bytes]]:
+        """Each platform's head row (seq, fee_bps, tree edge), in one query."""
         if not platforms:
             return {}
         if self.dialect is POSTGRES:
@@ -236,7 +240,7 @@ class SqlState:
             marks = ", ".join("?" * len(platforms))
             rows = self.store.query("SELECT platform, seq, fee_bps, tree_edge FROM peerledger_heads "
                                     f"WHERE platform IN ({marks})", tuple(platforms))
-        return {p: Head(int(seq), int(fee), Frontier.restore(int(seq), bytes(edge))) for p, seq, fee, edge in rows}
+        return {p: (int(seq), int(fee), bytes(edge)) for p, seq, fee, edge in rows}
 
     def prosumers(self, platform: str, ids: Collection[str]) -> set[str]:
         return {r[0] for r in self.select("peerledger_prosumers", "prosumer", ("prosumer",), platform, ids)}

@@ -62,7 +62,8 @@ impl PoolMethod {
     }
 }
 
-/// Weights by id, sorted by id (code point order = byte order for ids).
+/// Weights by id, in the event's order (the rules name the first unknown id
+/// in that order, as the reference does); sorted where the fold needs it.
 pub type Weights = Vec<(String, u32)>;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -280,7 +281,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// A map of ids to integers in 1..=`high`, with `min`..=`max` entries, sorted by id.
+/// A map of ids to integers in 1..=`high`, with `min`..=`max` entries, in the event's order.
 fn weights(value: &Value, min: usize, max: usize, high: i128) -> Option<Vec<(String, u64)>> {
     let pairs = value.as_object()?;
     if pairs.len() < min || pairs.len() > max {
@@ -296,7 +297,6 @@ fn weights(value: &Value, min: usize, max: usize, high: i128) -> Option<Vec<(Str
             _ => return None,
         }
     }
-    out.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     Some(out)
 }
 

@@ -2,11 +2,13 @@
 use pyo3::prelude::*;
 
 mod attribution;
+mod engine;
 mod schema;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     schema::register(m)?;
     attribution::register(m)?;
+    engine::register(m)?;
     Ok(())
 }
