@@ -12,7 +12,9 @@
 //! doc for why.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -110,7 +112,7 @@ fn local_denominator(node: &str, top: &str, works: &Works, leaves: &Leaves) -> N
 /// Works reachable from `top` with positive flow, parents first (reverse post-order).
 fn topological_order<'a>(top: &'a str, works: &'a Works, leaves: &Leaves) -> Vec<&'a str> {
     let mut post: Vec<&str> = Vec::new();
-    let mut visited: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut visited: HashSet<&str> = HashSet::default();
     let top_key = works.get_key_value(top).expect("the top work is gathered").0.as_str();
     visited.insert(top_key);
     let mut stack: Vec<(&str, usize)> = vec![(top_key, 0)];
@@ -151,7 +153,7 @@ pub struct Propagation {
 /// `attribution.graph._propagate`.
 pub fn propagate(top: &str, works: &Works, leaves: &Leaves, keep_masses: bool) -> Propagation {
     let order = topological_order(top, works, leaves);
-    let mut level: HashMap<&str, usize> = HashMap::with_capacity(order.len());
+    let mut level: HashMap<&str, usize> = HashMap::default();
     level.insert(order[0], 0);
     for &node in &order {
         let below = level[node] + 1;
@@ -172,10 +174,10 @@ pub fn propagate(top: &str, works: &Works, leaves: &Leaves, keep_masses: bool) -
         }
     }
     let g = num::product(level_lcm);
-    let mut mass: HashMap<&str, Nat> = HashMap::with_capacity(order.len());
+    let mut mass: HashMap<&str, Nat> = HashMap::default();
     mass.insert(order[0], g.clone());
     let mut kept: Vec<(String, Nat)> = Vec::new();
-    let mut received: HashMap<String, Nat> = HashMap::new();
+    let mut received: HashMap<String, Nat> = HashMap::default();
     let add = |map: &mut HashMap<String, Nat>, key: &str, x: Nat| match map.get_mut(key) {
         Some(v) => *v += x,
         None => {
@@ -372,7 +374,7 @@ pub struct ExactExplanation {
 }
 
 pub fn explain_exact(top: &str, works: &Works, max_paths: usize, max_works: usize) -> ExactExplanation {
-    let p = propagate(top, works, &Leaves::new(), true);
+    let p = propagate(top, works, &Leaves::default(), true);
     let vector = ShareVector::in_lowest_terms(p.g.clone(), p.received);
     let (paths, truncated_paths) = largest_paths(top, works, max_paths, &p.g);
     let total_works = p.masses.len();
@@ -388,7 +390,7 @@ pub fn explain_exact(top: &str, works: &Works, max_paths: usize, max_works: usiz
 /// paying works in code point order. `component_vectors` are V(c) of the
 /// top's components (reduced), in the order of `top.components`.
 pub fn routes(top_id: &str, top: &Work, component_vectors: &[Arc<ShareVector>]) -> Vec<(String, Vec<(String, String)>)> {
-    let mut weights: HashMap<String, HashMap<String, Nat>> = HashMap::new();
+    let mut weights: HashMap<String, HashMap<String, Nat>> = HashMap::default();
     if top.retracted {
         weights.entry(UNATTRIBUTED.to_owned()).or_default().insert(top_id.to_owned(), Nat::one());
     } else if top.kind == WorkKind::Contribution || top.upstream_bps == 0 {
@@ -509,14 +511,14 @@ mod tests {
 
     #[test]
     fn the_worked_example() {
-        let mut works = Works::new();
+        let mut works = Works::default();
         works.insert("c1".into(), contribution(&[("alice", 1)]));
         works.insert("c2".into(), contribution(&[("bob", 2), ("carol", 1)]));
         works.insert("o1".into(), Arc::new(Work {
             kind: WorkKind::Output, authors: vec![("carol".into(), 1)], author_weight: 1,
             components: vec![("c1".into(), 1), ("c2".into(), 1)], component_weight: 2, upstream_bps: 4000,
             retracted: false, version: 0 }));
-        let v = vector("o1", &works, &Leaves::new());
+        let v = vector("o1", &works, &Leaves::default());
         let n: Vec<(String, u64)> = v.numerators.iter().map(|(r, n)| (r.clone(), n.try_into().unwrap())).collect();
         assert_eq!((v.denominator.clone(), n), (Nat::from(15u8), vec![("alice".into(), 3), ("bob".into(), 2), ("carol".into(), 10)]));
         let ex = explain_exact("o1", &works, 10, 50);

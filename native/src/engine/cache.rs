@@ -1,14 +1,21 @@
 //! A least-recently-used cache bounded in entries and estimated bytes: the twin
 //! of `attribution.cache.BoundedCache`. A process holds a fixed budget whatever
 //! the length of the log; what does not fit is read again from the database.
+//!
+//! Keys are (generation, key): a platform's generation changes when what is
+//! cached of it may be stale, and its old rows age out unread. Lookups take the
+//! key borrowed (`&str` for a `String` key), so a hit allocates nothing.
 
-use std::collections::HashMap;
-use std::hash::Hash;
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
 
-/// Items are kept in a slab with an intrusive doubly linked list (most recent at
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
+
+/// Items live in a slab with an intrusive doubly linked list (most recent at
 /// the head): get, put and eviction are O(1).
 pub struct BoundedCache<K, V> {
-    map: HashMap<K, usize>,
+    table: HashTable<usize>,
     slots: Vec<Slot<K, V>>,
     free: Vec<usize>,
     head: usize,
@@ -20,8 +27,10 @@ pub struct BoundedCache<K, V> {
 }
 
 struct Slot<K, V> {
+    generation: u64,
     key: K,
-    value: V,
+    hash: u64,
+    value: Option<V>,
     entries: usize,
     bytes: usize,
     prev: usize,
@@ -30,10 +39,20 @@ struct Slot<K, V> {
 
 const NONE: usize = usize::MAX;
 
-impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
+fn hash_of<Q: Hash + ?Sized>(generation: u64, key: &Q) -> u64 {
+    FxBuildHasher.hash_one((generation, key))
+}
+
+impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
-        BoundedCache { map: HashMap::new(), slots: Vec::new(), free: Vec::new(), head: NONE, tail: NONE, entries: 0,
+        BoundedCache { table: HashTable::new(), slots: Vec::new(), free: Vec::new(), head: NONE, tail: NONE, entries: 0,
                        bytes: 0, max_entries, max_bytes }
+    }
+
+    fn find<Q: Hash + Eq + ?Sized>(&self, generation: u64, key: &Q) -> Option<usize>
+    where K: Borrow<Q> {
+        let h = hash_of(generation, key);
+        self.table.find(h, |&i| self.slots[i].generation == generation && self.slots[i].key.borrow() == key).copied()
     }
 
     fn unlink(&mut self, i: usize) {
@@ -54,34 +73,40 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
         }
     }
 
-    pub fn get(&mut self, key: &K) -> Option<V> {
-        let i = *self.map.get(key)?;
+    pub fn get<Q: Hash + Eq + ?Sized>(&mut self, generation: u64, key: &Q) -> Option<V>
+    where K: Borrow<Q> {
+        let i = self.find(generation, key)?;
         self.unlink(i);
         self.push_front(i);
-        Some(self.slots[i].value.clone())
+        self.slots[i].value.clone()
     }
 
-    pub fn drop_key(&mut self, key: &K) {
-        if let Some(i) = self.map.remove(key) {
-            self.unlink(i);
-            self.entries -= self.slots[i].entries;
-            self.bytes -= self.slots[i].bytes;
-            self.free.push(i);
+    fn remove_slot(&mut self, i: usize) {
+        let h = self.slots[i].hash;
+        if let Ok(entry) = self.table.find_entry(h, |&j| j == i) {
+            entry.remove();
         }
+        self.unlink(i);
+        self.entries -= self.slots[i].entries;
+        self.bytes -= self.slots[i].bytes;
+        self.slots[i].value = None;
+        self.free.push(i);
     }
 
     /// Keep `value` (estimated `entries` and `bytes`); an item larger than the
     /// whole budget is not kept (the caller has it).
-    pub fn put(&mut self, key: K, value: V, entries: usize, bytes: usize) {
-        self.drop_key(&key);
+    pub fn put(&mut self, generation: u64, key: K, value: V, entries: usize, bytes: usize) {
+        if let Some(i) = self.find(generation, &key) {
+            self.remove_slot(i);
+        }
         if entries > self.max_entries || bytes > self.max_bytes {
             return;
         }
         while self.tail != NONE && (self.entries + entries > self.max_entries || self.bytes + bytes > self.max_bytes) {
-            let old = self.slots[self.tail].key.clone();
-            self.drop_key(&old);
+            self.remove_slot(self.tail);
         }
-        let slot = Slot { key: key.clone(), value, entries, bytes, prev: NONE, next: NONE };
+        let hash = hash_of(generation, &key);
+        let slot = Slot { generation, key, hash, value: Some(value), entries, bytes, prev: NONE, next: NONE };
         let i = match self.free.pop() {
             Some(i) => {
                 self.slots[i] = slot;
@@ -93,14 +118,15 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
             }
         };
         self.push_front(i);
-        self.map.insert(key, i);
+        let slots = &self.slots;
+        self.table.insert_unique(hash, i, |&j| slots[j].hash);
         self.entries += entries;
         self.bytes += bytes;
     }
 
     /// (rows, entries, estimated bytes).
     pub fn stats(&self) -> (usize, usize, usize) {
-        (self.map.len(), self.entries, self.bytes)
+        (self.table.len(), self.entries, self.bytes)
     }
 }
 
@@ -110,14 +136,15 @@ mod tests {
 
     #[test]
     fn least_recently_used_go_first() {
-        let mut c = BoundedCache::new(2, 100);
-        c.put("a", 1, 1, 10);
-        c.put("b", 2, 1, 10);
-        assert_eq!(c.get(&"a"), Some(1));
-        c.put("c", 3, 1, 10);
-        assert_eq!((c.get(&"a"), c.get(&"b"), c.get(&"c")), (Some(1), None, Some(3)));
-        c.put("huge", 4, 1, 1000);
-        assert_eq!(c.get(&"huge"), None);
+        let mut c: BoundedCache<String, i32> = BoundedCache::new(2, 100);
+        c.put(1, "a".into(), 1, 1, 10);
+        c.put(1, "b".into(), 2, 1, 10);
+        assert_eq!(c.get(1, "a"), Some(1));
+        c.put(1, "c".into(), 3, 1, 10);
+        assert_eq!((c.get(1, "a"), c.get(1, "b"), c.get(1, "c")), (Some(1), None, Some(3)));
+        assert_eq!(c.get(2, "a"), None); // another generation
+        c.put(1, "huge".into(), 4, 1, 1000);
+        assert_eq!(c.get(1, "huge"), None);
         assert_eq!(c.stats(), (2, 2, 20));
     }
 }

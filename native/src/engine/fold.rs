@@ -9,7 +9,7 @@
 //! its progress in a `PoolClose` between them, and changes nothing until its
 //! last round.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use blake2::digest::{Update, VariableOutput};
@@ -92,9 +92,9 @@ impl Applied {
 /// The sub-DAG below `work` that carries value, one level per round of reads;
 /// with `use_leaves`, works whose vector is known end the walk.
 fn gather(st: &mut PlatformState, c: &mut Caches, work: &str, top: Arc<Work>, use_leaves: bool) -> Result<(Works, Leaves), Miss> {
-    let mut works: Works = HashMap::new();
+    let mut works: Works = HashMap::default();
     works.insert(work.to_owned(), top);
-    let mut leaves: Leaves = HashMap::new();
+    let mut leaves: Leaves = HashMap::default();
     let mut level: Vec<String> = vec![work.to_owned()];
     loop {
         let mut wanted: Vec<String> = Vec::new();
@@ -179,7 +179,7 @@ fn explanation_of(st: &mut PlatformState, c: &mut Caches, work: &str) -> Result<
 /// The works whose vector a change of `work` may change: it and everything
 /// built on it, with their rows (`WorkGraph._invalidate`'s walk).
 fn dependents_closure(st: &mut PlatformState, c: &mut Caches, work: &str) -> Result<Vec<(String, Arc<Work>)>, Miss> {
-    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut seen: rustc_hash::FxHashSet<String> = Default::default();
     seen.insert(work.to_owned());
     let mut out = Vec::new();
     let mut level = vec![work.to_owned()];
@@ -232,8 +232,8 @@ fn total(weights: &[(String, u32)]) -> u64 {
 
 /// The shares of a sale of `work` at `version` with `fee_bps` (`PlatformState.shares`).
 fn shares(st: &mut PlatformState, c: &mut Caches, work: &str, version: u64, fee_bps: u32) -> Result<Arc<ShareVector>, Miss> {
-    let key = (st.generation, work.to_owned(), version, fee_bps);
-    if let Some(v) = c.fee_vectors.get(&key) {
+    let key = (work.to_owned(), version, fee_bps);
+    if let Some(v) = c.fee_vectors.get(st.generation, &key) {
         return Ok(v);
     }
     let vector = match st.vector(c, &(work.to_owned(), version))? {
@@ -246,7 +246,7 @@ fn shares(st: &mut PlatformState, c: &mut Caches, work: &str, version: u64, fee_
     };
     let s = Arc::new(vector.with_fee(fee_bps));
     let (e, b) = s.size();
-    c.fee_vectors.put(key, s.clone(), e, b + 150);
+    c.fee_vectors.put(st.generation, key, s.clone(), e, b + 150);
     Ok(s)
 }
 

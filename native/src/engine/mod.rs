@@ -22,7 +22,9 @@ pub mod cache;
 pub mod fold;
 pub mod state;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use crate::graph::WorkKind;
@@ -100,8 +102,8 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(cache_budget_bytes: usize, tree_level_min: u32) -> Engine {
-        Engine { caches: Caches::new(cache_budget_bytes), states: HashMap::new(), tree_level_min, batch: None,
-                 figures: HashMap::new() }
+        Engine { caches: Caches::new(cache_budget_bytes), states: HashMap::default(), tree_level_min, batch: None,
+                 figures: HashMap::default() }
     }
 
     pub fn cache_stats(&self) -> Vec<(&'static str, (usize, usize, usize))> {
@@ -127,7 +129,7 @@ impl Engine {
         self.batch = Some(Batch {
             items,
             platforms: ids.keys().cloned().collect(),
-            known: HashMap::new(),
+            known: HashMap::default(),
             outcomes: vec![None; n],
             round: 0,
             next: 0,
@@ -303,10 +305,10 @@ fn requests(platforms: &[String], states: &mut HashMap<String, PlatformState>) -
     (!out.is_empty()).then_some(out)
 }
 
-fn want<K: std::hash::Hash + Eq + Clone + Ord, V: Clone>(layer: &mut Layer<K, V>, cache: &mut cache::BoundedCache<(u64, K), V>,
-                                                          generation: u64, key: K, need: &mut BTreeMap<K, ()>) {
-    if !layer.known(&key, cache, generation) {
-        need.insert(key, ());
+fn want<K: std::hash::Hash + Eq + Clone + Ord, V: Clone>(layer: &mut Layer<K, V>, cache: &mut cache::BoundedCache<K, V>,
+                                                          generation: u64, key: &K, need: &mut BTreeMap<K, ()>) {
+    if !layer.known(key, cache, generation) {
+        need.insert(key.clone(), ());
     }
 }
 
@@ -321,29 +323,29 @@ fn prefetch(b: &Batch, states: &mut HashMap<String, PlatformState>, c: &mut Cach
         let n = &mut st.needs;
         match (b.round, &ev.data) {
             (0, ValueRealized { value, work, .. }) => {
-                want(&mut st.values, &mut c.values, g, value.clone(), &mut n.values);
-                want(&mut st.pools, &mut c.pools, g, value.clone(), &mut n.pools);
-                want(&mut st.works, &mut c.works, g, work.clone(), &mut n.works);
+                want(&mut st.values, &mut c.values, g, value, &mut n.values);
+                want(&mut st.pools, &mut c.pools, g, value, &mut n.pools);
+                want(&mut st.works, &mut c.works, g, work, &mut n.works);
             }
             (0, ValueReversed { value, .. }) | (0, PoolOpened { pool: value, .. }) => {
-                want(&mut st.values, &mut c.values, g, value.clone(), &mut n.values);
-                want(&mut st.pools, &mut c.pools, g, value.clone(), &mut n.pools);
+                want(&mut st.values, &mut c.values, g, value, &mut n.values);
+                want(&mut st.pools, &mut c.pools, g, value, &mut n.pools);
             }
             (0, PoolFunded { pool, .. }) | (0, PoolClosed { pool }) => {
-                want(&mut st.pools, &mut c.pools, g, pool.clone(), &mut n.pools);
+                want(&mut st.pools, &mut c.pools, g, pool, &mut n.pools);
             }
             (0, UsageRecorded { pool, uses, .. }) => {
-                want(&mut st.pools, &mut c.pools, g, pool.clone(), &mut n.pools);
+                want(&mut st.pools, &mut c.pools, g, pool, &mut n.pools);
                 for (w, _) in uses {
-                    want(&mut st.works, &mut c.works, g, w.clone(), &mut n.works);
+                    want(&mut st.works, &mut c.works, g, w, &mut n.works);
                 }
             }
             (0, PayoutIssued { payout, prosumer, currency, .. }) => {
                 if !st.payouts.seen.contains_key(payout) && !st.payouts.absent.contains(payout) {
                     n.payouts.insert(payout.clone(), ());
                 }
-                want(&mut st.prosumers, &mut c.prosumers, g, prosumer.clone(), &mut n.prosumers);
-                want(&mut st.balances, &mut c.balances, g, (prosumer.clone(), currency.clone()), &mut n.balances);
+                want(&mut st.prosumers, &mut c.prosumers, g, prosumer, &mut n.prosumers);
+                want(&mut st.balances, &mut c.balances, g, &(prosumer.clone(), currency.clone()), &mut n.balances);
             }
             (0, PayoutReturned { payout }) => {
                 if !st.payouts.seen.contains_key(payout) && !st.payouts.absent.contains(payout) {
@@ -351,32 +353,32 @@ fn prefetch(b: &Batch, states: &mut HashMap<String, PlatformState>, c: &mut Cach
                 }
             }
             (0, ProsumerRegistered { prosumer }) => {
-                want(&mut st.prosumers, &mut c.prosumers, g, prosumer.clone(), &mut n.prosumers);
+                want(&mut st.prosumers, &mut c.prosumers, g, prosumer, &mut n.prosumers);
             }
             (0, ContributionRecorded { work, authors }) | (0, OutputComposed { work, authors, .. })
             | (0, WorkReassigned { work, authors }) => {
-                want(&mut st.works, &mut c.works, g, work.clone(), &mut n.works);
+                want(&mut st.works, &mut c.works, g, work, &mut n.works);
                 for (p, _) in authors {
-                    want(&mut st.prosumers, &mut c.prosumers, g, p.clone(), &mut n.prosumers);
+                    want(&mut st.prosumers, &mut c.prosumers, g, p, &mut n.prosumers);
                 }
                 if let OutputComposed { components, .. } = &ev.data {
                     for (w, _) in components {
-                        want(&mut st.works, &mut c.works, g, w.clone(), &mut n.works);
+                        want(&mut st.works, &mut c.works, g, w, &mut n.works);
                     }
                 }
             }
             (0, WorkRetracted { work }) | (0, WorkReinstated { work }) => {
-                want(&mut st.works, &mut c.works, g, work.clone(), &mut n.works);
+                want(&mut st.works, &mut c.works, g, work, &mut n.works);
             }
             // Round 1: the vectors of the works sold and of the values reversed.
             (1, ValueRealized { work, .. }) => {
                 if let Some(w) = known_work(st, c, work) {
-                    want(&mut st.vectors, &mut c.vectors, g, (work.clone(), w.version), &mut st.needs.vectors);
+                    want(&mut st.vectors, &mut c.vectors, g, &(work.clone(), w.version), &mut st.needs.vectors);
                 }
             }
             (1, ValueReversed { value, .. }) => {
                 if let Some(v) = st.values.batch.get(value).or_else(|| st.values.seen.get(value)).cloned() {
-                    want(&mut st.vectors, &mut c.vectors, g, (v.work.clone(), v.vector_version), &mut st.needs.vectors);
+                    want(&mut st.vectors, &mut c.vectors, g, &(v.work.clone(), v.vector_version), &mut st.needs.vectors);
                 }
             }
             // Rounds 2 and 3: a sold output whose vector is not known is walked
@@ -391,9 +393,9 @@ fn prefetch(b: &Batch, states: &mut HashMap<String, PlatformState>, c: &mut Cach
                 }
                 for (comp, _) in w.components.iter() {
                     if b.round == 2 {
-                        want(&mut st.works, &mut c.works, g, comp.clone(), &mut st.needs.works);
+                        want(&mut st.works, &mut c.works, g, comp, &mut st.needs.works);
                     } else if let Some(cw) = known_work(st, c, comp) {
-                        want(&mut st.vectors, &mut c.vectors, g, (comp.clone(), cw.version), &mut st.needs.vectors);
+                        want(&mut st.vectors, &mut c.vectors, g, &(comp.clone(), cw.version), &mut st.needs.vectors);
                     }
                 }
             }
@@ -473,7 +475,9 @@ fn rows_of(st: &mut PlatformState, c: &mut Caches, out: &mut Output) -> (Vec<(Ba
                                              Bytes(explanation.clone())]);
     }
     let mut balances = Vec::with_capacity(st.balance_delta.len());
-    for (key, d) in &st.balance_delta {
+    let mut deltas: Vec<(&BalanceKey, &[i128; 3])> = st.balance_delta.iter().collect();
+    deltas.sort_unstable();
+    for (key, d) in deltas {
         let base = st.balances.seen.get(key).copied().unwrap_or_default();
         let f = base.plus(d);
         push(out, "peerledger_balances", vec![s(&p), s(&key.0), s(&key.1), Int(f.earned), Int(f.reversed), Int(f.paid),
@@ -481,7 +485,9 @@ fn rows_of(st: &mut PlatformState, c: &mut Caches, out: &mut Output) -> (Vec<(Ba
         balances.push((key.clone(), f));
     }
     let mut statements = Vec::with_capacity(st.statement_delta.len());
-    for (key, d) in &st.statement_delta {
+    let mut deltas: Vec<(&StatementKey, &[i128; 3])> = st.statement_delta.iter().collect();
+    deltas.sort_unstable();
+    for (key, d) in deltas {
         let base = st.statements.seen.get(key).copied().unwrap_or_default();
         let f = base.plus(d);
         push(out, "peerledger_statements", vec![s(&p), s(&key.0), s(&key.1), s(&key.2), Int(f.earned), Int(f.reversed),

@@ -8,9 +8,12 @@
 //! before the engine tries again. Rows the database said do not exist are
 //! remembered for the batch (`absent`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::sync::Arc;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::engine::cache::BoundedCache;
 use crate::graph::Work;
@@ -129,14 +132,14 @@ const CACHE_MAX_ROWS: usize = 2_000_000;
 /// rows keyed by (generation, key). A platform whose cached rows may be stale
 /// gets a new generation; its old rows age out unread.
 pub struct Caches {
-    pub prosumers: BoundedCache<(u64, String), ()>,
-    pub works: BoundedCache<(u64, String), Arc<Work>>,
-    pub values: BoundedCache<(u64, String), Arc<ValueRecord>>,
-    pub vectors: BoundedCache<(u64, VectorKey), CachedVector>,
-    pub fee_vectors: BoundedCache<(u64, String, u64, u32), Arc<ShareVector>>,
-    pub balances: BoundedCache<(u64, BalanceKey), Figures>,
-    pub statements: BoundedCache<(u64, StatementKey), Figures>,
-    pub pools: BoundedCache<(u64, String), Arc<PoolRecord>>,
+    pub prosumers: BoundedCache<String, ()>,
+    pub works: BoundedCache<String, Arc<Work>>,
+    pub values: BoundedCache<String, Arc<ValueRecord>>,
+    pub vectors: BoundedCache<VectorKey, CachedVector>,
+    pub fee_vectors: BoundedCache<(String, u64, u32), Arc<ShareVector>>,
+    pub balances: BoundedCache<BalanceKey, Figures>,
+    pub statements: BoundedCache<StatementKey, Figures>,
+    pub pools: BoundedCache<String, Arc<PoolRecord>>,
     next_generation: u64,
 }
 
@@ -186,40 +189,41 @@ pub struct Layer<K, V> {
 
 impl<K: Hash + Eq + Clone, V: Clone> Default for Layer<K, V> {
     fn default() -> Self {
-        Layer { batch: HashMap::new(), seen: HashMap::new(), absent: HashSet::new() }
+        Layer { batch: HashMap::default(), seen: HashMap::default(), absent: HashSet::default() }
     }
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Layer<K, V> {
     /// The row of `key`: the batch's, the pinned one, the cached one (pinned
     /// now), known absent, or a miss (the key goes into `need`).
-    pub fn get(&mut self, key: &K, cache: &mut BoundedCache<(u64, K), V>, generation: u64,
-               need: &mut BTreeMap<K, ()>) -> Found<V>
-    where K: Ord {
+    pub fn get<Q>(&mut self, key: &Q, cache: &mut BoundedCache<K, V>, generation: u64,
+                  need: &mut BTreeMap<K, ()>) -> Found<V>
+    where K: Borrow<Q> + Ord, Q: Hash + Eq + ToOwned<Owned = K> + ?Sized {
         if let Some(v) = self.batch.get(key) {
             return Ok(Some(v.clone()));
         }
         if let Some(v) = self.seen.get(key) {
             return Ok(Some(v.clone()));
         }
-        if let Some(v) = cache.get(&(generation, key.clone())) {
-            self.seen.insert(key.clone(), v.clone());
+        if let Some(v) = cache.get(generation, key) {
+            self.seen.insert(key.to_owned(), v.clone());
             return Ok(Some(v));
         }
         if self.absent.contains(key) {
             return Ok(None);
         }
-        need.insert(key.clone(), ());
+        need.insert(key.to_owned(), ());
         Err(Miss)
     }
 
     /// Whether the batch could answer without the database (for read-ahead).
-    pub fn known(&mut self, key: &K, cache: &mut BoundedCache<(u64, K), V>, generation: u64) -> bool {
+    pub fn known<Q>(&mut self, key: &Q, cache: &mut BoundedCache<K, V>, generation: u64) -> bool
+    where K: Borrow<Q>, Q: Hash + Eq + ToOwned<Owned = K> + ?Sized {
         if self.batch.contains_key(key) || self.seen.contains_key(key) || self.absent.contains(key) {
             return true;
         }
-        if let Some(v) = cache.get(&(generation, key.clone())) {
-            self.seen.insert(key.clone(), v);
+        if let Some(v) = cache.get(generation, key) {
+            self.seen.insert(key.to_owned(), v);
             return true;
         }
         false
@@ -227,7 +231,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Layer<K, V> {
 
     /// Rows the shell read for `asked`: found ones pinned, the others absent.
     pub fn provide(&mut self, asked: Vec<K>, rows: Vec<(K, V)>) {
-        let mut found: HashSet<K> = HashSet::with_capacity(rows.len());
+        let mut found: HashSet<K> = HashSet::default();
         for (k, v) in rows {
             found.insert(k.clone());
             self.seen.insert(k, v);
@@ -267,9 +271,9 @@ pub struct PlatformState {
     /// Vectors the batch stores, with their explanation bytes.
     pub explained: BTreeMap<VectorKey, Vec<u8>>,
     pub balances: Layer<BalanceKey, Figures>,
-    pub balance_delta: BTreeMap<BalanceKey, [i128; 3]>,
+    pub balance_delta: HashMap<BalanceKey, [i128; 3]>,
     pub statements: Layer<StatementKey, Figures>,
-    pub statement_delta: BTreeMap<StatementKey, [i128; 3]>,
+    pub statement_delta: HashMap<StatementKey, [i128; 3]>,
     pub bookings: Vec<(u64, &'static str, String, String)>,
     pub pools: Layer<String, Arc<PoolRecord>>,
     pub pool_explanations: HashMap<String, Vec<u8>>,
@@ -294,7 +298,7 @@ impl PlatformState {
             prosumers: Layer::default(),
             registered: BTreeMap::new(),
             works: Layer::default(),
-            created_works: HashMap::new(),
+            created_works: HashMap::default(),
             edges: Vec::new(),
             dependents: Layer::default(),
             values: Layer::default(),
@@ -302,12 +306,12 @@ impl PlatformState {
             vectors: Layer::default(),
             explained: BTreeMap::new(),
             balances: Layer::default(),
-            balance_delta: BTreeMap::new(),
+            balance_delta: HashMap::default(),
             statements: Layer::default(),
-            statement_delta: BTreeMap::new(),
+            statement_delta: HashMap::default(),
             bookings: Vec::new(),
             pools: Layer::default(),
-            pool_explanations: HashMap::new(),
+            pool_explanations: HashMap::default(),
             funding: BTreeMap::new(),
             usage: BTreeMap::new(),
             needs: Needs::default(),
@@ -362,26 +366,32 @@ impl PlatformState {
     pub fn commit(&mut self, caches: &mut Caches, balances: &[(BalanceKey, Figures)], statements: &[(StatementKey, Figures)]) {
         let g = self.generation;
         for k in self.prosumers.batch.keys() {
-            caches.prosumers.put((g, k.clone()), (), 1, ROW_OVERHEAD_BYTES + k.len());
+            caches.prosumers.put(g, k.clone(), (), 1, ROW_OVERHEAD_BYTES + k.len());
         }
-        for (k, w) in &self.works.batch {
-            caches.works.put((g, k.clone()), w.clone(), 1, work_size(w));
+        for (k, w) in self.works.batch.drain() {
+            let size = work_size(&w);
+            caches.works.put(g, k, w, 1, size);
         }
-        for (k, v) in &self.values.batch {
-            caches.values.put((g, k.clone()), v.clone(), 1, ROW_OVERHEAD_BYTES);
+        for (k, v) in self.values.batch.drain() {
+            caches.values.put(g, k, v, 1, ROW_OVERHEAD_BYTES);
         }
-        for (k, v) in &self.vectors.batch {
+        for key in self.vectors.absent.drain() {
+            if !self.vectors.batch.contains_key(&key) {
+                caches.vectors.put(g, key, (None, false), 1, ROW_OVERHEAD_BYTES);
+            }
+        }
+        for (k, v) in self.vectors.batch.drain() {
             let (e, b) = vector_size(&v.0);
-            caches.vectors.put((g, k.clone()), v.clone(), e, b);
+            caches.vectors.put(g, k, v, e, b);
         }
         for (k, f) in balances {
-            caches.balances.put((g, k.clone()), *f, 1, ROW_OVERHEAD_BYTES);
+            caches.balances.put(g, k.clone(), *f, 1, ROW_OVERHEAD_BYTES);
         }
         for (k, f) in statements {
-            caches.statements.put((g, k.clone()), *f, 1, ROW_OVERHEAD_BYTES);
+            caches.statements.put(g, k.clone(), *f, 1, ROW_OVERHEAD_BYTES);
         }
-        for (k, p) in &self.pools.batch {
-            caches.pools.put((g, k.clone()), p.clone(), 1, ROW_OVERHEAD_BYTES);
+        for (k, p) in self.pools.batch.drain() {
+            caches.pools.put(g, k, p, 1, ROW_OVERHEAD_BYTES);
         }
         self.committed = Some(self.head.clone());
         self.begin();
@@ -398,16 +408,16 @@ impl PlatformState {
     // -- reads ---------------------------------------------------------------
 
     pub fn prosumer(&mut self, caches: &mut Caches, id: &str) -> Result<bool, Miss> {
-        Ok(self.prosumers.get(&id.to_owned(), &mut caches.prosumers, self.generation, &mut self.needs.prosumers)?.is_some())
+        Ok(self.prosumers.get(id, &mut caches.prosumers, self.generation, &mut self.needs.prosumers)?.is_some())
     }
 
     pub fn work(&mut self, caches: &mut Caches, id: &str) -> Found<Arc<Work>> {
-        self.works.get(&id.to_owned(), &mut caches.works, self.generation, &mut self.needs.works)
+        self.works.get(id, &mut caches.works, self.generation, &mut self.needs.works)
     }
 
     /// Every one of `ids`' rows, asking for all misses at once.
     pub fn works_of<'a>(&mut self, caches: &mut Caches, ids: impl IntoIterator<Item = &'a str>) -> Result<HashMap<String, Arc<Work>>, Miss> {
-        let mut out = HashMap::new();
+        let mut out = HashMap::default();
         let mut missed = false;
         for id in ids {
             match self.work(caches, id) {
@@ -422,33 +432,31 @@ impl PlatformState {
     }
 
     pub fn value(&mut self, caches: &mut Caches, id: &str) -> Found<Arc<ValueRecord>> {
-        self.values.get(&id.to_owned(), &mut caches.values, self.generation, &mut self.needs.values)
+        self.values.get(id, &mut caches.values, self.generation, &mut self.needs.values)
     }
 
     pub fn pool(&mut self, caches: &mut Caches, id: &str) -> Found<Arc<PoolRecord>> {
-        self.pools.get(&id.to_owned(), &mut caches.pools, self.generation, &mut self.needs.pools)
+        self.pools.get(id, &mut caches.pools, self.generation, &mut self.needs.pools)
     }
 
     pub fn payout(&mut self, id: &str) -> Found<Arc<PayoutRecord>> {
         // Payouts are not cached: one is read when issued and, rarely, returned.
-        let key = id.to_owned();
-        if let Some(v) = self.payouts.batch.get(&key).or_else(|| self.payouts.seen.get(&key)) {
+        if let Some(v) = self.payouts.batch.get(id).or_else(|| self.payouts.seen.get(id)) {
             return Ok(Some(v.clone()));
         }
-        if self.payouts.absent.contains(&key) {
+        if self.payouts.absent.contains(id) {
             return Ok(None);
         }
-        self.needs.payouts.insert(key, ());
+        self.needs.payouts.insert(id.to_owned(), ());
         Err(Miss)
     }
 
     pub fn dependents_of(&mut self, id: &str) -> Result<Vec<String>, Miss> {
-        let key = id.to_owned();
-        let mut found: Vec<String> = match self.dependents.seen.get(&key) {
+        let mut found: Vec<String> = match self.dependents.seen.get(id) {
             Some(v) => (**v).clone(),
-            None if self.dependents.absent.contains(&key) => Vec::new(),
+            None if self.dependents.absent.contains(id) => Vec::new(),
             None => {
-                self.needs.dependents.insert(key, ());
+                self.needs.dependents.insert(id.to_owned(), ());
                 return Err(Miss);
             }
         };
@@ -476,7 +484,7 @@ impl PlatformState {
         let (e, b) = vector_size(&v.0);
         self.vectors.absent.remove(&key);
         self.vectors.seen.insert(key.clone(), v.clone());
-        caches.vectors.put((self.generation, key), v, e, b);
+        caches.vectors.put(self.generation, key, v, e, b);
     }
 
     pub fn balance(&mut self, caches: &mut Caches, account: &str, currency: &str) -> Result<Figures, Miss> {
@@ -493,7 +501,7 @@ impl PlatformState {
     pub fn put_work(&mut self, id: &str, work: Work, created_seq: Option<u64>) {
         let key = id.to_owned();
         let version = work.version;
-        let changed_version = self.works.batch.get(&key).or_else(|| self.works.seen.get(&key)).is_none_or(|w| w.version != version);
+        let changed_version = self.works.batch.get(id).or_else(|| self.works.seen.get(id)).is_none_or(|w| w.version != version);
         if let Some(seq) = created_seq {
             self.created_works.insert(key.clone(), seq);
         }

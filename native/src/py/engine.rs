@@ -70,10 +70,10 @@ impl Engine {
             let ids = ids.into_iter().map(|(id, leaf)| {
                 let leaf: [u8; 32] = leaf.try_into().map_err(|_| bad("leaf hash"))?;
                 Ok((id, leaf))
-            }).collect::<PyResult<HashMap<_, _>>>()?;
+            }).collect::<PyResult<rustc_hash::FxHashMap<_, _>>>()?;
             Ok((p, ids))
-        }).collect::<PyResult<HashMap<_, _>>>()?;
-        self.core.start(heads, known).map_err(PyValueError::new_err)
+        }).collect::<PyResult<rustc_hash::FxHashMap<_, _>>>()?;
+        self.core.start(heads.into_iter().collect(), known).map_err(PyValueError::new_err)
     }
 
     /// None when decided; else [(platform, {table: [keys]})] to read and provide.
