@@ -173,16 +173,14 @@ def worker_store(spec: dict[str, Any]) -> dict[str, Any]:
     import gc
     import sqlite3
 
-    from eventsourcing.persistence import StoredEvent
-
     from ledger.ingest.sources import BATCH_MAX_EVENTS
-    from ledger.storage.store import AppendBatch, IdRecord, Store
+    from ledger.storage.store import AppendBatch, Store
 
     source = sqlite3.connect(spec["source"])
-    events = [StoredEvent(*row) for row in source.execute(
+    events = [tuple(row) for row in source.execute(
         "SELECT originator_id, originator_version, topic, state FROM peerledger_events "
         "ORDER BY originator_version")]
-    ids = [IdRecord(*row) for row in source.execute(
+    ids = [tuple(row) for row in source.execute(
         "SELECT platform, event_id, seq, leaf_hash, effect_hash, accepted_at FROM peerledger_event_ids "
         "ORDER BY seq")]
     # A node completes when its last leaf is appended: leaves (idx + 1) * 2**level - 1.

@@ -90,8 +90,11 @@ def application_recorder_class() -> type:
             super().__init__(*args, **kwargs)
             self.sql_create_statements.extend(SQL(s) for s in ledger_ddl(POSTGRES))  # type: ignore[arg-type]
 
-        def insert_stored_events(self, c: Any, stored_events: Any) -> None:
-            self._insert_stored_events(c, stored_events)  # lock, NOTIFY, INSERT … RETURNING notification_id
+        def insert_event_rows(self, c: Any, rows: Any) -> None:
+            from eventsourcing.persistence import StoredEvent
+
+            # lock, NOTIFY, INSERT … RETURNING notification_id
+            self._insert_stored_events(c, [StoredEvent(*row) for row in rows])
 
         def _lock_table(self, curs: Any) -> None:
             t = time.perf_counter()
@@ -125,11 +128,10 @@ def build_batches(platform: str, batches: int, seed: int) -> list[Any]:
     1, 2, …: a generated stream's first events in canonical form (repeated,
     with fresh ids in the id records), their id records and Merkle nodes."""
     import orjson
-    from eventsourcing.persistence import StoredEvent
 
     from ledger.contract.schema import parse_event
     from ledger.demo.generate import generate
-    from ledger.storage.store import MERKLE_STORED_LEVEL_MIN, AppendBatch, IdRecord, leaf_hash
+    from ledger.storage.store import MERKLE_STORED_LEVEL_MIN, AppendBatch, leaf_hash
     from projections.merkle import Frontier
 
     template = [parse_event(orjson.dumps(e)) for e in generate(seed, BATCH_MAX_EVENTS, platform)]
@@ -141,8 +143,8 @@ def build_batches(platform: str, batches: int, seed: int) -> list[Any]:
         for parsed in template:
             seq += 1
             leaf = leaf_hash(parsed.canonical)
-            events.append(StoredEvent(platform, seq, parsed.event["type"], parsed.canonical))
-            ids.append(IdRecord(platform, f"{parsed.id}.{seq}", seq, leaf, leaf, ACCEPTED_AT))
+            events.append((platform, seq, parsed.event["type"], parsed.canonical))
+            ids.append((platform, f"{parsed.id}.{seq}", seq, leaf, leaf, ACCEPTED_AT))
             nodes.extend((platform, level, idx, h) for level, idx, h in frontier.append(leaf)
                          if level >= MERKLE_STORED_LEVEL_MIN)
         out.append(AppendBatch(events=events, id_records=ids, merkle_nodes=nodes))

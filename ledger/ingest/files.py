@@ -51,8 +51,8 @@ def ingest_paths(store: Store, paths: Sequence[str], show_progress: bool) -> dic
             progress = stack.enter_context(Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), TransferSpeedColumn(),
                 TimeRemainingColumn(), console=err, transient=False))
-        for batch in batches(_offered(paths, stack, progress)):
-            for outcome in ingestor.ingest(batch):
+        for outcomes in ingestor.ingest_stream(batches(_offered(paths, stack, progress))):
+            for outcome in outcomes:
                 counts[outcome.outcome] += 1
                 if outcome.code:
                     by_code[outcome.code] += 1

@@ -47,13 +47,14 @@ figures: bench/results/scale.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
-
-from eventsourcing.persistence import StoredEvent
 
 from ledger.contract import rules
 from ledger.contract.schema import (
@@ -67,7 +68,6 @@ from ledger.storage.store import (
     MERKLE_STORED_LEVEL_MIN,
     AppendBatch,
     AppendConflict,
-    IdRecord,
     OffsetAdvance,
     RejectRecord,
     Store,
@@ -86,6 +86,9 @@ REJECTED = "rejected"
 # first; each retry starts from the committed state again, so more than a
 # few in a row means something is wrong.
 APPEND_RETRIES_MAX = 5
+# How long a pipelined stream holds its platforms' locks before it lets other
+# writers in (`Ingestor.ingest_stream`).
+LOCK_HOLD_MAX_S = 1.0
 # Which core decides (`engine_choice`).
 ENGINE_ENV = "PEERLEDGER_ENGINE"
 # Platforms whose state objects a writer keeps (their rows live in the
@@ -126,10 +129,12 @@ class Decider(Protocol):
         """Parse and check the batch's shapes; its platforms, sorted."""
         ...
 
-    def decide(self, batch: Sequence[Offered], heads: dict[str, tuple[int, int, bytes]], now: str,
+    def decide(self, batch: Sequence[Offered], heads: dict[str, tuple[int, int, bytes] | None], now: str,
                extra_rejects: Sequence[RejectRecord]) -> tuple[list[Outcome], AppendBatch]:
         """Outcomes in input order and what to append (`extra_rejects` first),
-        from the committed `heads` read under the platforms' locks."""
+        from the committed `heads` read under the platforms' locks (None: the
+        platform has no event yet; a platform left out continues from the
+        batch handed off before, which a pipelined decider keeps)."""
         ...
 
     def commit(self) -> None:
@@ -142,6 +147,10 @@ class Decider(Protocol):
 
     def head_seq(self, platform: str) -> int:
         ...
+
+    # Whether it can decide a batch while the one before it is written
+    # (`hand_off` then `confirm`): see `Ingestor.ingest_stream`.
+    pipelined: bool
 
 
 def engine_choice() -> str:
@@ -205,7 +214,8 @@ class Ingestor:
             try:
                 with self.store.platform_locks(platforms, also=[a.lock_name for a in offsets]):
                     self.store.check_offsets(offsets)
-                    heads = self.store.state.head_rows(platforms)
+                    heads: dict[str, tuple[int, int, bytes] | None] = dict.fromkeys(platforms)
+                    heads.update(self.store.state.head_rows(platforms))
                     outcomes, appending = decider.decide(batch, heads, now, extra_rejects)
                     if before_append is not None:
                         before_append(outcomes)
@@ -222,9 +232,100 @@ class Ingestor:
         raise RuntimeError(f"gave up after {APPEND_RETRIES_MAX} append conflicts: a writer is not taking the "
                            "platform locks")
 
+    def ingest_stream(self, batches: Iterable[Sequence[Offered]]) -> Iterator[list[Outcome]]:
+        """`ingest` of each batch, in order, the outcomes of each once durable;
+        with the native engine, batch N+1 is parsed and decided while batch
+        N's transaction runs (in a thread: the engine and SQLite's C code both
+        let go of the GIL), so the two cores work at once.
+
+        Every guarantee of `ingest` holds: a batch's outcomes are yielded only
+        after its transaction committed; N+1 is decided on top of N's rows,
+        which the engine keeps pending (read before anything else) until N
+        commits, so it never reads N's rows from a database that lacks them;
+        N+1's transaction starts only after N's committed; if N's fails, N+1
+        is dropped with it and the engine forgets both.  The platforms' locks
+        are held across consecutive batches of the same platforms for at most
+        `LOCK_HOLD_MAX_S` (other writers queue behind them), then released
+        and taken again, the heads read again under them.
+        """
+        if not self.decider.pipelined:
+            for batch in batches:
+                yield self.ingest(batch)
+            return
+        decider = self.decider
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="peerledger-append") as pool, \
+                contextlib.ExitStack() as held:
+            locked: set[str] = set()
+            locked_at = 0.0
+            flight: tuple[Future[None], list[Outcome], Sequence[Offered]] | None = None
+            for batch in batches:
+                assert len(batch) <= BATCH_MAX_EVENTS, "split input with batches()"
+                now = ledger_time()
+                platforms = decider.prepare(batch)
+                try:
+                    if not locked or not set(platforms) <= locked or time.monotonic() - locked_at > LOCK_HOLD_MAX_S:
+                        if flight is not None:
+                            yield self._landed(flight, decider)
+                            flight = None
+                        held.close()
+                        held.enter_context(self.store.platform_locks(platforms))
+                        locked, locked_at = set(platforms), time.monotonic()
+                        heads: dict[str, tuple[int, int, bytes] | None] = dict.fromkeys(platforms)
+                        heads.update(self.store.state.head_rows(platforms))
+                    else:
+                        heads = {}  # every platform continues from the batch in flight
+                    outcomes, appending = decider.decide(batch, heads, now, ())
+                    if flight is not None:
+                        yield self._landed(flight, decider)
+                        flight = None
+                except _Replay as again:
+                    held.close()
+                    locked = set()
+                    for replayed in again.batches:
+                        yield self.ingest(replayed)
+                    yield self.ingest(batch)
+                    continue
+                except BaseException:
+                    decider.rollback()
+                    raise
+                decider.hand_off()
+                flight = (pool.submit(self.store.append, appending), outcomes, batch)
+            if flight is not None:
+                try:
+                    yield self._landed(flight, decider)
+                except _Replay as again:
+                    held.close()
+                    for replayed in again.batches:
+                        yield self.ingest(replayed)
+
+    @staticmethod
+    def _landed(flight: tuple[Future[None], list[Outcome], Sequence[Offered]], decider: Any) -> list[Outcome]:
+        """The outcomes of the batch in flight, once its transaction committed."""
+        future, outcomes, batch = flight
+        try:
+            future.result()
+        except AppendConflict:
+            # A writer that skipped the locks: decide the batch again, alone.
+            decider.rollback()
+            raise _Replay([batch]) from None
+        except BaseException:
+            decider.rollback()
+            raise
+        decider.confirm()
+        return outcomes
+
+
+class _Replay(Exception):
+    """Batches to ingest again one at a time (their pipelined append conflicted)."""
+
+    def __init__(self, batches: list[Sequence[Offered]]) -> None:
+        self.batches = batches
+
 
 class ReferenceDecider:
     """The pure-Python core decides: `PlatformState`, `rules.check`, `PlatformFold`."""
+
+    pipelined = False
 
     def __init__(self, store: Store, caches: StateCaches) -> None:
         self.store = store
@@ -320,8 +421,8 @@ class ReferenceDecider:
             appending.merkle_nodes.extend(
                 (item.platform, level, idx, h) for level, idx, h in fold.state.head.tree.append(leaf)
                 if level >= MERKLE_STORED_LEVEL_MIN)
-            appending.events.append(StoredEvent(item.platform, seq, event["type"], item.canonical))
-            appending.id_records.append(IdRecord(item.platform, event_id, seq, leaf, applied.effect_hash(), now))
+            appending.events.append((item.platform, seq, event["type"], item.canonical))
+            appending.id_records.append((item.platform, event_id, seq, leaf, applied.effect_hash(), now))
             outcomes.append(Outcome(ACCEPTED, event_id, item.platform, seq=seq))
         self._changed = [folds[p].state.changes() for p in sorted(folds) if folds[p].state.dirty]
         if self._changed:

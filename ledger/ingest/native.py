@@ -27,14 +27,12 @@ import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
-
 from ledger.contract import rules
 from ledger.ingest.ingestor import ACCEPTED, REJECTED, Outcome
 from ledger.contract.schema import InvalidEvent, parse_event
 from ledger.ingest.sources import Offered
 from ledger.storage.state import POOL_PAGE_ROWS, StateRows
-from ledger.storage.store import MERKLE_STORED_LEVEL_MIN, AppendBatch, IdRecord, RejectRecord, Store
+from ledger.storage.store import MERKLE_STORED_LEVEL_MIN, AppendBatch, RejectRecord, Store
 from projections._native import Engine
 
 # Rounds of reads one batch may take before something is wrong: a sub-DAG
@@ -50,26 +48,28 @@ class NativeDisagreement(AssertionError):
 class NativeDecider:
     """`ledger.ingest.ingestor.Decider` over the native engine."""
 
+    pipelined = True
+
     def __init__(self, store: Store, cache_budget_bytes: int) -> None:
         self.store = store
         self.engine = Engine(cache_budget_bytes, MERKLE_STORED_LEVEL_MIN)
         self._ids: list[tuple[str, list[str]]] = []
         self._heads: dict[str, int] = {}
-        self._pending: dict[str, int] = {}
+        self._pending: dict[str, int] = {}  # heads of the decided batch
+        self._flying: dict[str, int] = {}  # heads of the handed-off batch
 
     def head_seq(self, platform: str) -> int:
         return self._heads.get(platform, 0)
 
     def prepare(self, batch: Sequence[Offered]) -> list[str]:
-        self.engine.rollback()  # a batch abandoned before its decision (a lock that failed)
         self._ids = self.engine.begin([o.payload for o in batch])
         return [platform for platform, _ in self._ids]
 
-    def decide(self, batch: Sequence[Offered], heads: dict[str, tuple[int, int, bytes]], now: str,
+    def decide(self, batch: Sequence[Offered], heads: dict[str, tuple[int, int, bytes] | None], now: str,
                extra_rejects: Sequence[RejectRecord]) -> tuple[list[Outcome], AppendBatch]:
         engine = self.engine
         known = {platform: self.store.known_ids(platform, ids) for platform, ids in self._ids}
-        engine.start({p: heads.get(p) for p, _ in self._ids}, known)
+        engine.start(heads, known)
         members: dict[tuple[str, str], Iterator[tuple[str, int, list[tuple[str, int]]]]] = {}
         for _round in range(ROUNDS_MAX):
             requests = engine.step()
@@ -79,17 +79,27 @@ class NativeDecider:
                 self._read(platform, wanted, members)
         else:
             raise RuntimeError(f"a batch took more than {ROUNDS_MAX} rounds of reads")
-        out = engine.finish()
+        out = engine.finish(now)
         return self._outcomes(batch, out, now, extra_rejects)
 
     def commit(self) -> None:
-        self.engine.commit()
-        self._heads.update(self._pending)
-        self._pending = {}
+        self.hand_off()
+        self.confirm()
+
+    def hand_off(self) -> None:
+        """The decided batch goes to the database; the next may be decided."""
+        self.engine.hand_off()
+        self._flying, self._pending = self._pending, {}
+
+    def confirm(self) -> None:
+        """The handed-off batch committed."""
+        self.engine.confirm()
+        self._heads.update(self._flying)
+        self._flying = {}
 
     def rollback(self) -> None:
         self.engine.rollback()
-        self._pending = {}
+        self._pending, self._flying = {}, {}
 
     # -- reads ---------------------------------------------------------------
 
@@ -116,8 +126,8 @@ class NativeDecider:
 
         decided = {row[0]: row[1:] for row in out["outcomes"]}
         appending = AppendBatch(
-            events=[StoredEvent(p, seq, topic, canonical) for p, seq, topic, canonical in out["events"]],
-            id_records=[IdRecord(p, event_id, seq, leaf, effect, now) for p, event_id, seq, leaf, effect in out["id_records"]],
+            events=out["events"],
+            id_records=out["id_records"],
             rejects=list(extra_rejects),
             merkle_nodes=out["tree_nodes"],
         )

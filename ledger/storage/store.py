@@ -169,14 +169,12 @@ class LogGap(Exception):
         self.seq = seq
 
 
-@dataclass(frozen=True, slots=True)
-class IdRecord:
-    platform: str
-    event_id: str
-    seq: int
-    leaf_hash: bytes
-    effect_hash: bytes
-    accepted_at: str  # ledger time, UTC, RFC 3339 with milliseconds
+# One accepted event's row of the log: (platform, seq, type, canonical bytes),
+# eventsourcing's stored event (originator_id, originator_version, topic, state).
+EventRow = tuple[str, int, str, bytes]
+# Its id record: (platform, event id, seq, leaf hash, effect hash, accepted at:
+# ledger time, UTC, RFC 3339 with milliseconds).
+IdRow = tuple[str, str, int, bytes, bytes, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,8 +274,8 @@ class AppendBatch:
     for a Kafka batch, each partition's offset after it (stored at ledger
     time `offsets_at`)."""
 
-    events: list[StoredEvent] = field(default_factory=list)
-    id_records: list[IdRecord] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    id_records: list[IdRow] = field(default_factory=list)
     rejects: list[RejectRecord] = field(default_factory=list)
     merkle_nodes: list[tuple[str, int, int, bytes]] = field(default_factory=list)
     state: state_tables.StateRows | None = None
@@ -299,8 +297,7 @@ def _write_batch(c: Any, d: Dialect, batch: AppendBatch, insert_events: Any) -> 
         _check_offsets(c, d, batch.offsets)
     if batch.events:
         insert_events(c, batch.events)
-        c.executemany(d.sql(INSERT_ID), [
-            (r.platform, r.event_id, r.seq, r.leaf_hash, r.effect_hash, r.accepted_at) for r in batch.id_records])
+        c.executemany(d.sql(INSERT_ID), batch.id_records)
     if batch.rejects:
         c.executemany(d.sql(INSERT_REJECT), [r.row() for r in batch.rejects])
     if batch.merkle_nodes:
@@ -330,13 +327,11 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return super().construct_create_table_statements() + ledger_ddl(SQLITE)
 
-    def insert_stored_events(self, c: Any, stored_events: Sequence[StoredEvent]) -> None:
-        # One executemany instead of the library's row-by-row loop: the ledger
-        # never needs the notification ids back, and this is the hot path.
-        c.executemany(
-            self.insert_events_statement,
-            [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events],
-        )
+    def insert_event_rows(self, c: Any, rows: Sequence[EventRow]) -> None:
+        # One executemany of the rows as they are, instead of the library's
+        # row-by-row loop over StoredEvents: the ledger never needs the
+        # notification ids back, and this is the hot path.
+        c.executemany(self.insert_events_statement, rows)
 
 
 def _postgres_recorder_class() -> type:
@@ -352,8 +347,9 @@ def _postgres_recorder_class() -> type:
             super().__init__(*args, **kwargs)
             self.sql_create_statements.extend(SQL(s) for s in ledger_ddl(POSTGRES))  # type: ignore[arg-type]
 
-        def insert_stored_events(self, c: Any, stored_events: Sequence[StoredEvent]) -> None:
-            self._insert_stored_events(c, stored_events)
+        def insert_event_rows(self, c: Any, rows: Sequence[EventRow]) -> None:
+            # The library's one INSERT … FROM unnest(stored events).
+            self._insert_stored_events(c, [StoredEvent(*row) for row in rows])
 
     return PostgresLedgerRecorder
 
@@ -547,7 +543,7 @@ class Store:
         token = uuid.uuid4().hex
         try:
             with self.write_transaction() as c:
-                _write_batch(c, self.dialect, batch, self.recorder.insert_stored_events)
+                _write_batch(c, self.dialect, batch, self.recorder.insert_event_rows)
                 c.execute(self.dialect.sql(UPSERT_WRITE), (self.writer_id, token))
                 self._wrote = True
         except (IntegrityError, sqlite3.IntegrityError) as e:

@@ -29,3 +29,8 @@ pub mod shares;
 
 #[cfg(feature = "python")]
 mod py;
+
+/// The engine allocates many small strings per event (ids, keys): mimalloc
+/// keeps that cheap and out of the allocator locks the writer thread takes.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -421,13 +421,15 @@ pub struct PoolClose {
 
 impl PoolClose {
     fn new(st: &PlatformState, pool: Arc<PoolRecord>) -> PoolClose {
+        // What the database does not have yet: this batch's funding and usage,
+        // and the handed-off batch's before it.
         let mut by: std::collections::BTreeMap<String, (u64, Vec<(String, u64)>)> = std::collections::BTreeMap::new();
-        for ((p, s), units) in &st.funding {
+        for ((p, s), units) in st.pending_funding.iter().chain(&st.funding) {
             if *p == pool.pool {
                 by.entry(s.clone()).or_default().0 += units;
             }
         }
-        for ((p, s, w), n) in &st.usage {
+        for ((p, s, w), n) in st.pending_usage.iter().chain(&st.usage) {
             if *p == pool.pool {
                 by.entry(s.clone()).or_default().1.push((w.clone(), *n));
             }

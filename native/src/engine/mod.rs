@@ -96,14 +96,17 @@ pub struct Engine {
     /// Tree nodes below this level are not stored (`MERKLE_STORED_LEVEL_MIN`).
     tree_level_min: u32,
     batch: Option<Batch>,
-    /// Balances and statements of the decided batch, for `commit` to cache.
+    /// Balances and statements of the decided batch, for `hand_off` to cache.
     figures: HashMap<String, (Vec<(BalanceKey, Figures)>, Vec<(StatementKey, Figures)>)>,
+    /// Per platform, the ids of the handed-off batch (and all before it) the
+    /// database may not have yet.
+    pending_ids: HashMap<String, HashMap<String, [u8; 32]>>,
 }
 
 impl Engine {
     pub fn new(cache_budget_bytes: usize, tree_level_min: u32) -> Engine {
         Engine { caches: Caches::new(cache_budget_bytes), states: HashMap::default(), tree_level_min, batch: None,
-                 figures: HashMap::default() }
+                 figures: HashMap::default(), pending_ids: HashMap::default() }
     }
 
     pub fn cache_stats(&self) -> Vec<(&'static str, (usize, usize, usize))> {
@@ -115,7 +118,9 @@ impl Engine {
 
     /// Parse a batch. Returns, per platform in sorted order, the ids to look up.
     pub fn begin(&mut self, payloads: &[Vec<u8>]) -> Vec<(String, Vec<String>)> {
-        assert!(self.batch.is_none(), "a batch is in progress");
+        // A batch left behind never reached its decision (its locks were not
+        // taken, or it failed and was rolled back): nothing of it stays.
+        self.batch = None;
         let items: Vec<Option<Parsed>> = payloads.iter().map(|p| parse_event(p).ok()).collect();
         let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for p in items.iter().flatten() {
@@ -146,24 +151,43 @@ impl Engine {
         b.items.iter().enumerate().filter(|(_, p)| p.is_none()).map(|(i, _)| i).collect()
     }
 
-    /// Heads read under the platforms' locks (None: no event yet) and the known ids.
+    /// Heads read under the platforms' locks (None: no event yet) and the known
+    /// ids. A platform absent from `heads` continues from the head this engine
+    /// handed off (the shell held its lock since, and the database may not
+    /// have that batch yet).
     pub fn start(&mut self, heads: HashMap<String, Option<(u64, u32, Vec<u8>)>>,
-                 known: HashMap<String, HashMap<String, [u8; 32]>>) -> Result<(), String> {
+                 mut known: HashMap<String, HashMap<String, [u8; 32]>>) -> Result<(), String> {
         let b = self.batch.as_mut().expect("begin first");
         if self.states.len() >= PLATFORM_STATES_MAX {
             self.states.clear();
         }
         for p in &b.platforms {
-            let head = match heads.get(p).cloned().flatten() {
-                None => None,
-                Some((seq, fee_bps, edge)) => Some(Head { seq, fee_bps, tree: Frontier::restore(seq, &edge)? }),
-            };
             let caches = &mut self.caches;
             let st = self.states.entry(p.clone()).or_insert_with(|| PlatformState::new(p, 0));
             if st.generation == 0 {
                 st.generation = caches.new_generation();
             }
-            st.sync(head, caches);
+            match heads.get(p) {
+                Some(row) => {
+                    let head = match row.clone() {
+                        None => None,
+                        Some((seq, fee_bps, edge)) => Some(Head { seq, fee_bps, tree: Frontier::restore(seq, &edge)? }),
+                    };
+                    st.sync(head, caches);
+                }
+                None => {
+                    if st.committed.is_none() {
+                        return Err(format!("{p}: no head to continue from"));
+                    }
+                    st.begin();
+                }
+            }
+            if let Some(ids) = self.pending_ids.get(p) {
+                let k = known.entry(p.clone()).or_default();
+                for (id, leaf) in ids {
+                    k.entry(id.clone()).or_insert(*leaf);
+                }
+            }
         }
         b.known = known;
         Ok(())
@@ -182,12 +206,15 @@ impl Engine {
         }
         while b.next < b.items.len() {
             let i = b.next;
-            let Some(parsed) = &b.items[i] else {
+            let Some(parsed) = &mut b.items[i] else {
                 b.next += 1;
                 continue;
             };
             let ev = &parsed.event;
-            let known = b.known.entry(ev.platform.clone()).or_default();
+            if !b.known.contains_key(&ev.platform) {
+                b.known.insert(ev.platform.clone(), HashMap::default());
+            }
+            let known = b.known.get_mut(&ev.platform).unwrap();
             if let Some(leaf) = known.get(&ev.id) {
                 b.outcomes[i] = Some(if *leaf == parsed.leaf_hash {
                     Outcome::Duplicate
@@ -213,7 +240,8 @@ impl Engine {
                             b.out.tree_nodes.push((ev.platform.clone(), level, idx, h));
                         }
                     }
-                    b.out.events.push((ev.platform.clone(), seq, ev.data.type_name(), parsed.canonical.clone()));
+                    // The canonical bytes go out with the event: nothing reads them again.
+                    b.out.events.push((ev.platform.clone(), seq, ev.data.type_name(), std::mem::take(&mut parsed.canonical)));
                     b.out.id_records.push((ev.platform.clone(), ev.id.clone(), seq, parsed.leaf_hash, applied.effect_hash()));
                     b.outcomes[i] = Some(Outcome::Accepted(seq));
                 }
@@ -265,35 +293,56 @@ impl Engine {
         out
     }
 
-    /// The batch's transaction committed.
-    pub fn commit(&mut self) {
+    /// The decided batch is on its way to the database: the next one may be
+    /// decided on top of it (its rows pending until `confirm`).
+    pub fn hand_off(&mut self) {
         let b = self.batch.take().expect("a decided batch");
         for p in &b.platforms {
             let st = self.states.get_mut(p).unwrap();
             let (balances, statements) = self.figures.remove(p).unwrap_or_default();
             if st.dirty() {
-                st.commit(&mut self.caches, &balances, &statements);
+                st.hand_off(&mut self.caches, balances, statements);
             } else {
                 st.begin();
             }
+            // Ids the database does not know yet: duplicates of the next batch.
+            let ids = b.known.get(p).cloned().unwrap_or_default();
+            self.pending_ids.insert(p.clone(), ids);
         }
         self.figures.clear();
     }
 
-    /// The batch was not written (or was abandoned).
+    /// The handed-off batch's transaction committed.
+    pub fn confirm(&mut self) {
+        for st in self.states.values_mut() {
+            st.confirm();
+        }
+        self.pending_ids.clear();
+    }
+
+    /// Decided and committed at once (no overlap).
+    pub fn commit(&mut self) {
+        self.hand_off();
+        self.confirm();
+    }
+
+    /// The batch was not written (or was abandoned), nor the handed-off one
+    /// before it if there is one: every platform of either forgets what it cached.
     pub fn rollback(&mut self) {
+        let mut platforms: Vec<String> = self.pending_ids.keys().cloned().collect();
         if let Some(b) = self.batch.take() {
-            for p in &b.platforms {
-                if let Some(st) = self.states.get_mut(p) {
-                    st.rollback(&mut self.caches);
-                }
+            platforms.extend(b.platforms);
+        }
+        for p in platforms {
+            if let Some(st) = self.states.get_mut(&p) {
+                st.rollback(&mut self.caches);
             }
         }
+        self.pending_ids.clear();
         self.figures.clear();
     }
 }
 
-/// Each platform's needs, taken; None when nobody needs anything.
 fn requests(platforms: &[String], states: &mut HashMap<String, PlatformState>) -> Option<Requests> {
     let mut out = Vec::new();
     for p in platforms {
@@ -341,14 +390,14 @@ fn prefetch(b: &Batch, states: &mut HashMap<String, PlatformState>, c: &mut Cach
                 }
             }
             (0, PayoutIssued { payout, prosumer, currency, .. }) => {
-                if !st.payouts.seen.contains_key(payout) && !st.payouts.absent.contains(payout) {
+                if st.payouts.own(payout.as_str()).is_none() && !st.payouts.absent.contains(payout) {
                     n.payouts.insert(payout.clone(), ());
                 }
                 want(&mut st.prosumers, &mut c.prosumers, g, prosumer, &mut n.prosumers);
                 want(&mut st.balances, &mut c.balances, g, &(prosumer.clone(), currency.clone()), &mut n.balances);
             }
             (0, PayoutReturned { payout }) => {
-                if !st.payouts.seen.contains_key(payout) && !st.payouts.absent.contains(payout) {
+                if st.payouts.own(payout.as_str()).is_none() && !st.payouts.absent.contains(payout) {
                     n.payouts.insert(payout.clone(), ());
                 }
             }
@@ -377,7 +426,7 @@ fn prefetch(b: &Batch, states: &mut HashMap<String, PlatformState>, c: &mut Cach
                 }
             }
             (1, ValueReversed { value, .. }) => {
-                if let Some(v) = st.values.batch.get(value).or_else(|| st.values.seen.get(value)).cloned() {
+                if let Some(v) = st.values.own(value.as_str()).cloned() {
                     want(&mut st.vectors, &mut c.vectors, g, &(v.work.clone(), v.vector_version), &mut st.needs.vectors);
                 }
             }
@@ -387,7 +436,7 @@ fn prefetch(b: &Batch, states: &mut HashMap<String, PlatformState>, c: &mut Cach
                 let Some(w) = known_work(st, c, work) else { continue };
                 let key = (work.clone(), w.version);
                 let unknown_vector = st.vectors.absent.contains(&key)
-                    || st.vectors.seen.get(&key).or_else(|| st.vectors.batch.get(&key)).is_some_and(|v| v.0.is_none());
+                    || st.vectors.own(&key).is_some_and(|v| v.0.is_none());
                 if !unknown_vector || !w.passes_on() || w.kind != WorkKind::Output {
                     continue;
                 }
@@ -407,7 +456,7 @@ fn prefetch(b: &Batch, states: &mut HashMap<String, PlatformState>, c: &mut Cach
 fn known_work(st: &mut PlatformState, c: &mut Caches, id: &str) -> Option<Arc<crate::graph::Work>> {
     let key = id.to_owned();
     if st.works.known(&key, &mut c.works, st.generation) {
-        st.works.batch.get(&key).or_else(|| st.works.seen.get(&key)).cloned()
+        st.works.own(key.as_str()).cloned()
     } else {
         None
     }
@@ -478,7 +527,7 @@ fn rows_of(st: &mut PlatformState, c: &mut Caches, out: &mut Output) -> (Vec<(Ba
     let mut deltas: Vec<(&BalanceKey, &[i128; 3])> = st.balance_delta.iter().collect();
     deltas.sort_unstable();
     for (key, d) in deltas {
-        let base = st.balances.seen.get(key).copied().unwrap_or_default();
+        let base = st.balances.own(key).copied().unwrap_or_default();
         let f = base.plus(d);
         push(out, "peerledger_balances", vec![s(&p), s(&key.0), s(&key.1), Int(f.earned), Int(f.reversed), Int(f.paid),
                                               Int(f.balance())]);
@@ -488,7 +537,7 @@ fn rows_of(st: &mut PlatformState, c: &mut Caches, out: &mut Output) -> (Vec<(Ba
     let mut deltas: Vec<(&StatementKey, &[i128; 3])> = st.statement_delta.iter().collect();
     deltas.sort_unstable();
     for (key, d) in deltas {
-        let base = st.statements.seen.get(key).copied().unwrap_or_default();
+        let base = st.statements.own(key).copied().unwrap_or_default();
         let f = base.plus(d);
         push(out, "peerledger_statements", vec![s(&p), s(&key.0), s(&key.1), s(&key.2), Int(f.earned), Int(f.reversed),
                                                 Int(f.paid)]);

@@ -180,16 +180,20 @@ pub fn vector_size(v: &Option<Arc<ShareVector>>) -> (usize, usize) {
     }
 }
 
-/// One table's rows as the batch knows them.
+/// One table's rows as the batch knows them: its own changes, those of the
+/// batch before it whose transaction has not committed yet (`pending`: the
+/// database does not have them, and the caches may have dropped them), the rows
+/// it read, and the keys the database said it lacks.
 pub struct Layer<K, V> {
     pub batch: HashMap<K, V>,
+    pub pending: HashMap<K, V>,
     pub seen: HashMap<K, V>,
     pub absent: HashSet<K>,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Default for Layer<K, V> {
     fn default() -> Self {
-        Layer { batch: HashMap::default(), seen: HashMap::default(), absent: HashSet::default() }
+        Layer { batch: HashMap::default(), pending: HashMap::default(), seen: HashMap::default(), absent: HashSet::default() }
     }
 }
 
@@ -199,10 +203,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Layer<K, V> {
     pub fn get<Q>(&mut self, key: &Q, cache: &mut BoundedCache<K, V>, generation: u64,
                   need: &mut BTreeMap<K, ()>) -> Found<V>
     where K: Borrow<Q> + Ord, Q: Hash + Eq + ToOwned<Owned = K> + ?Sized {
-        if let Some(v) = self.batch.get(key) {
-            return Ok(Some(v.clone()));
-        }
-        if let Some(v) = self.seen.get(key) {
+        if let Some(v) = self.batch.get(key).or_else(|| self.pending.get(key)).or_else(|| self.seen.get(key)) {
             return Ok(Some(v.clone()));
         }
         if let Some(v) = cache.get(generation, key) {
@@ -219,7 +220,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Layer<K, V> {
     /// Whether the batch could answer without the database (for read-ahead).
     pub fn known<Q>(&mut self, key: &Q, cache: &mut BoundedCache<K, V>, generation: u64) -> bool
     where K: Borrow<Q>, Q: Hash + Eq + ToOwned<Owned = K> + ?Sized {
-        if self.batch.contains_key(key) || self.seen.contains_key(key) || self.absent.contains(key) {
+        if self.batch.contains_key(key) || self.pending.contains_key(key) || self.seen.contains_key(key)
+            || self.absent.contains(key) {
             return true;
         }
         if let Some(v) = cache.get(generation, key) {
@@ -243,10 +245,24 @@ impl<K: Hash + Eq + Clone, V: Clone> Layer<K, V> {
         }
     }
 
+    /// A row of the batch or the one before it (no cache, no database).
+    pub fn own<Q>(&self, key: &Q) -> Option<&V>
+    where K: Borrow<Q>, Q: Hash + Eq + ?Sized {
+        self.batch.get(key).or_else(|| self.pending.get(key)).or_else(|| self.seen.get(key))
+    }
+
+    /// Forget the batch's reads and changes (not the pending ones).
     pub fn clear(&mut self) {
         self.batch.clear();
         self.seen.clear();
         self.absent.clear();
+    }
+
+    /// The batch's changes become the pending ones (the previous pending must
+    /// have been confirmed).
+    pub fn hand_off(&mut self) {
+        assert!(self.pending.is_empty(), "a batch is still pending");
+        self.pending = std::mem::take(&mut self.batch);
     }
 }
 
@@ -264,6 +280,7 @@ pub struct PlatformState {
     /// Works the batch created: the seq that did.
     pub created_works: HashMap<String, u64>,
     pub edges: Vec<(String, String)>,
+    pub pending_edges: Vec<(String, String)>,
     pub dependents: Layer<String, Arc<Vec<String>>>,
     pub values: Layer<String, Arc<ValueRecord>>,
     pub payouts: Layer<String, Arc<PayoutRecord>>,
@@ -279,6 +296,8 @@ pub struct PlatformState {
     pub pool_explanations: HashMap<String, Vec<u8>>,
     pub funding: BTreeMap<(String, String), u64>,
     pub usage: BTreeMap<(String, String, String), u64>,
+    pub pending_funding: BTreeMap<(String, String), u64>,
+    pub pending_usage: BTreeMap<(String, String, String), u64>,
     pub needs: Needs,
     /// The page of a closing pool's members the shell handed over (and whether
     /// it was the last), for the close to take.
@@ -300,6 +319,7 @@ impl PlatformState {
             works: Layer::default(),
             created_works: HashMap::default(),
             edges: Vec::new(),
+            pending_edges: Vec::new(),
             dependents: Layer::default(),
             values: Layer::default(),
             payouts: Layer::default(),
@@ -314,6 +334,8 @@ impl PlatformState {
             pool_explanations: HashMap::default(),
             funding: BTreeMap::new(),
             usage: BTreeMap::new(),
+            pending_funding: BTreeMap::new(),
+            pending_usage: BTreeMap::new(),
             needs: Needs::default(),
             members_page: None,
         }
@@ -362,43 +384,76 @@ impl PlatformState {
         self.head.seq != self.committed.as_ref().map_or(0, |c| c.seq)
     }
 
-    /// The batch was written: its rows become cached.
-    pub fn commit(&mut self, caches: &mut Caches, balances: &[(BalanceKey, Figures)], statements: &[(StatementKey, Figures)]) {
+    /// The batch is decided and on its way to the database: its rows become
+    /// cached and pending (read before anything else until `confirm`), and the
+    /// next batch may be decided on top of it.
+    pub fn hand_off(&mut self, caches: &mut Caches, balances: Vec<(BalanceKey, Figures)>,
+                    statements: Vec<(StatementKey, Figures)>) {
         let g = self.generation;
         for k in self.prosumers.batch.keys() {
             caches.prosumers.put(g, k.clone(), (), 1, ROW_OVERHEAD_BYTES + k.len());
         }
-        for (k, w) in self.works.batch.drain() {
-            let size = work_size(&w);
-            caches.works.put(g, k, w, 1, size);
+        for (k, w) in &self.works.batch {
+            caches.works.put(g, k.clone(), w.clone(), 1, work_size(w));
         }
-        for (k, v) in self.values.batch.drain() {
-            caches.values.put(g, k, v, 1, ROW_OVERHEAD_BYTES);
+        for (k, v) in &self.values.batch {
+            caches.values.put(g, k.clone(), v.clone(), 1, ROW_OVERHEAD_BYTES);
         }
         for key in self.vectors.absent.drain() {
             if !self.vectors.batch.contains_key(&key) {
                 caches.vectors.put(g, key, (None, false), 1, ROW_OVERHEAD_BYTES);
             }
         }
-        for (k, v) in self.vectors.batch.drain() {
+        for (k, v) in &self.vectors.batch {
             let (e, b) = vector_size(&v.0);
-            caches.vectors.put(g, k, v, e, b);
+            caches.vectors.put(g, k.clone(), v.clone(), e, b);
+        }
+        for (k, p) in &self.pools.batch {
+            caches.pools.put(g, k.clone(), p.clone(), 1, ROW_OVERHEAD_BYTES);
         }
         for (k, f) in balances {
-            caches.balances.put(g, k.clone(), *f, 1, ROW_OVERHEAD_BYTES);
+            caches.balances.put(g, k.clone(), f, 1, ROW_OVERHEAD_BYTES);
+            self.balances.batch.insert(k, f);
         }
         for (k, f) in statements {
-            caches.statements.put(g, k.clone(), *f, 1, ROW_OVERHEAD_BYTES);
+            caches.statements.put(g, k.clone(), f, 1, ROW_OVERHEAD_BYTES);
+            self.statements.batch.insert(k, f);
         }
-        for (k, p) in self.pools.batch.drain() {
-            caches.pools.put(g, k, p, 1, ROW_OVERHEAD_BYTES);
-        }
+        self.prosumers.hand_off();
+        self.works.hand_off();
+        self.values.hand_off();
+        self.payouts.hand_off();
+        self.vectors.hand_off();
+        self.balances.hand_off();
+        self.statements.hand_off();
+        self.pools.hand_off();
+        assert!(self.pending_edges.is_empty() && self.pending_funding.is_empty() && self.pending_usage.is_empty());
+        self.pending_edges = std::mem::take(&mut self.edges);
+        self.pending_funding = std::mem::take(&mut self.funding);
+        self.pending_usage = std::mem::take(&mut self.usage);
         self.committed = Some(self.head.clone());
         self.begin();
     }
 
-    /// The batch was not written: forget it and everything cached of the platform.
+    /// The handed-off batch committed: the database has its rows.
+    pub fn confirm(&mut self) {
+        self.prosumers.pending.clear();
+        self.works.pending.clear();
+        self.values.pending.clear();
+        self.payouts.pending.clear();
+        self.vectors.pending.clear();
+        self.balances.pending.clear();
+        self.statements.pending.clear();
+        self.pools.pending.clear();
+        self.pending_edges.clear();
+        self.pending_funding.clear();
+        self.pending_usage.clear();
+    }
+
+    /// The batch (or the handed-off one before it) was not written: forget
+    /// both and everything cached of the platform.
     pub fn rollback(&mut self, caches: &mut Caches) {
+        self.confirm();
         self.committed = None;
         self.generation = caches.new_generation();
         self.head = Head::default();
@@ -441,7 +496,7 @@ impl PlatformState {
 
     pub fn payout(&mut self, id: &str) -> Found<Arc<PayoutRecord>> {
         // Payouts are not cached: one is read when issued and, rarely, returned.
-        if let Some(v) = self.payouts.batch.get(id).or_else(|| self.payouts.seen.get(id)) {
+        if let Some(v) = self.payouts.own(id) {
             return Ok(Some(v.clone()));
         }
         if self.payouts.absent.contains(id) {
@@ -460,7 +515,7 @@ impl PlatformState {
                 return Err(Miss);
             }
         };
-        found.extend(self.edges.iter().filter(|(c, _)| c == id).map(|(_, d)| d.clone()));
+        found.extend(self.pending_edges.iter().chain(&self.edges).filter(|(c, _)| c == id).map(|(_, d)| d.clone()));
         Ok(found)
     }
 
@@ -501,7 +556,7 @@ impl PlatformState {
     pub fn put_work(&mut self, id: &str, work: Work, created_seq: Option<u64>) {
         let key = id.to_owned();
         let version = work.version;
-        let changed_version = self.works.batch.get(id).or_else(|| self.works.seen.get(id)).is_none_or(|w| w.version != version);
+        let changed_version = self.works.own(id).is_none_or(|w| w.version != version);
         if let Some(seq) = created_seq {
             self.created_works.insert(key.clone(), seq);
         }

@@ -63,7 +63,9 @@ impl Engine {
         self.core.invalid()
     }
 
-    /// heads: platform -> (seq, fee_bps, tree_edge) or None; known: platform -> {event id: leaf hash}.
+    /// heads: platform -> (seq, fee_bps, tree_edge) or None (no event yet); a
+    /// platform left out continues from the handed-off batch. known: platform
+    /// -> {event id: leaf hash}.
     fn start(&mut self, heads: HashMap<String, Option<(u64, u32, Vec<u8>)>>,
              known: HashMap<String, HashMap<String, Vec<u8>>>) -> PyResult<()> {
         let known = known.into_iter().map(|(p, ids)| {
@@ -177,9 +179,16 @@ impl Engine {
         Ok(())
     }
 
-    /// {"outcomes": [(index, outcome, seq, code, message, platform, event id)], "events", "id_records", "tree_nodes", "tables", "digests"}.
-    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let out = self.core.finish();
+    /// {"outcomes": [(index, outcome, seq, code, message, platform, event id)],
+    /// "events": [(platform, seq, type, canonical)], "id_records": [(platform,
+    /// event id, seq, leaf hash, effect hash, `now`)], "tree_nodes", "tables",
+    /// "digests"}. `now` is the ledger time the shell read for the batch.
+    fn finish<'py>(&mut self, py: Python<'py>, now: &str) -> PyResult<Bound<'py, PyDict>> {
+        let core = &mut self.core;
+        let out = py.detach(|| core.finish());
+        // Rows repeat a few strings (the platform, currencies, months, hot
+        // accounts): one Python string each per batch.
+        let mut strings: rustc_hash::FxHashMap<&str, Bound<'py, PyAny>> = Default::default();
         let d = PyDict::new(py);
         let outcomes = PyList::empty(py);
         for (i, o) in out.outcomes.iter().enumerate() {
@@ -197,8 +206,9 @@ impl Engine {
         }
         d.set_item("events", events)?;
         let ids = PyList::empty(py);
+        let now = pyo3::types::PyString::new(py, now);
         for (p, id, seq, leaf, effect) in &out.id_records {
-            ids.append((p, id, seq, PyBytes::new(py, leaf), PyBytes::new(py, effect)))?;
+            ids.append((p, id, seq, PyBytes::new(py, leaf), PyBytes::new(py, effect), &now))?;
         }
         d.set_item("id_records", ids)?;
         let nodes = PyList::empty(py);
@@ -210,7 +220,20 @@ impl Engine {
         for (name, rows) in &out.tables {
             let list = PyList::empty(py);
             for row in rows {
-                let cells: Vec<Bound<'py, PyAny>> = row.iter().map(|c| to_py(py, c)).collect::<PyResult<_>>()?;
+                let mut cells: Vec<Bound<'py, PyAny>> = Vec::with_capacity(row.len());
+                for c in row {
+                    cells.push(match c {
+                        Cell::Str(text) => match strings.get(text.as_str()) {
+                            Some(o) => o.clone(),
+                            None => {
+                                let o = to_py(py, c)?;
+                                strings.insert(text.as_str(), o.clone());
+                                o
+                            }
+                        },
+                        _ => to_py(py, c)?,
+                    });
+                }
                 list.append(PyTuple::new(py, cells)?)?;
             }
             tables.set_item(name, list)?;
@@ -220,8 +243,21 @@ impl Engine {
         Ok(d)
     }
 
-    fn commit(&mut self) {
-        self.core.commit();
+    /// The decided batch goes to the database; the next may be decided on top of it.
+    fn hand_off(&mut self, py: Python<'_>) {
+        let core = &mut self.core;
+        py.detach(|| core.hand_off());
+    }
+
+    /// The handed-off batch committed.
+    fn confirm(&mut self, py: Python<'_>) {
+        let core = &mut self.core;
+        py.detach(|| core.confirm());
+    }
+
+    fn commit(&mut self, py: Python<'_>) {
+        let core = &mut self.core;
+        py.detach(|| core.commit());
     }
 
     fn rollback(&mut self) {
