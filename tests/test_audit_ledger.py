@@ -80,12 +80,12 @@ def test_tree_nodes_are_right_after_a_failed_append_and_a_rival_writer(sqlite_ur
             return real_append(self, *args, **kwargs)
 
         monkeypatch.setattr(Store, "append", failing_append)
-        head_before = a.state("gen").head.seq
+        head_before = a.head_seq("gen")
         with pytest.raises(OSError):
             a.ingest([Offered(x, "a") for x in lines[333:500]])
-        assert a.state("gen").head.seq == 0  # forgotten: read again under the lock at the next batch
+        assert a.head_seq("gen") == 0  # forgotten: read again under the lock at the next batch
         a.ingest([Offered(x, "a") for x in lines[333:500]])
-        assert a.state("gen").head.seq > head_before
+        assert a.head_seq("gen") > head_before
         b.ingest([Offered(x, "b") for x in lines[500:]])
         monkeypatch.undo()
 

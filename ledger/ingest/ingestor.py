@@ -130,11 +130,14 @@ class Decider(Protocol):
         ...
 
     def decide(self, batch: Sequence[Offered], heads: dict[str, tuple[int, int, bytes] | None], now: str,
-               extra_rejects: Sequence[RejectRecord]) -> tuple[list[Outcome], AppendBatch]:
+               extra_rejects: Sequence[RejectRecord], settle: Callable[[], None] = ...,
+               ) -> tuple[list[Outcome], AppendBatch]:
         """Outcomes in input order and what to append (`extra_rejects` first),
         from the committed `heads` read under the platforms' locks (None: the
         platform has no event yet; a platform left out continues from the
-        batch handed off before, which a pipelined decider keeps)."""
+        batch handed off before, which a pipelined decider keeps).  `settle`
+        waits for the handed-off batch to commit, for a decision that must
+        read the database with that batch in it."""
         ...
 
     def commit(self) -> None:
@@ -146,6 +149,9 @@ class Decider(Protocol):
         ...
 
     def head_seq(self, platform: str) -> int:
+        ...
+
+    def cache_stats(self) -> dict[str, tuple[int, int, int, int]]:
         ...
 
     # Whether it can decide a batch while the one before it is written
@@ -189,6 +195,10 @@ class Ingestor:
     def head_seq(self, platform: str) -> int:
         """The seq of `platform`'s last event this process appended or saw."""
         return self.decider.head_seq(platform)
+
+    def cache_stats(self) -> dict[str, tuple[int, int, int, int]]:
+        """kind -> (rows, entries, estimated bytes, budget bytes) of the state caches."""
+        return self.decider.cache_stats()
 
     def ingest(
         self,
@@ -274,7 +284,16 @@ class Ingestor:
                         heads.update(self.store.state.head_rows(platforms))
                     else:
                         heads = {}  # every platform continues from the batch in flight
-                    outcomes, appending = decider.decide(batch, heads, now, ())
+                    landed: list[list[Outcome]] = []
+
+                    def settle() -> None:
+                        nonlocal flight
+                        if flight is not None:
+                            landed.append(self._landed(flight, decider))
+                            flight = None
+
+                    outcomes, appending = decider.decide(batch, heads, now, (), settle)
+                    yield from landed
                     if flight is not None:
                         yield self._landed(flight, decider)
                         flight = None
@@ -348,6 +367,9 @@ class ReferenceDecider:
         state = self._states.get(platform)
         return state.head.seq if state is not None else 0
 
+    def cache_stats(self) -> dict[str, tuple[int, int, int, int]]:
+        return {kind: (*stats, getattr(self.caches, kind).max_bytes) for kind, stats in self.caches.stats().items()}
+
     def prepare(self, batch: Sequence[Offered]) -> list[str]:
         parsed: list[ParsedEvent | InvalidEvent] = []
         for offered in batch:
@@ -368,8 +390,9 @@ class ReferenceDecider:
             state.rollback()
         self._changed, self._touched = [], []
 
-    def decide(self, batch: Sequence[Offered], heads: dict[str, tuple[int, int, bytes]], now: str,
-               extra_rejects: Sequence[RejectRecord]) -> tuple[list[Outcome], AppendBatch]:
+    def decide(self, batch: Sequence[Offered], heads: dict[str, tuple[int, int, bytes] | None], now: str,
+               extra_rejects: Sequence[RejectRecord], settle: Callable[[], None] = lambda: None,
+               ) -> tuple[list[Outcome], AppendBatch]:
         parsed = self._parsed
         by_platform: dict[str, list[ParsedEvent]] = {}
         for item in parsed:

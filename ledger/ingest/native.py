@@ -24,7 +24,7 @@ states deep below (one round per level of the sub-DAG) or closes a pool
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ledger.contract import rules
@@ -61,12 +61,16 @@ class NativeDecider:
     def head_seq(self, platform: str) -> int:
         return self._heads.get(platform, 0)
 
+    def cache_stats(self) -> dict[str, tuple[int, int, int, int]]:
+        return {kind: tuple(stats) for kind, stats in self.engine.cache_stats()}
+
     def prepare(self, batch: Sequence[Offered]) -> list[str]:
         self._ids = self.engine.begin([o.payload for o in batch])
         return [platform for platform, _ in self._ids]
 
     def decide(self, batch: Sequence[Offered], heads: dict[str, tuple[int, int, bytes] | None], now: str,
-               extra_rejects: Sequence[RejectRecord]) -> tuple[list[Outcome], AppendBatch]:
+               extra_rejects: Sequence[RejectRecord], settle: Callable[[], None] = lambda: None,
+               ) -> tuple[list[Outcome], AppendBatch]:
         engine = self.engine
         known = {platform: self.store.known_ids(platform, ids) for platform, ids in self._ids}
         engine.start(heads, known)
@@ -76,6 +80,8 @@ class NativeDecider:
             if requests is None:
                 break
             for platform, wanted in requests:
+                if wanted.pop("settle", False):
+                    settle()  # the batch in flight commits (and is confirmed) first
                 self._read(platform, wanted, members)
         else:
             raise RuntimeError(f"a batch took more than {ROUNDS_MAX} rounds of reads")
@@ -98,7 +104,11 @@ class NativeDecider:
         self._flying = {}
 
     def rollback(self) -> None:
+        """Forget the batch (and the one in flight) and what is known of their
+        platforms: read again under the lock at the next batch."""
         self.engine.rollback()
+        for platform in [*self._flying, *(p for p, _ in self._ids)]:
+            self._heads.pop(platform, None)
         self._pending, self._flying = {}, {}
 
     # -- reads ---------------------------------------------------------------

@@ -124,9 +124,9 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
         self.bytes += bytes;
     }
 
-    /// (rows, entries, estimated bytes).
-    pub fn stats(&self) -> (usize, usize, usize) {
-        (self.table.len(), self.entries, self.bytes)
+    /// (rows, entries, estimated bytes, budget bytes).
+    pub fn stats(&self) -> (usize, usize, usize, usize) {
+        (self.table.len(), self.entries, self.bytes, self.max_bytes)
     }
 }
 
@@ -145,6 +145,6 @@ mod tests {
         assert_eq!(c.get(2, "a"), None); // another generation
         c.put(1, "huge".into(), 4, 1, 1000);
         assert_eq!(c.get(1, "huge"), None);
-        assert_eq!(c.stats(), (2, 2, 20));
+        assert_eq!(c.stats(), (2, 2, 20, 100));
     }
 }

@@ -421,15 +421,16 @@ pub struct PoolClose {
 
 impl PoolClose {
     fn new(st: &PlatformState, pool: Arc<PoolRecord>) -> PoolClose {
-        // What the database does not have yet: this batch's funding and usage,
-        // and the handed-off batch's before it.
+        // What the database does not have yet: this batch's funding and usage
+        // (the batch before it has committed: see `Needs::settle`).
+        assert!(st.pending_funding.is_empty() && st.pending_usage.is_empty());
         let mut by: std::collections::BTreeMap<String, (u64, Vec<(String, u64)>)> = std::collections::BTreeMap::new();
-        for ((p, s), units) in st.pending_funding.iter().chain(&st.funding) {
+        for ((p, s), units) in &st.funding {
             if *p == pool.pool {
                 by.entry(s.clone()).or_default().0 += units;
             }
         }
-        for ((p, s, w), n) in st.pending_usage.iter().chain(&st.usage) {
+        for ((p, s, w), n) in &st.usage {
             if *p == pool.pool {
                 by.entry(s.clone()).or_default().1.push((w.clone(), *n));
             }
@@ -586,6 +587,10 @@ pub fn apply(st: &mut PlatformState, c: &mut Caches, ev: &Event, seq: u64, close
         }
         PoolClosed { pool } => {
             if close.is_none() {
+                if !st.pending_funding.is_empty() || !st.pending_usage.is_empty() {
+                    st.needs.settle = true;
+                    return Err(Miss);
+                }
                 let p = st.pool(c, pool)?.expect("checked");
                 *close = Some(PoolClose::new(st, p));
             }

@@ -109,7 +109,7 @@ impl Engine {
                  figures: HashMap::default(), pending_ids: HashMap::default() }
     }
 
-    pub fn cache_stats(&self) -> Vec<(&'static str, (usize, usize, usize))> {
+    pub fn cache_stats(&self) -> Vec<(&'static str, (usize, usize, usize, usize))> {
         let c = &self.caches;
         vec![("prosumers", c.prosumers.stats()), ("works", c.works.stats()), ("values", c.values.stats()),
              ("vectors", c.vectors.stats()), ("fee_vectors", c.fee_vectors.stats()), ("balances", c.balances.stats()),

@@ -110,13 +110,18 @@ pub struct Needs {
     pub pools: BTreeMap<String, ()>,
     /// A page of the members of a pool being closed.
     pub pool_members: Option<String>,
+    /// The handed-off batch must commit before the engine goes on: a pool's
+    /// close sums funding and usage rows, which must be read from a database
+    /// that has that batch's (or, read partly before its commit, some of them
+    /// would count twice).
+    pub settle: bool,
 }
 
 impl Needs {
     pub fn is_empty(&self) -> bool {
         self.prosumers.is_empty() && self.works.is_empty() && self.dependents.is_empty() && self.values.is_empty()
             && self.payouts.is_empty() && self.vectors.is_empty() && self.balances.is_empty()
-            && self.statements.is_empty() && self.pools.is_empty() && self.pool_members.is_none()
+            && self.statements.is_empty() && self.pools.is_empty() && self.pool_members.is_none() && !self.settle
     }
 }
 

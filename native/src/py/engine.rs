@@ -96,6 +96,7 @@ impl Engine {
             if !needs.balances.is_empty() { d.set_item("balances", needs.balances.keys().cloned().collect::<Vec<_>>())?; }
             if !needs.statements.is_empty() { d.set_item("statements", needs.statements.keys().cloned().collect::<Vec<_>>())?; }
             if let Some(pool) = needs.pool_members { d.set_item("pool_members", pool)?; }
+            if needs.settle { d.set_item("settle", true)?; }
             out.append((platform, d))?;
         }
         Ok(Some(out))
@@ -265,7 +266,7 @@ impl Engine {
     }
 
     /// [(cache, (rows, entries, estimated bytes))], for tests and metrics.
-    fn cache_stats(&self) -> Vec<(&'static str, (usize, usize, usize))> {
+    fn cache_stats(&self) -> Vec<(&'static str, (usize, usize, usize, usize))> {
         self.core.cache_stats()
     }
 }
