@@ -303,6 +303,7 @@ impl Engine {
             if st.dirty() {
                 st.hand_off(&mut self.caches, balances, statements);
             } else {
+                st.keep_reads(&mut self.caches);
                 st.begin();
             }
             // Ids the database does not know yet: duplicates of the next batch.

@@ -194,11 +194,15 @@ pub struct Layer<K, V> {
     pub pending: HashMap<K, V>,
     pub seen: HashMap<K, V>,
     pub absent: HashSet<K>,
+    /// Keys of `seen` read from the database (not from the caches): they go
+    /// into the caches at hand-off, so the next batch does not read them again.
+    pub fresh: Vec<K>,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Default for Layer<K, V> {
     fn default() -> Self {
-        Layer { batch: HashMap::default(), pending: HashMap::default(), seen: HashMap::default(), absent: HashSet::default() }
+        Layer { batch: HashMap::default(), pending: HashMap::default(), seen: HashMap::default(), absent: HashSet::default(),
+                fresh: Vec::new() }
     }
 }
 
@@ -241,6 +245,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Layer<K, V> {
         let mut found: HashSet<K> = HashSet::default();
         for (k, v) in rows {
             found.insert(k.clone());
+            self.fresh.push(k.clone());
             self.seen.insert(k, v);
         }
         for k in asked {
@@ -261,6 +266,22 @@ impl<K: Hash + Eq + Clone, V: Clone> Layer<K, V> {
         self.batch.clear();
         self.seen.clear();
         self.absent.clear();
+        self.fresh.clear();
+    }
+
+    /// Put the rows read from the database into `cache` (those the batch
+    /// changed go in afterwards, from `batch`); `size` gives (entries, bytes).
+    pub fn cache_reads(&mut self, cache: &mut BoundedCache<K, V>, generation: u64,
+                       size: impl Fn(&K, &V) -> (usize, usize)) {
+        for k in self.fresh.drain(..) {
+            if self.batch.contains_key(&k) {
+                continue;
+            }
+            if let Some(v) = self.seen.get(&k) {
+                let (e, b) = size(&k, v);
+                cache.put(generation, k, v.clone(), e, b);
+            }
+        }
     }
 
     /// The batch's changes become the pending ones (the previous pending must
@@ -389,12 +410,26 @@ impl PlatformState {
         self.head.seq != self.committed.as_ref().map_or(0, |c| c.seq)
     }
 
+    /// The rows the batch read from the database go into the caches: they are
+    /// the committed ones (a row of the batch in flight is never read).
+    pub fn keep_reads(&mut self, caches: &mut Caches) {
+        let g = self.generation;
+        self.prosumers.cache_reads(&mut caches.prosumers, g, |k, _| (1, ROW_OVERHEAD_BYTES + k.len()));
+        self.works.cache_reads(&mut caches.works, g, |_, w| (1, work_size(w)));
+        self.values.cache_reads(&mut caches.values, g, |_, _| (1, ROW_OVERHEAD_BYTES));
+        self.vectors.cache_reads(&mut caches.vectors, g, |_, v| vector_size(&v.0));
+        self.pools.cache_reads(&mut caches.pools, g, |_, _| (1, ROW_OVERHEAD_BYTES));
+        self.balances.cache_reads(&mut caches.balances, g, |_, _| (1, ROW_OVERHEAD_BYTES));
+        self.statements.cache_reads(&mut caches.statements, g, |_, _| (1, ROW_OVERHEAD_BYTES));
+    }
+
     /// The batch is decided and on its way to the database: its rows become
     /// cached and pending (read before anything else until `confirm`), and the
     /// next batch may be decided on top of it.
     pub fn hand_off(&mut self, caches: &mut Caches, balances: Vec<(BalanceKey, Figures)>,
                     statements: Vec<(StatementKey, Figures)>) {
         let g = self.generation;
+        self.keep_reads(caches);
         for k in self.prosumers.batch.keys() {
             caches.prosumers.put(g, k.clone(), (), 1, ROW_OVERHEAD_BYTES + k.len());
         }
