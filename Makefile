@@ -16,11 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/peerledger demo
 
-## make test: every test, against SQLite and the local PostgreSQL
+## make test: every test, against SQLite and the local PostgreSQL, on two
+## workers (each test has its own SQLite file and PostgreSQL database)
 test: $(STAMP)
 	scripts/ensure-postgres
 	scripts/ensure-chromium
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 ## make bench: the ingest/replay benchmark (writes bench/results/)
 bench: $(STAMP)

@@ -20,15 +20,15 @@ named by its seq where it has one:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from ledger.audit.tree import TreeCheck
-from ledger.contract import rules
-from ledger.contract.schema import InvalidEvent, parse_event
-from ledger.storage.replay import Replay, batches_of, scratch_store
+from ledger.contract.schema import parse_event
+from ledger.storage.replay import NativeReplay, Replay, batches_of, new_replay, scratch_store
 from ledger.storage.state import STATE_TABLES
 from ledger.storage.store import LogGap, Store, leaf_hash
 from ledger.storage.views import recorded_digests
@@ -58,7 +58,7 @@ class _Difference(Exception):
 
 def verify(store: Store, platform: str) -> VerifyReport:
     with scratch_store() as scratch:
-        replay = Replay(scratch, platform)
+        replay = new_replay(scratch, platform)
         checked = [0]
         try:
             digest = _verify(store, platform, replay, scratch, checked)
@@ -70,37 +70,34 @@ def verify(store: Store, platform: str) -> VerifyReport:
         return VerifyReport(platform, True, replay.seq, digest, None, checked[0])
 
 
-def _verify(store: Store, platform: str, replay: Replay, scratch: Store, checked: list[int]) -> str:
+def _verify(store: Store, platform: str, replay: Replay | NativeReplay, scratch: Store, checked: list[int]) -> str:
     digests = recorded_digests(store, platform)
     ids: Iterator[tuple[str, int, bytes, bytes, str]] = store.id_records(platform)
     tree = TreeCheck(store, platform)
-    for batch in batches_of(store.read_log(platform), stops=digests):
-        replay.begin(batch)
-        for seq, _, stored in batch:
+    for batch in batches_of(store.read_log(platform), stops=digests, parsed=False):
+        decided = replay.decide(batch)
+        for (seq, _, stored), d in itertools.zip_longest(batch, decided):
+            if d is None:  # not reached: the replay stopped at the difference before
+                raise AssertionError(f"seq {seq}: the replay stopped short of it")
             record = next(ids, None)
-            try:
-                parsed = parse_event(stored)
-            except InvalidEvent as e:
-                raise _Difference(f"seq {seq}: stored event is not a valid v1 event: {e.message}") from None
-            if parsed.canonical != stored:
+            if d.invalid is not None:
+                raise _Difference(f"seq {seq}: stored event is not a valid v1 event: {d.invalid}")
+            canonical = d.canonical if d.refusal is None else parse_event(stored).canonical  # refused: rare
+            if canonical != stored:
                 raise _Difference(f"seq {seq}: stored bytes are not canonical")
-            event = parsed.event
-            if event["platform"] != platform or event["type"] != parsed.type:
+            if d.platform != platform:
                 raise _Difference(f"seq {seq}: platform or type differs from the log's")
-            if record is None or record[1] != seq or record[0] != event["id"]:
+            if record is None or record[1] != seq or record[0] != d.event_id:
                 raise _Difference(f"seq {seq}: id record missing or for another event")
-            refusal = rules.check(replay.state, event)
-            if refusal is not None:
-                raise _Difference(f"seq {seq}: the rules refuse this event on replay: {refusal.code}: "
-                                  f"{refusal.message}")
-            applied = replay.apply(seq, event, stored)
+            if d.refusal is not None:
+                code, message = d.refusal
+                raise _Difference(f"seq {seq}: the rules refuse this event on replay: {code}: {message}")
             if record[2] != leaf_hash(stored):
                 raise _Difference(f"seq {seq}: leaf hash recorded at append differs from the stored bytes'")
             if problem := tree.leaf(seq, record[2]):
                 raise _Difference(problem)
-            if record[3] != applied.effect_hash():
+            if record[3] != d.effect_hash:
                 raise _Difference(f"seq {seq}: bookings differ from those recorded when the event was appended")
-        replay.end()
         seq = replay.seq
         if seq in digests:
             checked[0] += 1

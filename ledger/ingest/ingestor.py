@@ -74,6 +74,7 @@ from ledger.storage.store import (
     leaf_hash,
 )
 from projections.fold import PlatformFold, keys_of
+from ledger.storage.native import engine_choice
 from ledger.storage.state import StateRows, rows_of
 from projections.merkle import Frontier
 from projections.state import Changes, Head, PlatformState, StateCaches
@@ -89,8 +90,6 @@ APPEND_RETRIES_MAX = 5
 # How long a pipelined stream holds its platforms' locks before it lets other
 # writers in (`Ingestor.ingest_stream`).
 LOCK_HOLD_MAX_S = 1.0
-# Which core decides (`engine_choice`).
-ENGINE_ENV = "PEERLEDGER_ENGINE"
 # Platforms whose state objects a writer keeps (their rows live in the
 # shared, bounded caches; the objects themselves are small).
 PLATFORM_STATES_MAX = 10_000
@@ -157,23 +156,6 @@ class Decider(Protocol):
     # Whether it can decide a batch while the one before it is written
     # (`hand_off` then `confirm`): see `Ingestor.ingest_stream`.
     pipelined: bool
-
-
-def engine_choice() -> str:
-    """`PEERLEDGER_ENGINE`: "native" (the default wherever it is built) or "python"."""
-    choice = os.environ.get(ENGINE_ENV, "")
-    if choice not in ("", "native", "python"):
-        raise ValueError(f"{ENGINE_ENV} must be native or python, got {choice!r}")
-    if choice == "python":
-        return "python"
-    try:
-        import projections._native  # noqa: F401
-    except ImportError:
-        if choice == "native":
-            raise RuntimeError(f"{ENGINE_ENV}=native but the native core is not built (pip install ., or "
-                               "scripts/build-native)") from None
-        return "python"
-    return "native"
 
 
 class Ingestor:

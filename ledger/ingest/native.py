@@ -2,9 +2,8 @@
 
 The engine (native/, Rust) does what the reference's `ReferenceDecider`
 does, with no I/O: it parses and checks the batch, and whenever it needs
-rows it does not hold it says which; this module reads them (one query per
-table and round, many keys at once, through `ledger.storage.state.SqlState`)
-and hands them over, until the batch is decided.  Then it builds the
+rows it does not hold it says which; `ledger.storage.native` reads
+them and hands them over, until the batch is decided.  Then it builds the
 `AppendBatch` from what the engine gives back: the events, id records, tree
 nodes and state rows, and the rejects with their raw lines.
 
@@ -13,33 +12,21 @@ For a payload the engine's shape check refuses, the reference's
 are the reference's).  Were the two ever to disagree on a payload, the batch
 fails loudly rather than booking either answer: the differential tests
 (`tests/test_native_*.py`) are where such a bug must be caught.
-
-Cost per round trip: one query per table with missing rows; a batch of
-1000 events usually needs two to four rounds (its rows, the vectors of what
-it sells, the balances it changes), more when it sells works at new graph
-states deep below (one round per level of the sub-DAG) or closes a pool
-(one round per page of 10 000 members or 2 000 works' vectors).
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ledger.contract import rules
 from ledger.ingest.ingestor import ACCEPTED, REJECTED, Outcome
 from ledger.contract.schema import InvalidEvent, parse_event
 from ledger.ingest.sources import Offered
-from ledger.storage.state import POOL_PAGE_ROWS, StateRows
+from ledger.storage.native import decide_reading
+from ledger.storage.state import StateRows
 from ledger.storage.store import MERKLE_STORED_LEVEL_MIN, AppendBatch, RejectRecord, Store
 from projections._native import Engine
-
-# Rounds of reads one batch may take before something is wrong: a sub-DAG
-# 3000 works deep takes 3000 (one level each); a pool of 10^8 usage rows
-# 10 000 pages.
-ROUNDS_MAX = 1_000_000
-
 
 class NativeDisagreement(AssertionError):
     """The native shape check refused a payload the reference accepts."""
@@ -74,17 +61,7 @@ class NativeDecider:
         engine = self.engine
         known = {platform: self.store.known_ids(platform, ids) for platform, ids in self._ids}
         engine.start(heads, known)
-        members: dict[tuple[str, str], Iterator[tuple[str, int, list[tuple[str, int]]]]] = {}
-        for _round in range(ROUNDS_MAX):
-            requests = engine.step()
-            if requests is None:
-                break
-            for platform, wanted in requests:
-                if wanted.pop("settle", False):
-                    settle()  # the batch in flight commits (and is confirmed) first
-                self._read(platform, wanted, members)
-        else:
-            raise RuntimeError(f"a batch took more than {ROUNDS_MAX} rounds of reads")
+        decide_reading(engine, self.store, settle)
         out = engine.finish(now)
         return self._outcomes(batch, out, now, extra_rejects)
 
@@ -110,24 +87,6 @@ class NativeDecider:
         for platform in [*self._flying, *(p for p, _ in self._ids)]:
             self._heads.pop(platform, None)
         self._pending, self._flying = {}, {}
-
-    # -- reads ---------------------------------------------------------------
-
-    def _read(self, platform: str, wanted: dict[str, Any],
-              members: dict[tuple[str, str], Iterator[tuple[str, int, list[tuple[str, int]]]]]) -> None:
-        state = self.store.state
-        provide = self.engine.provide
-        for table, keys in wanted.items():
-            if table == "pool_members":
-                stream = members.get((platform, keys))
-                if stream is None:
-                    stream = members[(platform, keys)] = state.pool_members(platform, keys)
-                page = list(itertools.islice(stream, POOL_PAGE_ROWS))
-                provide(platform, table, [], page, len(page) < POOL_PAGE_ROWS)
-                continue
-            columns, key_columns, convert = READS[table]
-            rows = state.select("peerledger_" + table, columns, key_columns, platform, keys)
-            provide(platform, table, keys, convert(rows) if convert is not None else rows)
 
     # -- results -------------------------------------------------------------
 
@@ -163,33 +122,3 @@ class NativeDecider:
             elif outcome == ACCEPTED:
                 self._pending[platform] = max(self._pending.get(platform, 0), seq)
         return outcomes, appending
-
-
-def _bools(index: int) -> Any:
-    def convert(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        return [r[:index] + (bool(r[index]),) + r[index + 1:] for r in rows]
-    return convert
-
-
-def _money(first: int) -> Any:
-    def convert(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        return [r[:first] + tuple(int(x) for x in r[first:]) for r in rows]
-    return convert
-
-
-def _blobs(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    return [(w, int(v), bytes(b)) for w, v, b in rows]
-
-
-# table -> (columns the engine takes, key columns, conversion of the database's values)
-READS: dict[str, tuple[str, tuple[str, ...], Any]] = {
-    "prosumers": ("prosumer", ("prosumer",), None),
-    "works": ("work, kind, authors, components, upstream_bps, retracted, version", ("work",), _bools(5)),
-    "dependents": ("work, dependent", ("work",), None),
-    "values": ("value, work, amount, currency, fee_bps, vector_version, reversed, seq", ("value",), None),
-    "payouts": ("payout, prosumer, amount, currency, seq, returned_seq", ("payout",), None),
-    "pools": ("pool, currency, method, funded, closed, seq", ("pool",), _bools(4)),
-    "vectors": ("work, version, vector", ("work", "version"), _blobs),
-    "balances": ("account, currency, earned, reversed, paid", ("account", "currency"), _money(2)),
-    "statements": ("account, period, currency, earned, reversed, paid", ("account", "period", "currency"), _money(3)),
-}
