@@ -366,3 +366,50 @@ def test_the_dashboard_shows_ingest_kafka_projection_and_api_metrics():
     queried = set().union(*(promql_metric_names(e) for e in dashboard_exprs()))
     for prefix in ("peerledger_events_", "peerledger_kafka_", "peerledger_projection_", "peerledger_http_"):
         assert any(name.startswith(prefix) for name in queried), prefix
+
+
+# -- PostgreSQL settings ------------------------------------------------------------
+
+PG_CONF = DEPLOY / "postgresql.conf"
+
+
+def pg_conf_settings() -> dict[str, str]:
+    settings = {}
+    for line in PG_CONF.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, value = line.partition("=")
+            settings[name.strip()] = value.strip().strip("'")
+    return settings
+
+
+def test_compose_postgres_runs_with_the_ledgers_settings_file():
+    postgres = compose_services()["postgres"]
+    assert "config_file=/etc/postgresql/peerledger.conf" in postgres["command"]
+    assert postgres["configs"] == [{"source": "postgresql-conf", "target": "/etc/postgresql/peerledger.conf"}]
+    assert load(COMPOSE)["configs"]["postgresql-conf"]["file"] == "./postgresql.conf"
+
+
+def test_the_postgres_settings_keep_every_acknowledged_commit_durable():
+    settings = pg_conf_settings()
+    assert {name: settings[name] for name in ("fsync", "synchronous_commit", "full_page_writes")} == \
+        {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+
+
+@pytest.mark.postgres
+def test_every_postgres_setting_is_one_the_server_knows_with_a_value_it_takes():
+    from conftest import _pg_admin
+
+    conn, _ = _pg_admin()
+    with conn:
+        known = {name: (vartype, enumvals) for name, vartype, enumvals in
+                 conn.execute("SELECT name, vartype, enumvals FROM pg_settings").fetchall()}
+    for name, value in pg_conf_settings().items():
+        assert name in known, f"{name} is not a PostgreSQL setting"
+        vartype, enumvals = known[name]
+        if vartype == "enum":
+            assert value in enumvals, (name, value, enumvals)
+        elif vartype == "bool":
+            assert value in ("on", "off"), (name, value)
+        elif vartype in ("integer", "real"):
+            assert re.fullmatch(r"\d+(\.\d+)?(kB|MB|GB|TB|ms|s|min|h|d)?", value), (name, value)
