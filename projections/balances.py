@@ -15,18 +15,20 @@ def balance_rows(
     """One object per (account, currency) with any booking, sorted by account
     then currency in code point order (Python's str order is code point order).
     """
-    return [
-        {
-            "account": account,
-            "currency": cur,
-            "earned": f.earned,
-            "reversed": f.reversed,
-            "paid": f.paid,
-            "balance": f.balance,
-        }
-        for (account, cur), f in sorted(balances.items())
-        if currency is None or cur == currency
-    ]
+    return [balance_row(account, cur, f) for (account, cur), f in sorted(balances.items())
+            if currency is None or cur == currency]
+
+
+def balance_row(account: str, currency: str, f: Figures) -> dict[str, object]:
+    """The balances array's object for one (account, currency)."""
+    return {
+        "account": account,
+        "currency": currency,
+        "earned": f.earned,
+        "reversed": f.reversed,
+        "paid": f.paid,
+        "balance": f.balance,
+    }
 
 
 def canonical_json(obj: object) -> bytes:
@@ -41,5 +43,17 @@ def canonical_json(obj: object) -> bytes:
 
 
 def balances_digest(rows: Iterable[Mapping[str, object]]) -> str:
-    """SHA-256 (lower-case hex) of the balances array's canonical JSON."""
-    return hashlib.sha256(canonical_json(list(rows))).hexdigest()
+    """SHA-256 (lower-case hex) of the balances array's canonical JSON.
+
+    The array is hashed an element at a time (canonical JSON of an array is
+    `[`, its elements' canonical JSON joined by `,`, `]`): a digest of a
+    million accounts streamed from the database never holds them all.
+    """
+    h = hashlib.sha256(b"[")
+    separator = b""
+    for row in rows:
+        h.update(separator)
+        h.update(canonical_json(row))
+        separator = b","
+    h.update(b"]")
+    return h.hexdigest()

@@ -17,7 +17,8 @@ from ledger.ingest.sources import Offered, batches
 from ledger.storage import state as state_tables
 from ledger.storage.store import Store
 from ledger.storage.views import read_explain
-from projections.state import StateCaches
+from projections.balances import balance_rows, balances_digest
+from projections.state import Figures, StateCaches
 
 
 def lines(n: int, platform: str = "gen", seed: int = 5) -> list[bytes]:
@@ -105,3 +106,21 @@ def test_retracting_a_work_with_5000_dependents_bumps_each_once_and_later_sales_
         assert read_explain(store, "fan", "after")["allocation"] == {"@unattributed": 500, "bo": 500}
         report = verify(store, "fan")
         assert report.ok, report.difference
+
+
+def test_a_recorded_balances_digest_is_the_spec_digest_of_every_account_streamed_in_code_point_order(db_url: str):
+    """EVENTS.md §5's digest of the balances array, sorted by account then
+    currency in code point order, hashed from the table a page at a time:
+    25 000 accounts (more than a page), names that sort differently by
+    UTF-16, by locale and by code point, and a sum beyond 64 bits."""
+    names = ["Zoe", "zoe", "émile", "\U0001f600smile", "\uffffend", "a b", "a-b", "ab"]
+    figures = {(f"{names[i % len(names)]}{i:05d}" if i >= len(names) else names[i], "EUR" if i % 3 else "JPY"):
+               Figures(earned=1000 + i, reversed=-(i % 7), paid=i % 11) for i in range(25_000)}
+    figures[("whale", "USD")] = Figures(earned=2**70 + 3, reversed=0, paid=1)
+    rows = [("p", a, c, f.earned, f.reversed, f.paid, f.balance) for (a, c), f in figures.items()]
+    assert len(rows) > state_tables.DIGEST_PAGE_ROWS
+    with Store(db_url) as store:
+        store.write_state(state_tables.StateRows({"peerledger_balances": rows}, [("p", 100_000)]))
+        (recorded,) = store.query("SELECT digest FROM peerledger_digests WHERE platform = ? AND seq = ?",
+                                  ("p", 100_000))
+    assert recorded[0] == balances_digest(balance_rows(figures))

@@ -35,6 +35,7 @@ else from changing them in between).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,7 @@ import orjson
 from attribution import ShareVector, Work, from_json_obj, to_json_obj
 from attribution.graph import VectorKey
 from ledger.storage.dialect import POSTGRES, Dialect
-from projections.balances import balance_rows, balances_digest
+from projections.balances import balance_row, balances_digest
 from projections.merkle import Frontier
 from projections.state import (
     BalanceKey,
@@ -65,42 +66,42 @@ KEYS_PER_QUERY_MAX = 900
 
 
 def state_ddl(d: Dialect) -> list[str]:
-    n, b = d.big_int, d.blob
+    n, b, k = d.big_int, d.blob, d.clustered
     c = ' COLLATE "C"' if d is POSTGRES else ""
     return [
         "CREATE TABLE IF NOT EXISTS peerledger_heads (platform TEXT PRIMARY KEY, seq BIGINT NOT NULL, "
         f"fee_bps INTEGER NOT NULL, tree_edge {b} NOT NULL)",
         "CREATE TABLE IF NOT EXISTS peerledger_prosumers (platform TEXT NOT NULL, prosumer TEXT NOT NULL, "
-        "seq BIGINT NOT NULL, PRIMARY KEY (platform, prosumer))",
+        "seq BIGINT NOT NULL, PRIMARY KEY (platform, prosumer))" + k,
         "CREATE TABLE IF NOT EXISTS peerledger_works (platform TEXT NOT NULL, work TEXT NOT NULL, "
         "kind TEXT NOT NULL, authors TEXT NOT NULL, components TEXT NOT NULL, upstream_bps INTEGER NOT NULL, "
         "retracted BOOLEAN NOT NULL, version BIGINT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (platform, work))",
         "CREATE TABLE IF NOT EXISTS peerledger_dependents (platform TEXT NOT NULL, work TEXT NOT NULL, "
-        "dependent TEXT NOT NULL, PRIMARY KEY (platform, work, dependent))",
+        "dependent TEXT NOT NULL, PRIMARY KEY (platform, work, dependent))" + k,
         "CREATE TABLE IF NOT EXISTS peerledger_payouts (platform TEXT NOT NULL, payout TEXT NOT NULL, "
         "prosumer TEXT NOT NULL, amount BIGINT NOT NULL, currency TEXT NOT NULL, seq BIGINT NOT NULL, "
-        "returned_seq BIGINT NOT NULL, PRIMARY KEY (platform, payout))",
+        "returned_seq BIGINT NOT NULL, PRIMARY KEY (platform, payout))" + k,
         # What each event booked (EVENTS.md §9): the booking documents are the
         # log's events with these rows; an event that booked nothing has none.
         "CREATE TABLE IF NOT EXISTS peerledger_bookings (platform TEXT NOT NULL, seq BIGINT NOT NULL, "
-        "col TEXT NOT NULL, currency TEXT NOT NULL, entries TEXT NOT NULL, PRIMARY KEY (platform, seq))",
+        "col TEXT NOT NULL, currency TEXT NOT NULL, entries TEXT NOT NULL, PRIMARY KEY (platform, seq))" + k,
         "CREATE TABLE IF NOT EXISTS peerledger_balances (platform TEXT NOT NULL, "
         f"account TEXT NOT NULL, currency TEXT NOT NULL, earned {n} NOT NULL, "
         f"reversed {n} NOT NULL, paid {n} NOT NULL, balance {n} NOT NULL, "
-        "PRIMARY KEY (platform, account, currency))",
+        "PRIMARY KEY (platform, account, currency))" + k,
         "CREATE TABLE IF NOT EXISTS peerledger_statements (platform TEXT NOT NULL, "
         "account TEXT NOT NULL, period TEXT NOT NULL, currency TEXT NOT NULL, "
         f"earned {n} NOT NULL, reversed {n} NOT NULL, paid {n} NOT NULL, "
-        "PRIMARY KEY (platform, account, period, currency))",
+        "PRIMARY KEY (platform, account, period, currency))" + k,
         "CREATE TABLE IF NOT EXISTS peerledger_values (platform TEXT NOT NULL, "
         "value TEXT NOT NULL, work TEXT NOT NULL, vector_version BIGINT NOT NULL, "
         "fee_bps INTEGER NOT NULL, amount BIGINT NOT NULL, currency TEXT NOT NULL, "
-        "reversed BIGINT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (platform, value))",
+        "reversed BIGINT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (platform, value))" + k,
         "CREATE TABLE IF NOT EXISTS peerledger_vectors (platform TEXT NOT NULL, "
         f"work TEXT NOT NULL, version BIGINT NOT NULL, vector {b} NOT NULL, "
         f"explanation {b} NOT NULL, PRIMARY KEY (platform, work, version))",
         "CREATE TABLE IF NOT EXISTS peerledger_digests (platform TEXT NOT NULL, "
-        "seq BIGINT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (platform, seq))",
+        "seq BIGINT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (platform, seq))" + k,
         # One row per process that wrote (a few dozen bytes each): see Store.append.
         "CREATE TABLE IF NOT EXISTS peerledger_writes (writer TEXT PRIMARY KEY, token TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS peerledger_pools (platform TEXT NOT NULL, pool TEXT NOT NULL, "
@@ -109,10 +110,10 @@ def state_ddl(d: Dialect) -> list[str]:
         # A pool's rows are read in subscriber order at its close: byte order
         # (ids are ASCII), which PostgreSQL's index gives only in the C collation.
         f"CREATE TABLE IF NOT EXISTS peerledger_pool_funding (platform TEXT NOT NULL, pool TEXT NOT NULL, "
-        f"subscriber TEXT{c} NOT NULL, funded BIGINT NOT NULL, PRIMARY KEY (platform, pool, subscriber))",
+        f"subscriber TEXT{c} NOT NULL, funded BIGINT NOT NULL, PRIMARY KEY (platform, pool, subscriber))" + k,
         f"CREATE TABLE IF NOT EXISTS peerledger_pool_usage (platform TEXT NOT NULL, pool TEXT NOT NULL, "
         f"subscriber TEXT{c} NOT NULL, work TEXT{c} NOT NULL, uses BIGINT NOT NULL, "
-        "PRIMARY KEY (platform, pool, subscriber, work))",
+        "PRIMARY KEY (platform, pool, subscriber, work))" + k,
     ]
 
 
@@ -518,10 +519,36 @@ def write_rows(c: Any, d: Dialect, rows: StateRows) -> None:
             at = [i for i, name in enumerate(spec.columns) if name in spec.money]
             c.executemany(statement, [tuple(str(x) if i in at else x for i, x in enumerate(r)) for r in table_rows])
     for platform, seq in rows.digests:
-        c.execute(_sql(d, "SELECT account, currency, earned, reversed, paid FROM peerledger_balances "
-                          "WHERE platform = ?"), (platform,))
-        figures = {(r[0], r[1]): Figures(int(r[2]), int(r[3]), int(r[4])) for r in map(tuple, _rows(c))}
-        c.execute(_sql(d, UPSERT_DIGEST), (platform, seq, balances_digest(balance_rows(figures))))
+        c.execute(_sql(d, UPSERT_DIGEST), (platform, seq, platform_digest(c, d, platform)))
+
+
+# Balance rows a digest reads from the database at a time: a platform's
+# digest covers all its accounts, and a writer's memory must not grow with them.
+DIGEST_PAGE_ROWS = 10_000
+
+
+def platform_digest(c: Any, d: Dialect, platform: str) -> str:
+    """The balances digest of `platform` (EVENTS.md §5) from its rows in
+    the table, streamed in code point order (SQLite's BINARY collation is
+    UTF-8 byte order, which is code point order; PostgreSQL's is asked for
+    as "C"), DIGEST_PAGE_ROWS at a time."""
+    if d is POSTGRES:
+        # A server-side cursor: psycopg's ordinary cursor fetches the whole result.
+        with c.connection.cursor(name="peerledger_digest") as server:
+            server.execute('SELECT account, currency, earned, reversed, paid FROM peerledger_balances '
+                           'WHERE platform = %s ORDER BY account COLLATE "C", currency COLLATE "C"', (platform,))
+            return balances_digest(_digest_rows(server))
+    with contextlib.closing(getattr(c, "sqlite_cursor", c).connection.cursor()) as own:
+        own.execute("SELECT account, currency, earned, reversed, paid FROM peerledger_balances "
+                    "WHERE platform = ? ORDER BY account, currency", (platform,))
+        return balances_digest(_digest_rows(own))
+
+
+def _digest_rows(cursor: Any) -> Iterator[dict[str, object]]:
+    while page := cursor.fetchmany(DIGEST_PAGE_ROWS):
+        for r in page:
+            account, currency, earned, reversed_, paid = r.values() if isinstance(r, dict) else r
+            yield balance_row(account, currency, Figures(int(earned), int(reversed_), int(paid)))
 
 
 def _sql(d: Dialect, statement: str) -> str:

@@ -105,8 +105,10 @@ SQLITE_CHECKPOINT_PAGES = 10_000
 # SQLite's page cache of a writing connection (its default is 2 MB): a
 # batch inserts into a dozen B-trees at places spread over the file, and with
 # 2 MB each insert of a 1 000 000-event ledger reads its pages back from the
-# OS (measured: a third of the SQL time).  Within the writer's memory budget.
-SQLITE_CACHE_KIB = 64 * 1024
+# OS (measured: a third of the SQL time).  Beyond 16 MB it buys nothing a
+# ledger of 10^6 events can measure (the OS's page cache holds the file; 64 MB
+# was as fast), and a pipelined writer has two connections that each hold one.
+SQLITE_CACHE_KIB = 16 * 1024
 # A writer waits this long for SQLite's write lock before it says so in the
 # log and waits again: writers never give up on each other.
 SQLITE_BUSY_WAIT_S = 30
@@ -206,7 +208,7 @@ def ledger_ddl(d: Dialect) -> list[str]:
         "CREATE TABLE IF NOT EXISTS peerledger_event_ids ("
         "platform TEXT NOT NULL, event_id TEXT NOT NULL, seq BIGINT NOT NULL, "
         f"leaf_hash {d.blob} NOT NULL, effect_hash {d.blob} NOT NULL, "
-        "accepted_at TEXT NOT NULL, PRIMARY KEY (platform, event_id))",
+        "accepted_at TEXT NOT NULL, PRIMARY KEY (platform, event_id))" + d.clustered,
         "CREATE UNIQUE INDEX IF NOT EXISTS peerledger_event_ids_seq "
         "ON peerledger_event_ids (platform, seq)",
         "CREATE TABLE IF NOT EXISTS peerledger_rejects ("
