@@ -557,8 +557,3 @@ def _sql(d: Dialect, statement: str) -> str:
 
 UPSERT_DIGEST = ("INSERT INTO peerledger_digests (platform, seq, digest) VALUES (?, ?, ?) "
                  "ON CONFLICT (platform, seq) DO UPDATE SET digest = excluded.digest")
-
-
-def _rows(c: Any) -> list[Any]:
-    """All rows of the cursor's last query as tuples (psycopg's are dicts here)."""
-    return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in c.fetchall()]
