@@ -26,10 +26,11 @@ class Dialect:
     # bits: TEXT (decimal) on SQLite, NUMERIC on PostgreSQL, never float.
     big_int: str
     serial_pk: str
-    # After a table of small rows under random keys: SQLite stores it in the
-    # B-tree of its primary key (WITHOUT ROWID) instead of a rowid table
-    # plus an index on the key, so an upsert finds, and a commit writes, one
-    # page instead of two.  PostgreSQL's tables are always heap plus index.
+    # Appended to the definition of a table of small rows under random keys:
+    # SQLite then stores it in its primary key's B-tree (WITHOUT ROWID), not
+    # a rowid table plus an index on the key, so an upsert finds, and a
+    # commit writes, one page instead of two.  PostgreSQL's tables are
+    # always heap plus index.
     clustered: str
 
     def sql(self, statement: str) -> str:

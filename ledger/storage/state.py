@@ -35,7 +35,6 @@ else from changing them in between).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -532,16 +531,17 @@ def platform_digest(c: Any, d: Dialect, platform: str) -> str:
     the table, streamed in code point order (SQLite's BINARY collation is
     UTF-8 byte order, which is code point order; PostgreSQL's is asked for
     as "C"), DIGEST_PAGE_ROWS at a time."""
+    order = ' COLLATE "C"' if d is POSTGRES else ""
+    sql = _sql(d, "SELECT account, currency, earned, reversed, paid FROM peerledger_balances "
+                  f"WHERE platform = ? ORDER BY account{order}, currency{order}")
     if d is POSTGRES:
         # A server-side cursor: psycopg's ordinary cursor fetches the whole result.
         with c.connection.cursor(name="peerledger_digest") as server:
-            server.execute('SELECT account, currency, earned, reversed, paid FROM peerledger_balances '
-                           'WHERE platform = %s ORDER BY account COLLATE "C", currency COLLATE "C"', (platform,))
+            server.execute(sql, (platform,))
             return balances_digest(_digest_rows(server))
-    with contextlib.closing(getattr(c, "sqlite_cursor", c).connection.cursor()) as own:
-        own.execute("SELECT account, currency, earned, reversed, paid FROM peerledger_balances "
-                    "WHERE platform = ? ORDER BY account, currency", (platform,))
-        return balances_digest(_digest_rows(own))
+    raw = c.sqlite_cursor  # eventsourcing's wrapper has no fetchmany
+    raw.execute(sql, (platform,))
+    return balances_digest(_digest_rows(raw))
 
 
 def _digest_rows(cursor: Any) -> Iterator[dict[str, object]]:
