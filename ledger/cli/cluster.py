@@ -37,6 +37,7 @@ JSON object per line with `--json`), which tests read to find the children.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import subprocess
@@ -133,9 +134,9 @@ def children(s: ClusterSettings) -> list[Child]:
     return out
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     """In the child, before exec: SIGTERM when the supervisor dies."""
-    die_with_parent(signal.SIGTERM)
+    return functools.partial(die_with_parent, parent_pid, signal.SIGTERM)
 
 
 class Cluster:
@@ -174,7 +175,7 @@ class Cluster:
     def _start(self, child: Child) -> None:
         child.process = subprocess.Popen(
             child.argv, env=self._env, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(),
-            start_new_session=True, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            start_new_session=True, preexec_fn=_die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None)
         child.started_at = time.monotonic()
         child.restart_at = None
         self._report({"event": "started", "name": child.name, "pid": child.process.pid, "port": child.port,

@@ -46,6 +46,7 @@ import contextlib
 import json
 import multiprocessing
 import operator
+import os
 import queue
 import re
 import time
@@ -253,9 +254,9 @@ def _dumps(obj: object) -> bytes:
 _writer: RequestWriter | None = None
 
 
-def _writer_start(db_url: str, appended: Any) -> None:
+def _writer_start(db_url: str, appended: Any, parent_pid: int) -> None:
     global _writer
-    die_with_parent()
+    die_with_parent(parent_pid)
     tune_gc()
     yield_cpu_to_reads()
     _writer = RequestWriter(Store(db_url), appended)
@@ -274,14 +275,14 @@ def _writer_ingest(job: IngestJob) -> IngestReply:
 # -- the projector process -------------------------------------------------------
 
 
-def _project_until_stopped(db_url: str, stop: Any, appended: Any) -> None:
+def _project_until_stopped(db_url: str, stop: Any, appended: Any, parent_pid: int) -> None:
     """Project each platform the writer appended to as soon as it says so, and
     every platform once per `PROJECTOR_FULL_PASS_S` (other processes, such as
     `peerledger ingest` or a Kafka consumer, may append to the same database).
 
     Unlike `Projector.follow`, a pass for one platform does not list every
     platform of the log first: that scan grows with the log."""
-    die_with_parent()
+    die_with_parent(parent_pid)
     tune_gc()
     yield_cpu_to_reads()
     with Store(db_url) as store:
@@ -329,13 +330,13 @@ class Backend:
 
     def _start_projector(self) -> None:
         self._projector = self._ctx.Process(
-            target=_project_until_stopped, args=(self.db_url, self._stop, self._appended),
+            target=_project_until_stopped, args=(self.db_url, self._stop, self._appended, os.getpid()),
             name="peerledger-projector", daemon=True)
         self._projector.start()
 
     def _start_writer(self) -> None:
         self._executor = ProcessPoolExecutor(
-            max_workers=1, mp_context=self._ctx, initializer=_writer_start, initargs=(self.db_url, self._appended))
+            max_workers=1, mp_context=self._ctx, initializer=_writer_start, initargs=(self.db_url, self._appended, os.getpid()))
         self._warm = self._executor.submit(_writer_ready)
 
     def stop(self) -> None:

@@ -79,11 +79,18 @@ CACHE_MAX_MIB = 64 * 1024
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(signum: int = signal.SIGKILL) -> None:
+def die_with_parent(parent_pid: int, signum: int = signal.SIGKILL) -> None:
     """Have the kernel send `signum` to this process when the thread that
     started it exits, however it ends (kill -9 included): a command's child
-    processes end when the command does, never as orphans (Linux)."""
+    processes end when the command does, never as orphans (Linux).
+
+    `parent_pid` is the pid of the process that started this one, taken by
+    the parent before the start: if it died before this call ran (the child
+    was still starting), the kernel never signals, so the child checks that
+    its parent is still the one that started it and ends itself otherwise."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum))
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signum)
 
 
 __all__ = ["BACKGROUND_NICE", "CACHE_ENV", "GC_THRESHOLDS", "cache_budget_bytes", "die_with_parent", "tune_gc", "yield_cpu_to_reads"]
