@@ -32,19 +32,14 @@ node, names the seq.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-import orjson
-
-from ledger.audit.signing import (
-    SigningKeyError,
-    checkpoint_shape_error,
-    key_id,
-    load_public_key,
-    signature_valid,
-)
+from ledger.audit.checks import Check, signature_checks
+from ledger.audit.liabilities_audit import liabilities_checks
+from ledger.audit.signing import SigningKeyError, checkpoint_shape_error, load_public_key
 from ledger.contract import rules
 from ledger.contract.schema import (
     MAX_LINE_BYTES,
@@ -70,31 +65,14 @@ from projections.merkle import (
 CHECKPOINT_FILE_MAX_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    seq: int | None = None
-
-    def line(self) -> str:
-        return f"{'PASS' if self.ok else 'FAIL'} {self.name}: {self.detail}"
-
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"check": self.name, "ok": self.ok, "detail": self.detail}
-        if self.seq is not None:
-            out["seq"] = self.seq
-        return out
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         data = f.read(CHECKPOINT_FILE_MAX_BYTES + 1)
     if len(data) > CHECKPOINT_FILE_MAX_BYTES:
         raise ValueError(f"{path}: larger than {CHECKPOINT_FILE_MAX_BYTES} bytes, not a checkpoint")
     try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
+        obj = json.loads(data)  # not orjson: a liabilities total may exceed 64 bits
+    except (ValueError, RecursionError) as e:
         raise ValueError(f"{path}: not JSON: {e}") from None
     return obj  # type: ignore[no-any-return]
 
@@ -166,16 +144,6 @@ class _Replay:
                           [(self.platform, event_id) for (event_id,) in batch_ids])
 
 
-def _signature_checks(label: str, checkpoint: dict[str, Any], public_key: Any) -> list[Check]:
-    expected = key_id(public_key)
-    checks = [Check(f"{label} key id", checkpoint["key_id"] == expected,
-                    f"checkpoint names key {checkpoint['key_id']}, the public key is {expected}")]
-    ok = signature_valid(checkpoint, public_key)
-    checks.append(Check(f"{label} signature", ok, "Ed25519 signature over the checkpoint's canonical bytes "
-                                                  + ("verifies" if ok else "does not verify")))
-    return checks
-
-
 def _read_lines(stream: BinaryIO) -> Any:
     """Export lines without their `\\n`; an over-long line is cut to a prefix
     (it cannot be a valid event, and the replay will say so)."""
@@ -194,7 +162,7 @@ def _read_lines(stream: BinaryIO) -> Any:
 
 def audit_export(
     log_path: str | Path, checkpoint_path: str | Path, public_key_path: str | Path,
-    previous_path: str | Path | None = None,
+    previous_path: str | Path | None = None, liabilities_paths: Sequence[str | Path] = (),
 ) -> list[Check]:
     """Every check of the module doc, in order; all pass iff the audit passes."""
     checks: list[Check] = []
@@ -205,7 +173,7 @@ def audit_export(
     checkpoint = load_checkpoint(checkpoint_path)
     if (shape := checkpoint_shape_error(checkpoint)) is not None:
         return [Check("checkpoint", False, shape)]
-    checks += _signature_checks("checkpoint", checkpoint, public_key)
+    checks += signature_checks("checkpoint", checkpoint, public_key)
     platform, size = checkpoint["platform"], checkpoint["size"]
 
     previous: dict[str, Any] | None = None
@@ -213,7 +181,7 @@ def audit_export(
         previous = load_checkpoint(previous_path)
         if (shape := checkpoint_shape_error(previous)) is not None:
             return checks + [Check("previous checkpoint", False, shape)]
-        checks += _signature_checks("previous checkpoint", previous, public_key)
+        checks += signature_checks("previous checkpoint", previous, public_key)
         same = previous["platform"] == platform and previous["size"] <= size
         checks.append(Check("previous checkpoint order", same,
                             f"previous is {previous['platform']!r} at size {previous['size']}, "
@@ -225,7 +193,15 @@ def audit_export(
     proof_ranges = consistency_ranges(old_size, size) if 0 < old_size < size else []
 
     with scratch_store() as scratch, open(log_path, "rb") as stream:
-        return checks + _audit_log(stream, checkpoint, previous, proof_ranges, _Replay(platform, scratch))
+        replay = _Replay(platform, scratch)
+        checks += _audit_log(stream, checkpoint, previous, proof_ranges, replay)
+        if "liabilities" in checkpoint:
+            replayed = replay.failure is None and replay.replay.seq == size
+            checks += liabilities_checks(checkpoint, scratch if replayed else None, liabilities_paths)
+        elif liabilities_paths:
+            checks.append(Check("liabilities", False, "liabilities exports were given, but the checkpoint "
+                                                      "signed no liabilities trees"))
+        return checks
 
 
 def _audit_log(stream: BinaryIO, checkpoint: dict[str, Any], previous: dict[str, Any] | None,

@@ -7,7 +7,8 @@ to sign a rewritten history.  Its public half is published as PEM
 of the raw 32-byte public key.
 
 A checkpoint binds a platform, a tree size, the tree's root and the balances
-digest after those events; the signature covers the canonical bytes
+digest after those events (and, since AUDIT.md revision 1.1, the summaries of
+its liabilities trees, §5); the signature covers the canonical bytes
 (EVENTS.md §5) of the checkpoint without its `signature` field.  Nothing
 here touches the database, so the offline auditor uses it as it is.
 """
@@ -36,6 +37,7 @@ DEFAULT_KEY_PATH = Path("~/.config/peerledger/signing-key.pem")
 # A key file larger than this is not a PEM Ed25519 key; refuse before reading it whole.
 KEY_FILE_MAX_BYTES = 64 * 1024
 CHECKPOINT_FIELDS = ("platform", "size", "root", "balances_digest", "issued_at", "key_id", "signature")
+LIABILITIES_TREE_FIELDS = ("root", "total", "accounts")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
@@ -119,8 +121,10 @@ def signed_bytes(checkpoint: dict[str, Any]) -> bytes:
 
 
 def sign_checkpoint(
-    key: Ed25519PrivateKey, platform: str, size: int, root: bytes, balances_digest: str, issued_at: str
+    key: Ed25519PrivateKey, platform: str, size: int, root: bytes, balances_digest: str, issued_at: str,
+    liabilities: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """A signed checkpoint; with `liabilities` (AUDIT.md §5), that field is signed too."""
     checkpoint: dict[str, Any] = {
         "platform": platform,
         "size": size,
@@ -129,15 +133,18 @@ def sign_checkpoint(
         "issued_at": issued_at,
         "key_id": key_id(key.public_key()),
     }
+    if liabilities is not None:
+        checkpoint["liabilities"] = liabilities
     checkpoint["signature"] = base64.b64encode(key.sign(signed_bytes(checkpoint))).decode("ascii")
     return checkpoint
 
 
 def checkpoint_shape_error(checkpoint: object) -> str | None:
-    """Why `checkpoint` is not a well-formed AUDIT.md §3 object, or None."""
+    """Why `checkpoint` is not a well-formed AUDIT.md §3 object (with the
+    optional `liabilities` field of §5), or None."""
     if not isinstance(checkpoint, dict):
         return "a checkpoint is a JSON object"
-    fields = set(checkpoint)
+    fields = set(checkpoint) - {"liabilities"}
     if fields != set(CHECKPOINT_FIELDS):
         missing, unknown = sorted(set(CHECKPOINT_FIELDS) - fields), sorted(fields - set(CHECKPOINT_FIELDS))
         return f"fields differ from AUDIT.md §3: missing {missing}, unknown {unknown}"
@@ -151,6 +158,23 @@ def checkpoint_shape_error(checkpoint: object) -> str | None:
         return "platform and issued_at must be strings"
     if not isinstance(checkpoint["signature"], str):
         return "signature must be a base64 string"
+    if "liabilities" in checkpoint:
+        return liabilities_shape_error(checkpoint["liabilities"])
+    return None
+
+
+def liabilities_shape_error(liabilities: object) -> str | None:
+    """Why a checkpoint's `liabilities` field is not AUDIT.md §5's, or None."""
+    if not isinstance(liabilities, dict):
+        return "liabilities must be an object of currency → tree"
+    for currency, tree in liabilities.items():
+        if not isinstance(tree, dict) or set(tree) != set(LIABILITIES_TREE_FIELDS):
+            return f"liabilities[{currency!r}] must have exactly the fields {list(LIABILITIES_TREE_FIELDS)}"
+        if not isinstance(tree["root"], str) or not _HEX64.match(tree["root"]):
+            return f"liabilities[{currency!r}].root must be 64 lower-case hex characters"
+        for name in ("total", "accounts"):
+            if type(tree[name]) is not int or tree[name] < 0:
+                return f"liabilities[{currency!r}].{name} must be a non-negative integer, got {tree[name]!r}"
     return None
 
 

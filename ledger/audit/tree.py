@@ -26,9 +26,11 @@ then the root with every checkpoint the ledger signed.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator, Sequence
 
 from ledger.storage.store import MERKLE_STORED_LEVEL_MIN, REPLAY_CHUNK_EVENTS, Store
+from projections.balances import canonical_json
 from projections.merkle import (
     EMPTY_ROOT,
     Frontier,
@@ -238,11 +240,16 @@ def audit_ddl(serial_pk: str) -> list[str]:
         "key_id TEXT NOT NULL, signature TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS peerledger_checkpoints_platform "
         "ON peerledger_checkpoints (platform, checkpoint_id)",
+        # AUDIT.md §5 (revision 1.1): a checkpoint's signed `liabilities` field
+        # (canonical JSON) and the secret seed of its salts
+        # (`ledger.audit.liabilities`); checkpoints signed before have no row.
+        "CREATE TABLE IF NOT EXISTS peerledger_checkpoint_liabilities ("
+        "checkpoint_id BIGINT PRIMARY KEY, liabilities TEXT NOT NULL, salt_seed TEXT NOT NULL)",
     ]
 
 
 # Bump when the statements change: existing databases then run them once more.
-AUDIT_SCHEMA_VERSION = 1
+AUDIT_SCHEMA_VERSION = 2
 
 
 def create_audit_tables(store: Store) -> None:
@@ -250,30 +257,60 @@ def create_audit_tables(store: Store) -> None:
 
 
 CHECKPOINT_COLUMNS = ("platform", "size", "root", "balances_digest", "issued_at", "key_id", "signature")
+_SELECT_CHECKPOINTS = (
+    f"SELECT {', '.join('c.' + k for k in CHECKPOINT_COLUMNS)}, l.liabilities, l.salt_seed "
+    "FROM peerledger_checkpoints c LEFT JOIN peerledger_checkpoint_liabilities l "
+    "ON l.checkpoint_id = c.checkpoint_id WHERE c.platform = ?"
+)
 
 
-def record_checkpoint(store: Store, checkpoint: dict[str, Any]) -> None:
+def record_checkpoint(store: Store, checkpoint: dict[str, Any], salt_seed: bytes | None = None) -> None:
+    """Keep a signed checkpoint, with the seed of its liabilities salts when it has trees."""
+    assert ("liabilities" in checkpoint) == (salt_seed is not None), "a seed goes with a liabilities field"
     with store.transaction(commit=True) as c:
         c.execute(
             store.dialect.sql(
                 f"INSERT INTO peerledger_checkpoints ({', '.join(CHECKPOINT_COLUMNS)}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING checkpoint_id"
             ),
             tuple(checkpoint[k] for k in CHECKPOINT_COLUMNS),
         )
+        [row] = c.fetchall()
+        checkpoint_id = row["checkpoint_id"] if isinstance(row, dict) else row[0]
+        if salt_seed is not None:
+            c.execute(
+                store.dialect.sql("INSERT INTO peerledger_checkpoint_liabilities (checkpoint_id, liabilities, "
+                                  "salt_seed) VALUES (?, ?, ?)"),
+                (checkpoint_id, canonical_json(checkpoint["liabilities"]).decode("utf-8"), salt_seed.hex()),
+            )
+
+
+def _checkpoint(row: tuple[Any, ...]) -> tuple[dict[str, Any], bytes | None]:
+    checkpoint = {**dict(zip(CHECKPOINT_COLUMNS, row)), "size": int(row[1])}
+    liabilities, seed = row[len(CHECKPOINT_COLUMNS):]
+    if liabilities is None:
+        return checkpoint, None
+    signature = checkpoint.pop("signature")  # as signed: the field goes before the signature
+    checkpoint["liabilities"] = json.loads(liabilities)  # not orjson: a total may exceed 64 bits
+    checkpoint["signature"] = signature
+    return checkpoint, bytes.fromhex(seed)
 
 
 def list_checkpoints(store: Store, platform: str, limit: int) -> list[dict[str, Any]]:
     """The newest `limit` checkpoints of a platform, oldest first, as issued."""
-    rows = store.query(
-        f"SELECT {', '.join(CHECKPOINT_COLUMNS)} FROM peerledger_checkpoints WHERE platform = ? "
-        "ORDER BY checkpoint_id DESC LIMIT ?",
-        (platform, min(limit, CHECKPOINTS_LIST_MAX)),
-    )
-    return [
-        {**dict(zip(CHECKPOINT_COLUMNS, row)), "size": int(row[1])}
-        for row in reversed(rows)
-    ]
+    rows = store.query(_SELECT_CHECKPOINTS + " ORDER BY c.checkpoint_id DESC LIMIT ?",
+                       (platform, min(limit, CHECKPOINTS_LIST_MAX)))
+    return [_checkpoint(row)[0] for row in reversed(rows)]
+
+
+def newest_checkpoint(store: Store, platform: str, size: int | None = None) -> tuple[dict[str, Any], bytes | None] | None:
+    """The newest checkpoint of `platform` (of tree size `size` when given)
+    and the seed of its salts (None for a checkpoint without trees), or None."""
+    sql, params = _SELECT_CHECKPOINTS, [platform]
+    if size is not None:
+        sql, params = sql + " AND c.size = ?", [platform, size]
+    rows = store.query(sql + " ORDER BY c.checkpoint_id DESC LIMIT 1", params)
+    return _checkpoint(rows[0]) if rows else None
 
 
 # -- time travel -------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The auditor's commands: keys, checkpoint(s), prove, export, audit.
+"""The auditor's commands: keys, checkpoint(s), prove, liabilities, export, audit, audit-proof.
 
     peerledger keys init [--key-file PATH]
     peerledger keys public [--key-file PATH] [--json]
@@ -6,8 +6,12 @@
     peerledger checkpoints --platform P [--limit N] [--json]
     peerledger prove inclusion --platform P --seq S [--size N] [--json]
     peerledger prove consistency --platform P --from M [--to N] [--json]
+    peerledger prove balance --platform P --prosumer X [--size N] [--json]
+    peerledger liabilities --platform P --currency C [--size N]
     peerledger export --platform P [--to SEQ] [--output FILE]
-    peerledger audit --log EXPORT --checkpoint CP --public-key PEM [--previous CP_OLD] [--json]
+    peerledger audit --log EXPORT --checkpoint CP --public-key PEM [--previous CP_OLD]
+                     [--liabilities LEAVES …] [--json]
+    peerledger audit-proof --proof FILE --public-key PEM [--json]
 
 Formats are AUDIT.md's.  Exit codes as everywhere: 0 ok, 1 a failure or a
 failed check, 2 bad usage, 4 not found (a seq or size beyond the log).
@@ -24,6 +28,8 @@ from typing import Any
 from rich.table import Table
 
 from ledger.audit.auditor import audit_export
+from ledger.audit.balance_proof import audit_balance_proof
+from ledger.audit.liabilities import LiabilitiesMismatch, balance_snapshot, check_signed, new_seed
 from ledger.audit.signing import (
     SigningKeyError,
     create_key_file,
@@ -39,6 +45,7 @@ from ledger.audit.tree import (
     TreeError,
     create_audit_tables,
     list_checkpoints,
+    newest_checkpoint,
     record_checkpoint,
 )
 from ledger.cli.common import (
@@ -53,9 +60,10 @@ from ledger.cli.common import (
 )
 from ledger.contract.documents import consistency_doc, inclusion_doc
 from ledger.ingest.ingestor import ledger_time
-from ledger.storage.queries import balances_at, log_head
+from ledger.storage.queries import NotFound, log_head
 from ledger.storage.store import LogGap, Store
-from projections.balances import balances_digest
+from projections.balances import canonical_json
+from projections.liabilities import is_prosumer
 
 
 def _usage(message: str) -> int:
@@ -99,11 +107,6 @@ def cmd_keys_public(args: argparse.Namespace) -> int:
 # -- checkpoints ---------------------------------------------------------------------
 
 
-def digest_at(store: Store, platform: str, size: int) -> str:
-    """The balances digest after the first `size` events."""
-    return balances_digest(balances_at(store, platform, size))
-
-
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     try:
         key = load_private_key(key_path(args.key_file))
@@ -118,15 +121,24 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         if head == 0 or size > head:
             return _not_found(f"platform {args.platform!r} has {head} events; no checkpoint at size {size}")
         root = StoredTree(store, args.platform).root(size)
-        checkpoint = sign_checkpoint(key, args.platform, size, root, digest_at(store, args.platform, size),
-                                     ledger_time())
+        seed = new_seed()
+        with balance_snapshot(store, args.platform, size, seed) as snapshot:
+            liabilities = {currency: tree.as_json() for currency, tree in snapshot.trees().items()}
+            checkpoint = sign_checkpoint(key, args.platform, size, root, snapshot.digest, ledger_time(), liabilities)
         create_audit_tables(store)
-        record_checkpoint(store, checkpoint)
+        record_checkpoint(store, checkpoint, seed)
     if args.json:
         print_json(checkpoint)
     else:
         for field, value in checkpoint.items():
-            out.print(f"{field:>16}  {value}")
+            if field == "liabilities":
+                if not value:
+                    out.print(f"{'liabilities':>16}  none (no prosumer has a balance yet)")
+                for currency, tree in value.items():
+                    out.print(f"{'liabilities':>16}  {currency}: total {tree['total']} minor units owed to "
+                              f"{tree['accounts']:,} accounts, root {tree['root']}")
+            else:
+                out.print(f"{field:>16}  {value}")
     return EXIT_OK
 
 
@@ -193,6 +205,67 @@ def _print_proof(args: argparse.Namespace, proof: dict[str, Any]) -> None:
         out.print(f"{'path' if i == 0 else '':>10}  {h}")
 
 
+def _checkpoint_for(store: Store, platform: str, size: int | None) -> tuple[dict[str, Any], bytes]:
+    """The newest checkpoint (of `size` when given) with liabilities trees, and its seed."""
+    log_head(store, platform)  # an unknown platform is not found
+    create_audit_tables(store)
+    found = newest_checkpoint(store, platform, size)
+    at = "" if size is None else f" at size {size}"
+    if found is None:
+        raise NotFound(f"platform {platform!r} has no checkpoint{at}; sign one with `peerledger checkpoint`")
+    checkpoint, seed = found
+    if seed is None:
+        raise NotFound(f"the newest checkpoint of {platform!r}{at} was signed before AUDIT.md revision 1.1 and "
+                          "has no liabilities trees; sign a new one with `peerledger checkpoint`")
+    return checkpoint, seed
+
+
+def cmd_prove_balance(args: argparse.Namespace) -> int:
+    if not is_prosumer(args.prosumer):
+        return _usage(f"{args.prosumer!r} is a system account; liabilities trees hold prosumer accounts only")
+    with open_store(args) as store:
+        checkpoint, seed = _checkpoint_for(store, args.platform, args.size)
+        with balance_snapshot(store, args.platform, checkpoint["size"], seed) as snapshot:
+            proof = {"checkpoint": checkpoint, "proofs": snapshot.proofs(args.prosumer, checkpoint["liabilities"])}
+    if args.json:
+        print_json(proof)
+        return EXIT_OK
+    out.print(f"checkpoint of {args.platform} at size {checkpoint['size']}, issued {checkpoint['issued_at']}")
+    if not proof["proofs"]:
+        out.print(f"{args.prosumer} has no balance at that size")
+    for entry in proof["proofs"]:
+        leaf = entry["leaf"]
+        out.print(f"{leaf['currency']}: balance {leaf['balance']} minor units, leaf {entry['index']:,} of "
+                  f"{entry['leaves']:,}, {len(entry['path'])} siblings (use --json for the proof itself)")
+    return EXIT_OK
+
+
+def cmd_liabilities(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        checkpoint, seed = _checkpoint_for(store, args.platform, args.size)
+        if args.currency not in checkpoint["liabilities"]:
+            return _not_found(f"the checkpoint at size {checkpoint['size']} has no {args.currency} tree; it has "
+                              f"{sorted(checkpoint['liabilities']) or 'none'}")
+        with balance_snapshot(store, args.platform, checkpoint["size"], seed) as snapshot:
+            check_signed(snapshot, checkpoint["liabilities"])
+            stream = sys.stdout.buffer
+            for leaf in snapshot.leaves(args.currency):
+                stream.write(canonical_json(leaf) + b"\n")
+            stream.flush()
+    return EXIT_OK
+
+
+def cmd_audit_proof(args: argparse.Namespace) -> int:
+    checks = audit_balance_proof(args.proof, args.public_key)
+    ok = all(c.ok for c in checks)
+    if args.json:
+        print_json({"ok": ok, "checks": [c.as_json() for c in checks]})
+    else:
+        for c in checks:
+            print(c.line())
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
 # -- export and audit ----------------------------------------------------------------
 
 
@@ -237,7 +310,7 @@ def _write_export(store: Store, platform: str, upto: int, stream: Any) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    checks = audit_export(args.log, args.checkpoint, args.public_key, args.previous)
+    checks = audit_export(args.log, args.checkpoint, args.public_key, args.previous, args.liabilities or ())
     ok = all(c.ok for c in checks)
     if args.json:
         print_json({"ok": ok, "checks": [c.as_json() for c in checks]})
@@ -248,12 +321,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _tree_errors(func: Any) -> Any:
-    """A missing stored node is a failure (exit 1) with its message, not a traceback."""
+    """A missing stored node, or balances that no longer give the signed
+    liabilities trees, is a failure (exit 1) with its message, not a traceback."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return int(func(args))
-        except TreeError as e:
+        except (TreeError, LiabilitiesMismatch) as e:
             err.print(f"peerledger: {e}")
             return EXIT_FAILURE
 
@@ -298,6 +372,23 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
     s.add_argument("--to", type=int, metavar="N", help="(default: the log's head)")
     s.set_defaults(func=_tree_errors(cmd_prove_consistency))
 
+    s = prove.add_parser("balance", parents=[common, jsonf, plat],
+                         help="a prosumer's balance proof against a signed checkpoint (AUDIT.md §5)")
+    s.add_argument("--prosumer", required=True)
+    s.add_argument("--size", type=int, metavar="N", help="the checkpoint's size (default: the newest checkpoint)")
+    s.set_defaults(func=_tree_errors(cmd_prove_balance))
+
+    s = sub.add_parser("liabilities", parents=[common, plat],
+                       help="a checkpoint's liabilities tree leaves, in leaf order, as JSON Lines (AUDIT.md §5)")
+    s.add_argument("--currency", required=True)
+    s.add_argument("--size", type=int, metavar="N", help="the checkpoint's size (default: the newest checkpoint)")
+    s.set_defaults(func=_tree_errors(cmd_liabilities))
+
+    s = sub.add_parser("audit-proof", parents=[jsonf], help="check a prosumer's balance proof (no database)")
+    s.add_argument("--proof", required=True, metavar="FILE")
+    s.add_argument("--public-key", required=True, metavar="PEM")
+    s.set_defaults(func=cmd_audit_proof)
+
     s = sub.add_parser("export", parents=[common, plat], help="the log's canonical bytes, one per line (AUDIT.md §4)")
     s.add_argument("--to", type=int, metavar="SEQ", help="last seq (default: the log's head)")
     s.add_argument("--output", metavar="FILE", help="default: stdout")
@@ -308,4 +399,6 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
     s.add_argument("--checkpoint", required=True, metavar="CP")
     s.add_argument("--public-key", required=True, metavar="PEM")
     s.add_argument("--previous", metavar="CP_OLD", help="an earlier checkpoint the log must extend")
+    s.add_argument("--liabilities", metavar="LEAVES", action="append",
+                   help="a liabilities export of the checkpoint (`peerledger liabilities`); repeat per currency")
     s.set_defaults(func=cmd_audit)

@@ -181,8 +181,17 @@ class ConsistencyProof(_Doc):
     path: list[str]
 
 
+class LiabilitiesTree(_Doc):
+    """What a checkpoint signs of one currency's liabilities tree (AUDIT.md §5)."""
+
+    root: str = Field(pattern=r"^[0-9a-f]{64}$")
+    total: int = Field(ge=0, description="the sum of the positive prosumer balances, minor units")
+    accounts: int = Field(ge=0, description="leaves: prosumer accounts with a row, zero and negative included")
+
+
 class Checkpoint(_Doc):
-    """A signed tree head, AUDIT.md §3 (`peerledger checkpoint --json`)."""
+    """A signed tree head, AUDIT.md §3 (`peerledger checkpoint --json`);
+    checkpoints signed since AUDIT.md revision 1.1 carry `liabilities`."""
 
     platform: str
     size: int
@@ -190,7 +199,37 @@ class Checkpoint(_Doc):
     balances_digest: str
     issued_at: str
     key_id: str
+    liabilities: dict[str, LiabilitiesTree] | None = Field(
+        default=None, description="one tree per currency with a prosumer row (absent on older checkpoints)")
     signature: str
+
+
+class LiabilitiesLeaf(_Doc):
+    account: str
+    balance: int
+    currency: str
+    salt: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int
+
+
+class PathStep(_Doc):
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sum: int = Field(ge=0)
+
+
+class LeafProof(_Doc):
+    leaf: LiabilitiesLeaf
+    index: int = Field(ge=0)
+    leaves: int = Field(ge=1)
+    path: list[PathStep]
+
+
+class BalanceProof(_Doc):
+    """A prosumer's balance proof (AUDIT.md §5): the signed checkpoint and, per
+    currency, the prosumer's leaf and its siblings' hashes and sums."""
+
+    checkpoint: Checkpoint
+    proofs: list[LeafProof]
 
 
 class Error(_Doc):

@@ -56,7 +56,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Callable, Literal
+from typing import Annotated, Any, AsyncIterator, Callable, Iterator, Literal
 
 import anyio.to_thread
 import orjson
@@ -64,18 +64,20 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ledger.audit.liabilities import LiabilitiesMismatch, balance_snapshot, check_signed
 from ledger.audit.tree import (
     StoredTree,
     TreeError,
     create_audit_tables,
     list_checkpoints,
+    newest_checkpoint,
 )
 from ledger.contract import documents as api
 from ledger.contract import rules
@@ -108,7 +110,8 @@ from ledger.storage import queries
 from ledger.storage.queries import ledger_instant
 from ledger.storage.store import AppendBatch, RejectRecord, Store
 from ledger.storage.views import views_seq
-from projections.balances import balances_digest
+from projections.balances import balances_digest, canonical_json
+from projections.liabilities import is_prosumer
 from projections.payouts import plan_csv, plan_jsonl
 
 API_VERSION = "1"
@@ -452,10 +455,14 @@ def _role(may: str, doing: str) -> Callable[..., Principal]:
 reader = _role("may_read", "read")
 writer = _role("may_write", "post events")
 payer = _role("may_pay", "plan payouts")
+prover = _role("may_prove", "fetch balance proofs")
+liabilities_reader = _role("may_export_liabilities", "read liabilities trees")
 
 
 Reader = Annotated[Principal, Depends(reader)]
 Payer = Annotated[Principal, Depends(payer)]
+Prover = Annotated[Principal, Depends(prover)]
+LiabilitiesReader = Annotated[Principal, Depends(liabilities_reader)]
 
 
 # -- documents only the HTTP API has ---------------------------------------------
@@ -939,6 +946,73 @@ def _audit_routes(app: FastAPI) -> None:
             raise HTTPException(400, f"need first ≤ second, got {first} > {size}")
         path = _tree(store, platform, lambda t: t.consistency(first, size))
         return _json(api.consistency_doc(platform, first, size, path))
+
+
+    @app.get(base + "/prosumers/{prosumer}/proof", tags=["audit"], response_model=api.BalanceProof,
+             responses=READ_ERRORS)
+    def balance_proof(platform: PlatformId, prosumer: str, request: Request, _who: Prover,
+                      size: Annotated[int | None, Query(ge=1, le=SEQ_MAX, description="the checkpoint's size "
+                                                        "(default: the newest checkpoint)")] = None) -> Response:
+        """A prosumer's balance proof against a signed checkpoint (AUDIT.md §5),
+        as `peerledger prove balance --json`: the platform hands it to the
+        prosumer, who checks it alone (`peerledger audit-proof`).  It costs a
+        pass over the checkpoint's balances (a replay for an older size)."""
+        if not is_prosumer(prosumer):
+            raise HTTPException(400, f"{prosumer!r} is a system account; liabilities trees hold prosumers only")
+        store = _backend(request).store
+        checkpoint, seed = _liabilities_checkpoint(store, platform, size)
+        with _liabilities_mismatch(), balance_snapshot(store, platform, checkpoint["size"], seed) as snapshot:
+            proofs = snapshot.proofs(prosumer, checkpoint["liabilities"])
+        return _json({"checkpoint": checkpoint, "proofs": proofs})
+
+    @app.get(base + "/liabilities", tags=["audit"], responses={
+        **READ_ERRORS, 200: {"description": "The leaves of one currency's tree in leaf order, one canonical JSON "
+                                            "object per line", "content": {NDJSON: {"schema": {"type": "string"}}}}})
+    def liabilities(platform: PlatformId, request: Request, _who: LiabilitiesReader, currency: Currency,
+                    size: Annotated[int | None, Query(ge=1, le=SEQ_MAX, description="the checkpoint's size "
+                                                      "(default: the newest checkpoint)")] = None) -> Response:
+        """The auditor's liabilities export (AUDIT.md §5), as `peerledger
+        liabilities`: checked against the signed tree before the first line."""
+        store = _backend(request).store
+        checkpoint, seed = _liabilities_checkpoint(store, platform, size)
+        if currency not in checkpoint["liabilities"]:
+            raise HTTPException(404, f"the checkpoint at size {checkpoint['size']} has no {currency} tree")
+        context = balance_snapshot(store, platform, checkpoint["size"], seed)
+        snapshot = context.__enter__()
+        try:
+            with _liabilities_mismatch():
+                check_signed(snapshot, checkpoint["liabilities"])
+        except BaseException:
+            context.__exit__(None, None, None)
+            raise
+
+        def lines() -> Iterator[bytes]:
+            with context:  # the scratch file lives until the last line is sent
+                for leaf in snapshot.leaves(currency):
+                    yield canonical_json(leaf) + b"\n"
+
+        return StreamingResponse(lines(), media_type=NDJSON)
+
+
+def _liabilities_checkpoint(store: Store, platform: str, size: int | None) -> tuple[dict[str, Any], bytes]:
+    queries.log_head(store, platform)
+    create_audit_tables(store)
+    found = newest_checkpoint(store, platform, size)
+    at = "" if size is None else f" at size {size}"
+    if found is None:
+        raise HTTPException(404, f"platform {platform!r} has no checkpoint{at}")
+    if found[1] is None:
+        raise HTTPException(404, f"the newest checkpoint of {platform!r}{at} was signed before AUDIT.md revision "
+                                 "1.1 and has no liabilities trees")
+    return found[0], found[1]
+
+
+@contextlib.contextmanager
+def _liabilities_mismatch() -> Iterator[None]:
+    try:
+        yield
+    except LiabilitiesMismatch as e:  # the balances no longer give the signed trees: the ledger is damaged
+        raise HTTPException(500, str(e)) from None
 
 
 def _tree(store: Store, platform: str, proof: Any) -> Any:

@@ -26,6 +26,10 @@ Roles (`ROLES`):
 Payout runs (`GET …/payouts/plan`) are planned by `PAY_ROLES`: operator and
 admin, who may also post the `payout.issued` events they plan and the
 `payout.returned` events their bank reports (`payouts reconcile`).
+A prosumer's balance proof (AUDIT.md §5, `…/prosumers/{x}/proof`) is fetched
+by `PROVE_ROLES` (operator and admin: the platform hands it to its user in
+its own app); the leaves of a whole liabilities tree (`…/liabilities`), every
+prosumer's balance, go to `LIABILITIES_ROLES` only (auditor and admin).
 
 A token belongs to one platform, except an admin token, which belongs to
 all (`platform` NULL).  Revoking marks the row (`revoked_at`) and takes effect
@@ -53,6 +57,8 @@ ROLES = (INGEST, OPERATOR, AUDITOR, ADMIN)
 READ_ROLES = frozenset({OPERATOR, AUDITOR, ADMIN})
 WRITE_ROLES = frozenset({INGEST, OPERATOR, ADMIN})
 PAY_ROLES = frozenset({OPERATOR, ADMIN})
+PROVE_ROLES = frozenset({OPERATOR, ADMIN})
+LIABILITIES_ROLES = frozenset({AUDITOR, ADMIN})
 # An operator corrects and pays out (books returned payouts back), and runs the platform's usage pools: it
 # opens a pool (choosing its split method, a policy like the fee) and closes
 # it (the month is over: book it).  The platform's own events (prosumers,
@@ -118,6 +124,14 @@ class Principal:
     @property
     def may_pay(self) -> bool:
         return self.role in PAY_ROLES
+
+    @property
+    def may_prove(self) -> bool:
+        return self.role in PROVE_ROLES
+
+    @property
+    def may_export_liabilities(self) -> bool:
+        return self.role in LIABILITIES_ROLES
 
     @property
     def event_types(self) -> frozenset[str] | None:

@@ -528,27 +528,35 @@ DIGEST_PAGE_ROWS = 10_000
 
 def platform_digest(c: Any, d: Dialect, platform: str) -> str:
     """The balances digest of `platform` (EVENTS.md §5) from its rows in
-    the table, streamed in code point order (SQLite's BINARY collation is
-    UTF-8 byte order, which is code point order; PostgreSQL's is asked for
-    as "C"), DIGEST_PAGE_ROWS at a time."""
+    the table, streamed (`streamed_balances`)."""
+    return balances_digest(balance_row(account, currency, f) for account, currency, f in streamed_balances(c, d, platform))
+
+
+def streamed_balances(c: Any, d: Dialect, platform: str) -> Iterator[tuple[str, str, Figures]]:
+    """`platform`'s balance rows as (account, currency, figures) in code point
+    order (SQLite's BINARY collation is UTF-8 byte order, which is code point
+    order; PostgreSQL's is asked for as "C"), DIGEST_PAGE_ROWS at a time, with
+    cursor `c` of an open transaction: one statement, so one snapshot, and
+    memory that does not grow with the platform's accounts."""
     order = ' COLLATE "C"' if d is POSTGRES else ""
     sql = _sql(d, "SELECT account, currency, earned, reversed, paid FROM peerledger_balances "
                   f"WHERE platform = ? ORDER BY account{order}, currency{order}")
     if d is POSTGRES:
         # A server-side cursor: psycopg's ordinary cursor fetches the whole result.
-        with c.connection.cursor(name="peerledger_digest") as server:
+        with c.connection.cursor(name="peerledger_balances_stream") as server:
             server.execute(sql, (platform,))
-            return balances_digest(_digest_rows(server))
+            yield from _paged(server)
+        return
     raw = c.sqlite_cursor  # eventsourcing's wrapper has no fetchmany
     raw.execute(sql, (platform,))
-    return balances_digest(_digest_rows(raw))
+    yield from _paged(raw)
 
 
-def _digest_rows(cursor: Any) -> Iterator[dict[str, object]]:
+def _paged(cursor: Any) -> Iterator[tuple[str, str, Figures]]:
     while page := cursor.fetchmany(DIGEST_PAGE_ROWS):
         for r in page:
             account, currency, earned, reversed_, paid = r.values() if isinstance(r, dict) else r
-            yield balance_row(account, currency, Figures(int(earned), int(reversed_), int(paid)))
+            yield account, currency, Figures(int(earned), int(reversed_), int(paid))
 
 
 def _sql(d: Dialect, statement: str) -> str:

@@ -1,0 +1,193 @@
+"""Liabilities trees and prosumer balance proofs (AUDIT.md §5): pure functions.
+
+A liabilities tree is a Merkle *sum* tree over one currency's prosumer
+balances at a checkpoint.  Each node carries a hash and a sum; the sum of a
+leaf is max(balance, 0) and an interior node's is its children's total, so
+the root's sum is what the platform owes its prosumers in that currency.
+The tree has the shape of the log's tree (RFC 9162, `projections.merkle`):
+the same `inclusion_ranges` name a leaf's siblings, and the same fold
+verifies a path, with sums carried beside the hashes.
+
+Why both children's sums go into a node's hash, not only their total: with
+the total alone, a ledger could move value between two siblings (report
+−5 and +5 as 0 and 0) and still fold to the signed root.  Hashing [L.sum,
+R.sum] pins every subtree's sum, and non-negative sums on a path stop the
+ledger from hiding a balance behind a negative one.
+
+Worked example (one currency, two prosumers, salts "aa…" < "bb…"):
+leaf 0 = bob 120, leaf 1 = carol −7.  Sums 120 and 0; the root's hash is
+SHA-256(0x03 || h(leaf 0) || h(leaf 1) || b"[120,0]") and its sum 120:
+carol's debt is not a liability and is not netted against bob's credit.
+
+`SumFrontier` builds a tree from leaves in leaf order in O(log n) memory
+(one (hash, sum) per set bit of the count) and keeps, as they complete, the
+perfect subtrees a proof asked for; `fold_path` is the verifier's half.
+Nothing here reads a database or a clock: the shell
+(`ledger.audit.liabilities`) draws the salts and orders the leaves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from projections.balances import canonical_json
+from projections.merkle import EMPTY_ROOT, HASH_BYTES, LeafRange, NodeKey, inclusion_ranges, perfect_parts
+
+LEAF_PREFIX = b"\x02"
+NODE_PREFIX = b"\x03"
+SALT_HEX_CHARS = 64
+SALT_RE = re.compile(r"^[0-9a-f]{64}$")
+SYSTEM_ACCOUNT_PREFIX = "@"
+LEAF_FIELDS = ("account", "balance", "currency", "salt", "size")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A subtree: its hash (raw 32 bytes) and the sum of its leaves."""
+
+    hash: bytes
+    sum: int
+
+
+EMPTY_TREE = Node(EMPTY_ROOT, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class TreeSummary:
+    """What a checkpoint signs of one currency's tree (AUDIT.md §5)."""
+
+    root: bytes
+    total: int
+    accounts: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"root": self.root.hex(), "total": self.total, "accounts": self.accounts}
+
+
+def is_prosumer(account: str) -> bool:
+    """A prosumer account: every account of EVENTS.md §5 not starting with `@`."""
+    return not account.startswith(SYSTEM_ACCOUNT_PREFIX)
+
+
+def salt_of(seed: bytes, currency: str, account: str) -> str:
+    """The salt of (checkpoint, currency, account), as 64 hex characters.
+
+    HMAC-SHA256 under the checkpoint's random 32-byte seed is a pseudo-random
+    function: without the seed, a salt is indistinguishable from one drawn
+    at random, and keeping the seed keeps every salt (asking again for a
+    proof gives the same leaf) in one row instead of one per account.  The
+    message is canonical JSON, so no two (currency, account) pairs collide.
+    """
+    assert len(seed) == HASH_BYTES, "a checkpoint's salt seed is 32 bytes"
+    return hmac.new(seed, canonical_json([currency, account]), hashlib.sha256).hexdigest()
+
+
+def leaf_object(account: str, balance: int, currency: str, salt: str, size: int) -> dict[str, Any]:
+    return {"account": account, "balance": balance, "currency": currency, "salt": salt, "size": size}
+
+
+def leaf_node(leaf: dict[str, Any]) -> Node:
+    """Leaf hash = SHA-256(0x02 || canonical leaf), leaf sum = max(balance, 0)."""
+    return Node(hashlib.sha256(LEAF_PREFIX + canonical_json(leaf)).digest(), max(leaf["balance"], 0))
+
+
+def combine(left: Node, right: Node) -> Node:
+    """SHA-256(0x03 || L.hash || R.hash || canonical [L.sum, R.sum]), sum L + R."""
+    sums = canonical_json([left.sum, right.sum])
+    return Node(hashlib.sha256(NODE_PREFIX + left.hash + right.hash + sums).digest(), left.sum + right.sum)
+
+
+def fold_nodes(parts: Sequence[Node]) -> Node:
+    """The tree of consecutive perfect subtrees (largest first), nested to the
+    right as RFC 9162 splits: p0 ⊕ (p1 ⊕ (p2 ⊕ …))."""
+    node = parts[-1]
+    for left in reversed(parts[:-1]):
+        node = combine(left, node)
+    return node
+
+
+class SumFrontier:
+    """The right edge of a growing sum tree, keeping the subtrees it was asked for.
+
+    `append` costs O(1) amortised combines; `wanted` names perfect subtrees
+    (level, idx) to keep as they complete (level 0 is a leaf), so a proof's
+    siblings are collected in the same pass that computes the root.
+    """
+
+    __slots__ = ("size", "_edge", "_wanted", "kept")
+
+    def __init__(self, wanted: Collection[NodeKey] = ()) -> None:
+        self.size = 0
+        self._edge: list[Node] = []  # largest subtree first
+        self._wanted = frozenset(wanted)
+        self.kept: dict[NodeKey, Node] = {}
+
+    def append(self, leaf: Node) -> None:
+        node, level, idx, carry = leaf, 0, self.size, self.size
+        if self._wanted and (0, idx) in self._wanted:
+            self.kept[(0, idx)] = node
+        while carry & 1:  # as binary addition: a subtree of this level waits on the edge
+            node = combine(self._edge.pop(), node)
+            level, idx, carry = level + 1, idx >> 1, carry >> 1
+            if self._wanted and (level, idx) in self._wanted:
+                self.kept[(level, idx)] = node
+        self._edge.append(node)
+        self.size += 1
+
+    def root(self) -> Node:
+        return fold_nodes(self._edge) if self._edge else EMPTY_TREE
+
+    def summary(self) -> TreeSummary:
+        root = self.root()
+        return TreeSummary(root.hash, root.sum, self.size)
+
+
+def path_ranges(index: int, leaves: int) -> list[LeafRange]:
+    """The leaf ranges of a leaf's siblings, from the leaf up (RFC 9162 §2.1.3.1)."""
+    return inclusion_ranges(index, leaves)
+
+
+def wanted_nodes(index: int, leaves: int) -> set[NodeKey]:
+    """The perfect subtrees the siblings of leaf `index` are folded from."""
+    return {key for start, end in path_ranges(index, leaves) for key in perfect_parts(start, end)}
+
+
+def path_of(index: int, leaves: int, kept: dict[NodeKey, Node]) -> list[dict[str, Any]]:
+    """The proof's path, `[{"hash", "sum"}, …]`, from the subtrees `kept`."""
+    path = []
+    for start, end in path_ranges(index, leaves):
+        node = fold_nodes([kept[key] for key in perfect_parts(start, end)])
+        path.append({"hash": node.hash.hex(), "sum": node.sum})
+    return path
+
+
+def fold_path(leaf: Node, index: int, leaves: int, path: Iterable[Node]) -> Node | None:
+    """RFC 9162 §2.1.3.2 with sums: the root a path leads to, or None when the
+    path has the wrong length for (index, leaves)."""
+    if not 0 <= index < leaves:
+        return None
+    fn, sn, node = index, leaves - 1, leaf
+    for sibling in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:  # the sibling is on the left
+            node = combine(sibling, node)
+            while fn and not fn & 1:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            node = combine(node, sibling)
+        fn, sn = fn >> 1, sn >> 1
+    return node if sn == 0 else None
+
+
+def tree_of(leaves: Iterable[dict[str, Any]]) -> TreeSummary:
+    """The summary of the tree of `leaves`, given in leaf order."""
+    frontier = SumFrontier()
+    for leaf in leaves:
+        frontier.append(leaf_node(leaf))
+    return frontier.summary()
