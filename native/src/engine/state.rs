@@ -476,7 +476,23 @@ impl PlatformState {
     }
 
     /// The handed-off batch committed: the database has its rows.
+    ///
+    /// Its edges are not simply dropped: a dependents list this batch read
+    /// from the database while they were in flight lacks them (the read ran
+    /// before the commit), and `dependents_of` only made up for it by adding
+    /// `pending_edges`.  Confirming can happen in the middle of a batch (a
+    /// pool's close settles the flight first), so the edges go into the lists
+    /// read so far; a list read after the commit has them already.
     pub fn confirm(&mut self) {
+        for (component, dependent) in std::mem::take(&mut self.pending_edges) {
+            if let Some(list) = self.dependents.seen.get_mut(&component) {
+                if !list.contains(&dependent) {
+                    Arc::make_mut(list).push(dependent);
+                }
+            } else if self.dependents.absent.remove(&component) {
+                self.dependents.seen.insert(component, Arc::new(vec![dependent]));
+            }
+        }
         self.prosumers.pending.clear();
         self.works.pending.clear();
         self.values.pending.clear();
