@@ -30,12 +30,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from projections.balances import canonical_json
+
+# The json module's string encoder (C), as `canonical_json` uses it: quotes,
+# escapes, non-ASCII left raw.
+_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
 from projections.merkle import EMPTY_ROOT, HASH_BYTES, LeafRange, NodeKey, inclusion_ranges, perfect_parts
 
 LEAF_PREFIX = b"\x02"
@@ -84,21 +89,36 @@ def salt_of(seed: bytes, currency: str, account: str) -> str:
     message is canonical JSON, so no two (currency, account) pairs collide.
     """
     assert len(seed) == HASH_BYTES, "a checkpoint's salt seed is 32 bytes"
-    return hmac.new(seed, canonical_json([currency, account]), hashlib.sha256).hexdigest()
+    message = f"[{_string(currency)},{_string(account)}]".encode()  # canonical JSON of [currency, account]
+    return hmac.digest(seed, message, "sha256").hex()
 
 
 def leaf_object(account: str, balance: int, currency: str, salt: str, size: int) -> dict[str, Any]:
     return {"account": account, "balance": balance, "currency": currency, "salt": salt, "size": size}
 
 
+def leaf_bytes(leaf: dict[str, Any]) -> bytes:
+    """The canonical bytes of a leaf object (EVENTS.md §5 serialisation).
+
+    Formatted directly, a million times faster to say than `canonical_json`
+    and equal to it for a leaf of the right types (the tests compare them):
+    keys in sorted order, integers in decimal, strings escaped by the json
+    module's own encoder, non-ASCII kept raw."""
+    if not (type(leaf["balance"]) is int and type(leaf["size"]) is int and isinstance(leaf["account"], str)
+            and isinstance(leaf["currency"], str) and isinstance(leaf["salt"], str) and len(leaf) == 5):
+        return canonical_json(leaf)
+    return (f'{{"account":{_string(leaf["account"])},"balance":{leaf["balance"]},'
+            f'"currency":{_string(leaf["currency"])},"salt":{_string(leaf["salt"])},"size":{leaf["size"]}}}').encode()
+
+
 def leaf_node(leaf: dict[str, Any]) -> Node:
     """Leaf hash = SHA-256(0x02 || canonical leaf), leaf sum = max(balance, 0)."""
-    return Node(hashlib.sha256(LEAF_PREFIX + canonical_json(leaf)).digest(), max(leaf["balance"], 0))
+    return Node(hashlib.sha256(LEAF_PREFIX + leaf_bytes(leaf)).digest(), max(leaf["balance"], 0))
 
 
 def combine(left: Node, right: Node) -> Node:
     """SHA-256(0x03 || L.hash || R.hash || canonical [L.sum, R.sum]), sum L + R."""
-    sums = canonical_json([left.sum, right.sum])
+    sums = f"[{left.sum},{right.sum}]".encode()  # canonical JSON of two integers
     return Node(hashlib.sha256(NODE_PREFIX + left.hash + right.hash + sums).digest(), left.sum + right.sum)
 
 

@@ -455,3 +455,58 @@ def test_a_generated_stream_gives_trees_that_the_auditor_accepts(tmp_path: Path)
     r = run("audit-proof", "--proof", str(write(tmp_path / "p.json", proof)),
             "--public-key", str(tmp_path / "public.pem"))
     assert r.returncode == 0, r.stdout
+
+
+# -- HTTP ---------------------------------------------------------------------------------
+
+
+def test_http_serves_proofs_to_operators_and_leaves_to_auditors(tmp_path: Path):
+    from http_helpers import make_token, worked_example_server
+
+    with worked_example_server(tmp_path) as server:
+        key = tmp_path / "key.pem"
+        assert run("keys", "init", key=key).returncode == 0
+        (tmp_path / "public.pem").write_text(run("keys", "public", key=key).stdout)
+        checkpoint = run_json("checkpoint", "--platform", "demo", db=server.db_url, key=key)
+        operator = make_token(server.db_url, "operator", "demo")
+        auditor = make_token(server.db_url, "auditor", "demo")
+        with server.client(operator) as c:
+            r = c.get("/v1/platforms/demo/prosumers/carol/proof")
+            assert r.status_code == 200, r.text
+            proof = r.json()
+            assert proof["checkpoint"] == checkpoint
+            assert proof == run_json("prove", "balance", "--platform", "demo", "--prosumer", "carol",
+                                     db=server.db_url)
+            assert c.get("/v1/platforms/demo/liabilities", params={"currency": "USD"}).status_code == 403
+            assert c.get("/v1/platforms/demo/prosumers/@platform/proof").status_code == 400
+            assert c.get("/v1/platforms/demo/prosumers/carol/proof", params={"size": 3}).status_code == 404
+        r = run("audit-proof", "--proof", str(write(tmp_path / "p.json", proof)),
+                "--public-key", str(tmp_path / "public.pem"))
+        assert r.returncode == 0, r.stdout
+        with server.client(auditor) as c:
+            assert c.get("/v1/platforms/demo/prosumers/carol/proof").status_code == 403
+            r = c.get("/v1/platforms/demo/liabilities", params={"currency": "USD"})
+            assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+            assert r.text == run("liabilities", "--platform", "demo", "--currency", "USD", db=server.db_url).stdout
+            assert c.get("/v1/platforms/demo/liabilities", params={"currency": "GBP"}).status_code == 404
+            assert c.get("/v1/platforms/other/liabilities", params={"currency": "USD"}).status_code == 404
+
+
+def test_the_fast_leaf_bytes_are_the_canonical_bytes():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from projections.liabilities import leaf_bytes
+
+    @settings(max_examples=300, deadline=None)
+    @given(account=st.text(), balance=st.integers(), currency=st.text(max_size=5), size=st.integers(0, 2**70),
+           salt=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64))
+    def same(account: str, balance: int, currency: str, size: int, salt: str) -> None:
+        leaf = {"account": account, "balance": balance, "currency": currency, "salt": salt, "size": size}
+        try:
+            expected = canon(leaf)
+        except UnicodeEncodeError:  # a lone surrogate is not UTF-8 either way
+            return
+        assert leaf_bytes(leaf) == expected
+
+    same()

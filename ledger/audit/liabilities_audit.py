@@ -32,8 +32,7 @@ from typing import Any
 from ledger.audit.checks import Check
 from ledger.storage.state import streamed_balances
 from ledger.storage.store import Store
-from projections.balances import canonical_json
-from projections.liabilities import LEAF_FIELDS, SALT_RE, SumFrontier, is_prosumer, leaf_node
+from projections.liabilities import LEAF_FIELDS, SALT_RE, SumFrontier, is_prosumer, leaf_bytes, leaf_node
 
 # A leaf line is a prosumer id, a balance and a salt: far below this.
 LEAF_LINE_MAX_BYTES = 64 * 1024
@@ -127,7 +126,7 @@ def _leaf(line: bytes, checkpoint: dict[str, Any]) -> tuple[dict[str, Any], str 
         return {}, "not JSON"
     if not isinstance(leaf, dict) or set(leaf) != set(LEAF_FIELDS):
         return {}, f"a leaf has exactly the fields {list(LEAF_FIELDS)}"
-    if canonical_json(leaf) != line:
+    if leaf_bytes(leaf) != line:
         return {}, "not the leaf's canonical bytes"
     if not isinstance(leaf["account"], str) or not is_prosumer(leaf["account"]):
         return {}, f"{leaf['account']!r} is not a prosumer account"

@@ -62,8 +62,7 @@ from ledger.contract.documents import consistency_doc, inclusion_doc
 from ledger.ingest.ingestor import ledger_time
 from ledger.storage.queries import NotFound, log_head
 from ledger.storage.store import LogGap, Store
-from projections.balances import canonical_json
-from projections.liabilities import is_prosumer
+from projections.liabilities import is_prosumer, leaf_bytes
 
 
 def _usage(message: str) -> int:
@@ -250,7 +249,7 @@ def cmd_liabilities(args: argparse.Namespace) -> int:
             check_signed(snapshot, checkpoint["liabilities"])
             stream = sys.stdout.buffer
             for leaf in snapshot.leaves(args.currency):
-                stream.write(canonical_json(leaf) + b"\n")
+                stream.write(leaf_bytes(leaf) + b"\n")
             stream.flush()
     return EXIT_OK
 
