@@ -136,16 +136,20 @@ class SumFrontier:
 
     `append` costs O(1) amortised combines; `wanted` names perfect subtrees
     (level, idx) to keep as they complete (level 0 is a leaf), so a proof's
-    siblings are collected in the same pass that computes the root.
+    siblings are collected in the same pass that computes the root; with
+    `store_level`, every completed subtree of that level or above is also
+    listed in `completed` (level, idx, node), for a writer to store and drain.
     """
 
-    __slots__ = ("size", "_edge", "_wanted", "kept")
+    __slots__ = ("size", "_edge", "_wanted", "kept", "_store_level", "completed")
 
-    def __init__(self, wanted: Collection[NodeKey] = ()) -> None:
+    def __init__(self, wanted: Collection[NodeKey] = (), store_level: int | None = None) -> None:
         self.size = 0
         self._edge: list[Node] = []  # largest subtree first
         self._wanted = frozenset(wanted)
         self.kept: dict[NodeKey, Node] = {}
+        self._store_level = store_level
+        self.completed: list[tuple[int, int, Node]] = []
 
     def append(self, leaf: Node) -> None:
         node, level, idx, carry = leaf, 0, self.size, self.size
@@ -156,6 +160,8 @@ class SumFrontier:
             level, idx, carry = level + 1, idx >> 1, carry >> 1
             if self._wanted and (level, idx) in self._wanted:
                 self.kept[(level, idx)] = node
+            if self._store_level is not None and level >= self._store_level:
+                self.completed.append((level, idx, node))
         self._edge.append(node)
         self.size += 1
 

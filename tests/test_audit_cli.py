@@ -90,7 +90,8 @@ def test_keys_public_is_spki_pem_with_the_key_id_of_the_raw_key(ledger):
 
 def test_checkpoint_is_signed_over_the_canonical_bytes_without_its_signature(ledger):
     cp = json.loads(ledger["cp13"].read_text())
-    assert list(cp) == ["platform", "size", "root", "balances_digest", "issued_at", "key_id", "signature"]
+    assert list(cp) == ["platform", "size", "root", "balances_digest", "issued_at", "key_id", "liabilities",
+                        "signature"]  # liabilities: AUDIT.md §5 (revision 1.1), tests/test_liabilities.py
     assert (cp["platform"], cp["size"]) == ("demo", 13)
     assert cp["root"] == EXPECTED["merkle_root"] and cp["balances_digest"] == EXPECTED["digest"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", cp["issued_at"])

@@ -510,3 +510,101 @@ def test_the_fast_leaf_bytes_are_the_canonical_bytes():
         assert leaf_bytes(leaf) == expected
 
     same()
+
+
+def test_the_standalone_verifier_of_docs_audit_md_accepts_a_real_proof_and_refuses_a_tampered_one(signed):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text()
+    start = text.index("```python\nimport base64, hashlib, json, sys") + len("```python\n")
+    code = text[start:text.index("```", start)]
+    assert len(code.splitlines()) <= 40  # "a few dozen lines"
+    d = signed["dir"]
+    (d / "verify_proof.py").write_text(code)
+    proof = run_json("prove", "balance", "--platform", "demo", "--prosumer", "carol", db=signed["db"])
+    ok = subprocess.run([sys.executable, str(d / "verify_proof.py"), str(write(d / "ok.json", proof)),
+                         str(signed["public"])], capture_output=True, text=True)
+    assert ok.returncode == 0 and "carol" in ok.stdout, ok.stderr
+    for change in ("balance", "sum", "hash", "negative sum"):
+        bad = subprocess.run([sys.executable, str(d / "verify_proof.py"),
+                              str(write(d / "bad.json", tampered(proof, change))), str(signed["public"])],
+                             capture_output=True, text=True)
+        assert bad.returncode != 0, change
+
+
+# -- kept trees: blocks of 256 leaves and the nodes above them ----------------------------
+
+
+def test_kept_trees_of_several_blocks_give_every_proof_of_the_independent_implementation(db_url: str):
+    """700 prosumers (two full blocks of 256 and a partial one), balances
+    read from the read models as the writer keeps them: every leaf's stored
+    proof equals RFC 9162's PATH over the reference tree."""
+    import random
+
+    from ledger.audit.liabilities import StoredTrees, balance_snapshot, new_seed
+    from ledger.audit.tree import create_audit_tables, newest_checkpoint, record_checkpoint
+    from ledger.storage.store import Store
+
+    rng = random.Random(7)
+    with Store(db_url) as store:
+        create_audit_tables(store)
+        with store.write_transaction() as c:
+            c.execute(store.dialect.sql("INSERT INTO peerledger_heads (platform, seq, fee_bps, tree_edge) "
+                                        "VALUES (?, ?, ?, ?)"), ("big", 1, 0, b""))
+            rows = [("big", f"p{i:04d}", "EUR", e, 0, p, e - p)
+                    for i in range(700) for e, p in [(rng.randrange(0, 10**6), rng.randrange(0, 10**6))]]
+            rows.append(("big", "@platform", "EUR", 5, 0, 0, 5))
+            c.executemany(store.dialect.sql("INSERT INTO peerledger_balances (platform, account, currency, earned, "
+                                            "reversed, paid, balance) VALUES (?, ?, ?, ?, ?, ?, ?)"), rows)
+        seed = new_seed()
+        with balance_snapshot(store, "big", 1, seed) as snapshot:
+            trees = {c: t.as_json() for c, t in snapshot.build().items()}
+            checkpoint = {"platform": "big", "size": 1, "liabilities": trees, "root": "0" * 64,
+                          "balances_digest": snapshot.digest, "issued_at": "x", "key_id": "0" * 16, "signature": "x"}
+            record_checkpoint(store, checkpoint, seed, snapshot.keep)
+        kept = newest_checkpoint(store, "big", 1)
+        assert kept is not None
+        stored = StoredTrees(store, kept.checkpoint_id, kept.checkpoint, seed)
+        leaves = [json.loads(line) for line in stored.lines("EUR")]
+        assert len(leaves) == 700 and [leaf["salt"] for leaf in leaves] == sorted(leaf["salt"] for leaf in leaves)
+        ref = [ref_leaf(leaf) for leaf in leaves]
+        root, total = ref_tree(ref)
+        assert trees["EUR"] == {"root": root.hex(), "total": total, "accounts": 700}
+        assert total == sum(max(r[6], 0) for r in rows if not r[1].startswith("@"))
+        for index in range(0, 700, 7):
+            [entry] = stored.proofs(leaves[index]["account"])
+            assert entry["index"] == index and entry["leaf"] == leaves[index]
+            assert [(bytes.fromhex(p["hash"]), p["sum"]) for p in entry["path"]] == ref_path(index, ref)
+        stored.check("EUR")
+
+
+def test_a_proof_after_the_log_moved_on_is_still_the_checkpoints(signed):
+    db = signed["db"]
+    before = run_json("prove", "balance", "--platform", "demo", "--prosumer", "carol", db=db)
+    sale = {"v": 1, "id": "late-sale", "platform": "demo", "type": "value.realized", "at": "2026-12-01T00:00:00Z",
+            "data": {"value": "late", "work": "o1", "amount": 5000, "currency": "USD"}}
+    (signed["dir"] / "late.jsonl").write_text(json.dumps(sale) + "\n")
+    assert run("ingest", str(signed["dir"] / "late.jsonl"), db=db).returncode == 0
+    assert run_json("prove", "balance", "--platform", "demo", "--prosumer", "carol", db=db) == before
+
+
+def test_kept_leaves_that_were_changed_are_refused_not_served(signed):
+    import sqlite3
+
+    if not signed["db"].startswith("sqlite"):
+        pytest.skip("the change is made with sqlite3 on the file")
+    import zlib
+
+    path = signed["db"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        [(cid, first, data)] = conn.execute(
+            "SELECT checkpoint_id, first_salt, leaves FROM peerledger_liability_blocks WHERE currency = 'USD' "
+            "ORDER BY checkpoint_id DESC LIMIT 1").fetchall()
+        lines = zlib.decompress(data).split(b"\n")
+        leaf = json.loads(lines[0])
+        leaf["balance"] += 1000
+        lines[0] = canon(leaf)
+        conn.execute("UPDATE peerledger_liability_blocks SET leaves = ? WHERE checkpoint_id = ? AND currency = 'USD' "
+                     "AND first_salt = ?", (zlib.compress(b"\n".join(lines)), cid, first))
+    r = run("liabilities", "--platform", "demo", "--currency", "USD", db=signed["db"])
+    assert r.returncode == 1 and r.stdout == "" and "checkpoint signed" in " ".join(r.stderr.split())
+    r = run("prove", "balance", "--platform", "demo", "--prosumer", leaf["account"], db=signed["db"])
+    assert r.returncode == 1 and "does not fold to the signed root" in " ".join(r.stderr.split())

@@ -1,59 +1,84 @@
 """Liabilities trees in the database (AUDIT.md §5): salts, leaf order, proofs.
 
-A checkpoint's trees are built from the platform's balances after its
-`size` events: the live read models when they are exactly there, else a
+Building.  A checkpoint's trees are built from the platform's balances after
+its `size` events: the live read models when they are exactly there, else a
 replay of the log into a scratch SQLite file (`ledger.storage.replay`).
 Either way the rows are streamed, never held: a `BalanceSnapshot` writes
 each prosumer row, with its salt, into a scratch table keyed by (currency,
-salt), and that table's primary key *is* the leaf order, so a tree of a
-million leaves costs a scratch file and O(log n) memory, not a sorted list.
-The same pass streams the balances digest.
+salt), and that key *is* the leaf order, so a tree of a million leaves costs
+a scratch file and O(log n) memory, not a sorted list.  The same pass
+streams the balances digest.
+
+Keeping.  The trees are kept with the checkpoint, so that a proof or an
+export later needs neither the balances of that size (which, once the log
+has moved on, only a replay of the whole log gives) nor a pass over every
+leaf:
+
+| table | a row per | holds |
+|---|---|---|
+| `peerledger_liability_blocks` | (checkpoint, currency, block of 256 leaves) | the block's first salt and its leaves' canonical bytes, one per line, zlib-compressed |
+| `peerledger_liability_nodes` | (checkpoint, currency, complete subtree of 256 leaves or more) | its hash and sum |
+
+A proof reads the block whose first salt is the greatest ≤ the prosumer's
+salt (one index lookup; the salt is recomputed from the seed), finds the leaf
+in it, folds the siblings below 256 leaves from the blocks they lie in (the
+leaf's own and, at the right edge, the last) and fetches the larger ones by
+key: a few lookups whatever the number of prosumers.  An export streams the
+blocks in order.  Storage is about the compressed leaves, some 60 bytes per
+prosumer per checkpoint (`bench/liabilities_bench.py`).
 
 Salts.  Each checkpoint draws one random 32-byte seed (`os.urandom`) and
 keeps it beside the checkpoint; the salt of (currency, account) is
-HMAC-SHA256(seed, [currency, account]) (`projections.liabilities.salt_of`).
-Keeping one seed keeps every salt, so a proof asked for twice shows the
-same leaf; the seed never leaves the database (a proof shows one salt,
-from which no other can be derived).
-
-Cost model.  Building the trees, an export and a proof each stream the
-balances at `size` once (a replay when `size` is not the read models'
-seq) and hash every leaf once: O(accounts) time, bounded memory.  A proof
-is therefore a pass over its currency's leaves, not a lookup; the
-closing note of the feature says what storing the upper levels would buy.
+HMAC-SHA256(seed, [currency, account]) (`projections.liabilities.salt_of`),
+so one row keeps every salt, and the seed never leaves the database.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
+from ledger.audit.tree import create_audit_tables, newest_checkpoint
+from ledger.storage.dialect import POSTGRES, Dialect
+from ledger.storage.queries import NotFound, log_head
 from ledger.storage.replay import replayed, scratch_store
 from ledger.storage.state import streamed_balances
 from ledger.storage.store import Store
 from ledger.storage.views import views_seq
 from projections.balances import balance_row, balances_digest
 from projections.liabilities import (
+    Node,
     SumFrontier,
     TreeSummary,
+    fold_nodes,
+    fold_path,
     is_prosumer,
+    leaf_bytes,
     leaf_node,
     leaf_object,
-    path_of,
+    path_ranges,
     salt_of,
-    wanted_nodes,
 )
+from projections.merkle import perfect_parts
 
 SEED_BYTES = 32
 # Leaves written to, and read from, the scratch table at a time.
 LEAF_PAGE_ROWS = 10_000
+# A stored block is the perfect subtree of 2^BLOCK_LEVEL leaves; nodes of
+# that level and above are stored, smaller ones are folded from a block.
+BLOCK_LEVEL = 8
+BLOCK_LEAVES = 1 << BLOCK_LEVEL
+# Stored rows copied, or read for an export, at a time.
+STORED_PAGE_ROWS = 200
 
 
 class LiabilitiesMismatch(Exception):
-    """The tree rebuilt from the balances differs from the one the checkpoint
-    signed: the balances at that size are not the ones that were signed."""
+    """A tree rebuilt from the stored leaves (or a proof folded from them)
+    differs from the one the checkpoint signed: the stored rows were changed."""
 
 
 def new_seed() -> bytes:
@@ -62,8 +87,8 @@ def new_seed() -> bytes:
 
 class BalanceSnapshot:
     """The balances of one platform after `size` events, as liabilities leaves
-    in leaf order (table `liability_leaves` of a scratch SQLite file), and
-    their digest (EVENTS.md §5)."""
+    in leaf order (table `liability_leaves` of a scratch SQLite file), their
+    digest (EVENTS.md §5), and, once `build` ran, the rows that keep the trees."""
 
     def __init__(self, scratch: Store, platform: str, size: int, seed: bytes, digest: str) -> None:
         self.scratch = scratch
@@ -87,55 +112,191 @@ class BalanceSnapshot:
                 for account, balance, salt in page:
                     yield leaf_object(account, int(balance), currency, salt, self.size)
 
-    def tree(self, currency: str, wanted: set[tuple[int, int]] = frozenset()) -> SumFrontier:  # type: ignore[assignment]
-        frontier = SumFrontier(wanted)
+    def build(self) -> dict[str, TreeSummary]:
+        """Every currency's tree (the checkpoint's field, keys in code point
+        order), its blocks and nodes written to the scratch file to be kept."""
+        with self.scratch.write_transaction() as c:
+            c.execute("CREATE TABLE kept_blocks (currency TEXT NOT NULL, first_salt TEXT NOT NULL, "
+                      "block INTEGER NOT NULL, leaves BLOB NOT NULL, PRIMARY KEY (currency, first_salt))")
+            c.execute("CREATE TABLE kept_nodes (currency TEXT NOT NULL, level INTEGER NOT NULL, idx INTEGER NOT NULL, "
+                      "hash BLOB NOT NULL, total TEXT NOT NULL, PRIMARY KEY (currency, level, idx))")
+        return {currency: self._build(currency) for currency in self.currencies()}
+
+    def _build(self, currency: str) -> TreeSummary:
+        frontier = SumFrontier(store_level=BLOCK_LEVEL)
+        block: list[bytes] = []
+        blocks: list[tuple[str, str, int, bytes]] = []
+        first_salt = ""
         for leaf in self.leaves(currency):
+            if not block:
+                first_salt = leaf["salt"]
+            line = leaf_bytes(leaf)
+            block.append(line)
             frontier.append(leaf_node(leaf))
-        return frontier
+            if len(block) == BLOCK_LEAVES:
+                blocks.append((currency, first_salt, frontier.size // BLOCK_LEAVES - 1, _pack(block)))
+                block = []
+            if len(blocks) >= STORED_PAGE_ROWS:
+                self._keep(blocks, frontier, currency)
+        if block:
+            blocks.append((currency, first_salt, frontier.size // BLOCK_LEAVES, _pack(block)))
+        self._keep(blocks, frontier, currency)
+        return frontier.summary()
 
-    def trees(self) -> dict[str, TreeSummary]:
-        """One summary per currency, keys in code point order (the checkpoint's field)."""
-        return {currency: self.tree(currency).summary() for currency in self.currencies()}
+    def _keep(self, blocks: list[tuple[str, str, int, bytes]], frontier: SumFrontier, currency: str) -> None:
+        nodes = [(currency, level, idx, node.hash, str(node.sum)) for level, idx, node in frontier.completed]
+        with self.scratch.write_transaction() as c:
+            c.executemany("INSERT INTO kept_blocks (currency, first_salt, block, leaves) VALUES (?, ?, ?, ?)", blocks)
+            c.executemany("INSERT INTO kept_nodes (currency, level, idx, hash, total) VALUES (?, ?, ?, ?, ?)", nodes)
+        blocks.clear()
+        frontier.completed.clear()
 
-    def proofs(self, account: str, signed: dict[str, Any]) -> list[dict[str, Any]]:
+    def keep(self, c: Any, d: Dialect, checkpoint_id: int) -> None:
+        """Copy the built blocks and nodes to the ledger under `checkpoint_id`,
+        with cursor `c` of the transaction that records the checkpoint."""
+        for table, columns in (("blocks", "currency, first_salt, block, leaves"),
+                               ("nodes", "currency, level, idx, hash, total")):
+            marks = ", ".join("?" * (1 + columns.count(",") + 1))
+            insert = d.sql(f"INSERT INTO peerledger_liability_{table} (checkpoint_id, {columns}) VALUES ({marks})")
+            with self.scratch.transaction(commit=False) as read:
+                raw = read.sqlite_cursor
+                raw.execute(f"SELECT {columns} FROM kept_{table}")
+                while page := raw.fetchmany(STORED_PAGE_ROWS):
+                    if table == "nodes" and d is POSTGRES:  # NUMERIC takes the integer, TEXT its decimal
+                        page = [(*row[:-1], int(row[-1])) for row in page]
+                    c.executemany(insert, [(checkpoint_id, *row) for row in page])
+
+
+def _pack(lines: list[bytes]) -> bytes:
+    return zlib.compress(b"\n".join(lines), 6)
+
+
+def _unpack(data: bytes) -> list[bytes]:
+    return zlib.decompress(bytes(data)).split(b"\n")
+
+
+def stored_trees(store: Store, platform: str, size: int | None) -> StoredTrees:
+    """The kept trees of the newest checkpoint of `platform` (of `size` when
+    given); NotFound for a platform without one, or one signed before AUDIT.md
+    revision 1.1 (it has no trees)."""
+    log_head(store, platform)
+    create_audit_tables(store)
+    kept = newest_checkpoint(store, platform, size)
+    at = "" if size is None else f" at size {size}"
+    if kept is None:
+        raise NotFound(f"platform {platform!r} has no checkpoint{at}; sign one with `peerledger checkpoint`")
+    if kept.salt_seed is None:
+        raise NotFound(f"the newest checkpoint of {platform!r}{at} was signed before AUDIT.md revision 1.1 and has no "
+                       "liabilities trees; sign a new one with `peerledger checkpoint`")
+    return StoredTrees(store, kept.checkpoint_id, kept.checkpoint, kept.salt_seed)
+
+
+class StoredTrees:
+    """The kept trees of one checkpoint: proofs and exports from its rows."""
+
+    def __init__(self, store: Store, checkpoint_id: int, checkpoint: dict[str, Any], seed: bytes) -> None:
+        self.store = store
+        self.checkpoint_id = checkpoint_id
+        self.checkpoint = checkpoint
+        self.seed = seed
+
+    def _block_at(self, currency: str, salt: str) -> tuple[int, list[dict[str, Any]]] | None:
+        rows = self.store.query(
+            "SELECT block, leaves FROM peerledger_liability_blocks WHERE checkpoint_id = ? AND currency = ? "
+            "AND first_salt <= ? ORDER BY first_salt DESC LIMIT 1", (self.checkpoint_id, currency, salt))
+        if not rows:
+            return None
+        return int(rows[0][0]), [json.loads(line) for line in _unpack(rows[0][1])]
+
+    def _block(self, currency: str, block: int) -> list[dict[str, Any]]:
+        rows = self.store.query(
+            "SELECT leaves FROM peerledger_liability_blocks WHERE checkpoint_id = ? AND currency = ? AND block = ?",
+            (self.checkpoint_id, currency, block))
+        assert rows, f"block {block} of the {currency} tree of checkpoint #{self.checkpoint_id} is missing"
+        return [json.loads(line) for line in _unpack(rows[0][0])]
+
+    def proofs(self, account: str) -> list[dict[str, Any]]:
         """The account's proof entries (AUDIT.md §5), one per currency in which
-        it has a row, against the checkpoint's `liabilities` field `signed`."""
+        it has a row, each folded to the signed root before it is given."""
         out = []
-        for currency in self.currencies():
+        for currency, signed in self.checkpoint["liabilities"].items():
             salt = salt_of(self.seed, currency, account)
-            rows = self.scratch.query("SELECT account, balance FROM liability_leaves WHERE currency = ? AND salt = ?",
-                                      (currency, salt))
-            if not rows:
+            found = self._block_at(currency, salt)
+            if found is None:
                 continue
-            assert rows[0][0] == account, "two accounts with one salt: HMAC-SHA256 collided"
-            [(index,)] = self.scratch.query(
-                "SELECT COUNT(*) FROM liability_leaves WHERE currency = ? AND salt < ?", (currency, salt))
-            summary = _expect(signed, currency)
-            frontier = self.tree(currency, wanted_nodes(index, summary.accounts))
-            if frontier.summary() != summary:
-                raise LiabilitiesMismatch(
-                    f"the {currency} tree rebuilt at size {self.size} is {frontier.summary().as_json()}, the "
-                    f"checkpoint signed {summary.as_json()}")
-            leaf = leaf_object(account, int(rows[0][1]), currency, salt, self.size)
-            out.append({"leaf": leaf, "index": index, "leaves": summary.accounts,
-                        "path": path_of(index, summary.accounts, frontier.kept)})
+            block, leaves = found
+            position = next((i for i, leaf in enumerate(leaves) if leaf["salt"] == salt), None)
+            if position is None:
+                continue
+            leaf = leaves[position]
+            assert leaf["account"] == account, "two accounts with one salt: HMAC-SHA256 collided"
+            index, count = block * BLOCK_LEAVES + position, signed["accounts"]
+            path = self._path(currency, index, count, {block: leaves})
+            root = fold_path(leaf_node(leaf), index, count, path)
+            if root is None or (root.hash.hex(), root.sum) != (signed["root"], signed["total"]):
+                raise LiabilitiesMismatch(f"the stored {currency} tree of checkpoint #{self.checkpoint_id} does not "
+                                          f"fold to the signed root for {account!r}")
+            out.append({"leaf": leaf, "index": index, "leaves": count,
+                        "path": [{"hash": n.hash.hex(), "sum": n.sum} for n in path]})
         return out
 
+    def _path(self, currency: str, index: int, count: int, blocks: dict[int, list[dict[str, Any]]]) -> list[Node]:
+        ranges = path_ranges(index, count)
+        stored = sorted({key for start, end in ranges for key in perfect_parts(start, end) if key[0] >= BLOCK_LEVEL})
+        nodes = self._nodes(currency, stored)
+        path = []
+        for start, end in ranges:
+            parts = []
+            for level, idx in perfect_parts(start, end):
+                if level >= BLOCK_LEVEL:
+                    parts.append(nodes[(level, idx)])
+                    continue
+                first = idx << level
+                block = first // BLOCK_LEAVES
+                if block not in blocks:
+                    blocks[block] = self._block(currency, block)
+                offset = first - block * BLOCK_LEAVES
+                frontier = SumFrontier()
+                for leaf in blocks[block][offset:offset + (1 << level)]:
+                    frontier.append(leaf_node(leaf))
+                parts.append(frontier.root())
+            path.append(fold_nodes(parts))
+        return path
 
-def _expect(signed: dict[str, Any], currency: str) -> TreeSummary:
-    entry = signed.get(currency)
-    if entry is None:
-        raise LiabilitiesMismatch(f"the balances at this size have {currency} rows; the checkpoint signed no "
-                                  f"{currency} tree")
-    return TreeSummary(bytes.fromhex(entry["root"]), entry["total"], entry["accounts"])
+    def _nodes(self, currency: str, keys: list[tuple[int, int]]) -> dict[tuple[int, int], Node]:
+        if not keys:
+            return {}
+        pairs = " OR ".join("(level = ? AND idx = ?)" for _ in keys)
+        rows = self.store.query(
+            f"SELECT level, idx, hash, total FROM peerledger_liability_nodes WHERE checkpoint_id = ? AND currency = ? "
+            f"AND ({pairs})", (self.checkpoint_id, currency, *[x for key in keys for x in key]))
+        found = {(int(level), int(idx)): Node(bytes(h), int(total)) for level, idx, h, total in rows}
+        missing = [key for key in keys if key not in found]
+        assert not missing, f"nodes {missing} of the {currency} tree of checkpoint #{self.checkpoint_id} are missing"
+        return found
 
+    def lines(self, currency: str) -> Iterator[bytes]:
+        """The leaves' canonical bytes in leaf order, a page of blocks at a time."""
+        last = ""
+        while True:
+            rows = self.store.query(
+                "SELECT first_salt, leaves FROM peerledger_liability_blocks WHERE checkpoint_id = ? AND currency = ? "
+                "AND first_salt > ? ORDER BY first_salt LIMIT ?", (self.checkpoint_id, currency, last, STORED_PAGE_ROWS))
+            if not rows:
+                return
+            for first_salt, data in rows:
+                yield from _unpack(data)
+                last = first_salt
 
-def check_signed(snapshot: BalanceSnapshot, signed: dict[str, Any]) -> None:
-    """Raise LiabilitiesMismatch unless the snapshot's trees are the signed ones."""
-    rebuilt = {currency: summary.as_json() for currency, summary in snapshot.trees().items()}
-    if rebuilt != signed:
-        raise LiabilitiesMismatch(f"the trees rebuilt at size {snapshot.size} are {rebuilt}, the checkpoint "
-                                  f"signed {signed}")
+    def check(self, currency: str) -> None:
+        """Raise LiabilitiesMismatch unless the stored leaves rebuild the signed tree."""
+        frontier = SumFrontier()
+        for line in self.lines(currency):
+            frontier.append(leaf_node(json.loads(line)))
+        signed = self.checkpoint["liabilities"][currency]
+        if frontier.summary().as_json() != signed:
+            raise LiabilitiesMismatch(f"the stored leaves of the {currency} tree of checkpoint #{self.checkpoint_id} "
+                                      f"make {frontier.summary().as_json()}; the checkpoint signed {signed}")
 
 
 @contextlib.contextmanager

@@ -27,8 +27,11 @@ then the root with every checkpoint the ledger signed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+from ledger.storage.dialect import Dialect
 from ledger.storage.store import MERKLE_STORED_LEVEL_MIN, REPLAY_CHUNK_EVENTS, Store
 from projections.balances import canonical_json
 from projections.merkle import (
@@ -232,19 +235,25 @@ class _Peekable:
 # -- checkpoints -----------------------------------------------------------------
 
 
-def audit_ddl(serial_pk: str) -> list[str]:
+def audit_ddl(d: Dialect) -> list[str]:
     return [
         "CREATE TABLE IF NOT EXISTS peerledger_checkpoints ("
-        f"checkpoint_id {serial_pk}, platform TEXT NOT NULL, size BIGINT NOT NULL, "
+        f"checkpoint_id {d.serial_pk}, platform TEXT NOT NULL, size BIGINT NOT NULL, "
         "root TEXT NOT NULL, balances_digest TEXT NOT NULL, issued_at TEXT NOT NULL, "
         "key_id TEXT NOT NULL, signature TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS peerledger_checkpoints_platform "
         "ON peerledger_checkpoints (platform, checkpoint_id)",
         # AUDIT.md §5 (revision 1.1): a checkpoint's signed `liabilities` field
-        # (canonical JSON) and the secret seed of its salts
-        # (`ledger.audit.liabilities`); checkpoints signed before have no row.
+        # (canonical JSON) and the secret seed of its salts, and its trees
+        # (`ledger.audit.liabilities`); checkpoints signed before have no rows.
         "CREATE TABLE IF NOT EXISTS peerledger_checkpoint_liabilities ("
         "checkpoint_id BIGINT PRIMARY KEY, liabilities TEXT NOT NULL, salt_seed TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS peerledger_liability_blocks (checkpoint_id BIGINT NOT NULL, "
+        f"currency TEXT NOT NULL, first_salt TEXT NOT NULL, block BIGINT NOT NULL, leaves {d.blob} NOT NULL, "
+        "PRIMARY KEY (checkpoint_id, currency, first_salt))",
+        "CREATE TABLE IF NOT EXISTS peerledger_liability_nodes (checkpoint_id BIGINT NOT NULL, "
+        f"currency TEXT NOT NULL, level INTEGER NOT NULL, idx BIGINT NOT NULL, hash {d.blob} NOT NULL, "
+        f"total {d.big_int} NOT NULL, PRIMARY KEY (checkpoint_id, currency, level, idx)){d.clustered}",
     ]
 
 
@@ -253,19 +262,31 @@ AUDIT_SCHEMA_VERSION = 2
 
 
 def create_audit_tables(store: Store) -> None:
-    store.ensure_schema("audit", AUDIT_SCHEMA_VERSION, audit_ddl(store.dialect.serial_pk))
+    store.ensure_schema("audit", AUDIT_SCHEMA_VERSION, audit_ddl(store.dialect))
 
 
 CHECKPOINT_COLUMNS = ("platform", "size", "root", "balances_digest", "issued_at", "key_id", "signature")
 _SELECT_CHECKPOINTS = (
-    f"SELECT {', '.join('c.' + k for k in CHECKPOINT_COLUMNS)}, l.liabilities, l.salt_seed "
+    f"SELECT {', '.join('c.' + k for k in CHECKPOINT_COLUMNS)}, c.checkpoint_id, l.liabilities, l.salt_seed "
     "FROM peerledger_checkpoints c LEFT JOIN peerledger_checkpoint_liabilities l "
     "ON l.checkpoint_id = c.checkpoint_id WHERE c.platform = ?"
 )
 
 
-def record_checkpoint(store: Store, checkpoint: dict[str, Any], salt_seed: bytes | None = None) -> None:
-    """Keep a signed checkpoint, with the seed of its liabilities salts when it has trees."""
+@dataclass(frozen=True)
+class KeptCheckpoint:
+    """A recorded checkpoint as signed, its row id, and the seed of its salts
+    (None for a checkpoint signed before AUDIT.md revision 1.1)."""
+
+    checkpoint: dict[str, Any]
+    checkpoint_id: int
+    salt_seed: bytes | None
+
+
+def record_checkpoint(store: Store, checkpoint: dict[str, Any], salt_seed: bytes | None = None,
+                      keep_trees: Callable[[Any, Dialect, int], None] | None = None) -> None:
+    """Keep a signed checkpoint in one transaction, with the seed of its
+    liabilities salts and its trees (`keep_trees(cursor, dialect, id)`) when it has them."""
     assert ("liabilities" in checkpoint) == (salt_seed is not None), "a seed goes with a liabilities field"
     with store.transaction(commit=True) as c:
         c.execute(
@@ -276,41 +297,42 @@ def record_checkpoint(store: Store, checkpoint: dict[str, Any], salt_seed: bytes
             tuple(checkpoint[k] for k in CHECKPOINT_COLUMNS),
         )
         [row] = c.fetchall()
-        checkpoint_id = row["checkpoint_id"] if isinstance(row, dict) else row[0]
+        checkpoint_id = int(row["checkpoint_id"] if isinstance(row, dict) else row[0])
         if salt_seed is not None:
             c.execute(
                 store.dialect.sql("INSERT INTO peerledger_checkpoint_liabilities (checkpoint_id, liabilities, "
                                   "salt_seed) VALUES (?, ?, ?)"),
                 (checkpoint_id, canonical_json(checkpoint["liabilities"]).decode("utf-8"), salt_seed.hex()),
             )
+        if keep_trees is not None:
+            keep_trees(c, store.dialect, checkpoint_id)
 
 
-def _checkpoint(row: tuple[Any, ...]) -> tuple[dict[str, Any], bytes | None]:
+def _kept(row: tuple[Any, ...]) -> KeptCheckpoint:
     checkpoint = {**dict(zip(CHECKPOINT_COLUMNS, row)), "size": int(row[1])}
-    liabilities, seed = row[len(CHECKPOINT_COLUMNS):]
+    checkpoint_id, liabilities, seed = row[len(CHECKPOINT_COLUMNS):]
     if liabilities is None:
-        return checkpoint, None
+        return KeptCheckpoint(checkpoint, int(checkpoint_id), None)
     signature = checkpoint.pop("signature")  # as signed: the field goes before the signature
     checkpoint["liabilities"] = json.loads(liabilities)  # not orjson: a total may exceed 64 bits
     checkpoint["signature"] = signature
-    return checkpoint, bytes.fromhex(seed)
+    return KeptCheckpoint(checkpoint, int(checkpoint_id), bytes.fromhex(seed))
 
 
 def list_checkpoints(store: Store, platform: str, limit: int) -> list[dict[str, Any]]:
     """The newest `limit` checkpoints of a platform, oldest first, as issued."""
     rows = store.query(_SELECT_CHECKPOINTS + " ORDER BY c.checkpoint_id DESC LIMIT ?",
                        (platform, min(limit, CHECKPOINTS_LIST_MAX)))
-    return [_checkpoint(row)[0] for row in reversed(rows)]
+    return [_kept(row).checkpoint for row in reversed(rows)]
 
 
-def newest_checkpoint(store: Store, platform: str, size: int | None = None) -> tuple[dict[str, Any], bytes | None] | None:
-    """The newest checkpoint of `platform` (of tree size `size` when given)
-    and the seed of its salts (None for a checkpoint without trees), or None."""
+def newest_checkpoint(store: Store, platform: str, size: int | None = None) -> KeptCheckpoint | None:
+    """The newest checkpoint of `platform` (of tree size `size` when given), or None."""
     sql, params = _SELECT_CHECKPOINTS, [platform]
     if size is not None:
         sql, params = sql + " AND c.size = ?", [platform, size]
     rows = store.query(sql + " ORDER BY c.checkpoint_id DESC LIMIT 1", params)
-    return _checkpoint(rows[0]) if rows else None
+    return _kept(rows[0]) if rows else None
 
 
 # -- time travel -------------------------------------------------------------------

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from ledger.audit.auditor import audit_export
 from ledger.audit.balance_proof import audit_balance_proof
-from ledger.audit.liabilities import LiabilitiesMismatch, balance_snapshot, check_signed, new_seed
+from ledger.audit.liabilities import LiabilitiesMismatch, balance_snapshot, new_seed, stored_trees
 from ledger.audit.signing import (
     SigningKeyError,
     create_key_file,
@@ -45,7 +45,6 @@ from ledger.audit.tree import (
     TreeError,
     create_audit_tables,
     list_checkpoints,
-    newest_checkpoint,
     record_checkpoint,
 )
 from ledger.cli.common import (
@@ -60,9 +59,9 @@ from ledger.cli.common import (
 )
 from ledger.contract.documents import consistency_doc, inclusion_doc
 from ledger.ingest.ingestor import ledger_time
-from ledger.storage.queries import NotFound, log_head
+from ledger.storage.queries import log_head
 from ledger.storage.store import LogGap, Store
-from projections.liabilities import is_prosumer, leaf_bytes
+from projections.liabilities import is_prosumer
 
 
 def _usage(message: str) -> int:
@@ -121,11 +120,11 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
             return _not_found(f"platform {args.platform!r} has {head} events; no checkpoint at size {size}")
         root = StoredTree(store, args.platform).root(size)
         seed = new_seed()
-        with balance_snapshot(store, args.platform, size, seed) as snapshot:
-            liabilities = {currency: tree.as_json() for currency, tree in snapshot.trees().items()}
-            checkpoint = sign_checkpoint(key, args.platform, size, root, snapshot.digest, ledger_time(), liabilities)
         create_audit_tables(store)
-        record_checkpoint(store, checkpoint, seed)
+        with balance_snapshot(store, args.platform, size, seed) as snapshot:
+            liabilities = {currency: tree.as_json() for currency, tree in snapshot.build().items()}
+            checkpoint = sign_checkpoint(key, args.platform, size, root, snapshot.digest, ledger_time(), liabilities)
+            record_checkpoint(store, checkpoint, seed, snapshot.keep)
     if args.json:
         print_json(checkpoint)
     else:
@@ -204,28 +203,13 @@ def _print_proof(args: argparse.Namespace, proof: dict[str, Any]) -> None:
         out.print(f"{'path' if i == 0 else '':>10}  {h}")
 
 
-def _checkpoint_for(store: Store, platform: str, size: int | None) -> tuple[dict[str, Any], bytes]:
-    """The newest checkpoint (of `size` when given) with liabilities trees, and its seed."""
-    log_head(store, platform)  # an unknown platform is not found
-    create_audit_tables(store)
-    found = newest_checkpoint(store, platform, size)
-    at = "" if size is None else f" at size {size}"
-    if found is None:
-        raise NotFound(f"platform {platform!r} has no checkpoint{at}; sign one with `peerledger checkpoint`")
-    checkpoint, seed = found
-    if seed is None:
-        raise NotFound(f"the newest checkpoint of {platform!r}{at} was signed before AUDIT.md revision 1.1 and "
-                          "has no liabilities trees; sign a new one with `peerledger checkpoint`")
-    return checkpoint, seed
-
-
 def cmd_prove_balance(args: argparse.Namespace) -> int:
     if not is_prosumer(args.prosumer):
         return _usage(f"{args.prosumer!r} is a system account; liabilities trees hold prosumer accounts only")
     with open_store(args) as store:
-        checkpoint, seed = _checkpoint_for(store, args.platform, args.size)
-        with balance_snapshot(store, args.platform, checkpoint["size"], seed) as snapshot:
-            proof = {"checkpoint": checkpoint, "proofs": snapshot.proofs(args.prosumer, checkpoint["liabilities"])}
+        trees = stored_trees(store, args.platform, args.size)
+        checkpoint = trees.checkpoint
+        proof = {"checkpoint": checkpoint, "proofs": trees.proofs(args.prosumer)}
     if args.json:
         print_json(proof)
         return EXIT_OK
@@ -241,16 +225,15 @@ def cmd_prove_balance(args: argparse.Namespace) -> int:
 
 def cmd_liabilities(args: argparse.Namespace) -> int:
     with open_store(args) as store:
-        checkpoint, seed = _checkpoint_for(store, args.platform, args.size)
-        if args.currency not in checkpoint["liabilities"]:
-            return _not_found(f"the checkpoint at size {checkpoint['size']} has no {args.currency} tree; it has "
-                              f"{sorted(checkpoint['liabilities']) or 'none'}")
-        with balance_snapshot(store, args.platform, checkpoint["size"], seed) as snapshot:
-            check_signed(snapshot, checkpoint["liabilities"])
-            stream = sys.stdout.buffer
-            for leaf in snapshot.leaves(args.currency):
-                stream.write(leaf_bytes(leaf) + b"\n")
-            stream.flush()
+        trees = stored_trees(store, args.platform, args.size)
+        if args.currency not in trees.checkpoint["liabilities"]:
+            return _not_found(f"the checkpoint at size {trees.checkpoint['size']} has no {args.currency} tree; it "
+                              f"has {sorted(trees.checkpoint['liabilities']) or 'none'}")
+        trees.check(args.currency)  # before the first line: never an export of leaves that were changed
+        stream = sys.stdout.buffer
+        for line in trees.lines(args.currency):
+            stream.write(line + b"\n")
+        stream.flush()
     return EXIT_OK
 
 

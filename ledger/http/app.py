@@ -49,7 +49,6 @@ import operator
 import os
 import queue
 import re
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -72,13 +71,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ledger.audit.liabilities import LiabilitiesMismatch, balance_snapshot, check_signed
+from ledger.audit.liabilities import LiabilitiesMismatch, stored_trees
 from ledger.audit.tree import (
     StoredTree,
     TreeError,
     create_audit_tables,
     list_checkpoints,
-    newest_checkpoint,
 )
 from ledger.contract import documents as api
 from ledger.contract import rules
@@ -112,7 +110,7 @@ from ledger.storage.queries import ledger_instant
 from ledger.storage.store import AppendBatch, RejectRecord, Store
 from ledger.storage.views import views_seq
 from projections.balances import balances_digest
-from projections.liabilities import is_prosumer, leaf_bytes
+from projections.liabilities import is_prosumer
 from projections.payouts import plan_csv, plan_jsonl
 
 API_VERSION = "1"
@@ -144,8 +142,8 @@ CONNECTIONS_MAX = 256
 
 STATIC_DIR = Path(__file__).parent / "static"
 NDJSON = "application/x-ndjson"
-# A liabilities export goes out in pieces of this size.
-LIABILITIES_CHUNK_BYTES = 64 * 1024
+# A liabilities export goes out this many leaves at a time.
+LIABILITIES_CHUNK_LINES = 1000
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
 
@@ -962,11 +960,9 @@ def _audit_routes(app: FastAPI) -> None:
         pass over the checkpoint's balances (a replay for an older size)."""
         if not is_prosumer(prosumer):
             raise HTTPException(400, f"{prosumer!r} is a system account; liabilities trees hold prosumers only")
-        store = _backend(request).store
-        checkpoint, seed = _liabilities_checkpoint(store, platform, size)
-        with _liabilities_mismatch(), balance_snapshot(store, platform, checkpoint["size"], seed) as snapshot:
-            proofs = snapshot.proofs(prosumer, checkpoint["liabilities"])
-        return _json({"checkpoint": checkpoint, "proofs": proofs})
+        trees = stored_trees(_backend(request).store, platform, size)
+        with _liabilities_mismatch():
+            return _json({"checkpoint": trees.checkpoint, "proofs": trees.proofs(prosumer)})
 
     @app.get(base + "/liabilities", tags=["audit"], responses={
         **READ_ERRORS, 200: {"description": "The leaves of one currency's tree in leaf order, one canonical JSON "
@@ -976,44 +972,22 @@ def _audit_routes(app: FastAPI) -> None:
                                                       "(default: the newest checkpoint)")] = None) -> Response:
         """The auditor's liabilities export (AUDIT.md §5), as `peerledger
         liabilities`: checked against the signed tree before the first line."""
-        store = _backend(request).store
-        checkpoint, seed = _liabilities_checkpoint(store, platform, size)
-        if currency not in checkpoint["liabilities"]:
-            raise HTTPException(404, f"the checkpoint at size {checkpoint['size']} has no {currency} tree")
-        # Written to a temporary file first, then sent from it: the scratch
-        # database is read in this thread only (SQLite connections stay in
-        # theirs), the tree is checked before the first byte goes out, and
-        # memory stays a page, whatever the number of leaves.
-        body = tempfile.TemporaryFile()
-        try:
-            with _liabilities_mismatch(), balance_snapshot(store, platform, checkpoint["size"], seed) as snapshot:
-                check_signed(snapshot, checkpoint["liabilities"])
-                for leaf in snapshot.leaves(currency):
-                    body.write(leaf_bytes(leaf) + b"\n")
-            body.seek(0)
-        except BaseException:
-            body.close()
-            raise
+        trees = stored_trees(_backend(request).store, platform, size)
+        if currency not in trees.checkpoint["liabilities"]:
+            raise HTTPException(404, f"the checkpoint at size {trees.checkpoint['size']} has no {currency} tree")
+        with _liabilities_mismatch():
+            trees.check(currency)  # before the first byte: never an export of leaves that were changed
 
         def chunks() -> Iterator[bytes]:
-            with body:
-                while chunk := body.read(LIABILITIES_CHUNK_BYTES):
-                    yield chunk
+            page: list[bytes] = []
+            for line in trees.lines(currency):
+                page.append(line + b"\n")
+                if len(page) >= LIABILITIES_CHUNK_LINES:
+                    yield b"".join(page)
+                    page = []
+            yield b"".join(page)
 
         return StreamingResponse(chunks(), media_type=NDJSON)
-
-
-def _liabilities_checkpoint(store: Store, platform: str, size: int | None) -> tuple[dict[str, Any], bytes]:
-    queries.log_head(store, platform)
-    create_audit_tables(store)
-    found = newest_checkpoint(store, platform, size)
-    at = "" if size is None else f" at size {size}"
-    if found is None:
-        raise HTTPException(404, f"platform {platform!r} has no checkpoint{at}")
-    if found[1] is None:
-        raise HTTPException(404, f"the newest checkpoint of {platform!r}{at} was signed before AUDIT.md revision "
-                                 "1.1 and has no liabilities trees")
-    return found[0], found[1]
 
 
 @contextlib.contextmanager
