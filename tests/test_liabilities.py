@@ -608,3 +608,31 @@ def test_kept_leaves_that_were_changed_are_refused_not_served(signed):
     assert r.returncode == 1 and r.stdout == "" and "checkpoint signed" in " ".join(r.stderr.split())
     r = run("prove", "balance", "--platform", "demo", "--prosumer", leaf["account"], db=signed["db"])
     assert r.returncode == 1 and "does not fold to the signed root" in " ".join(r.stderr.split())
+
+
+# -- a prosumer's own bookings ------------------------------------------------------------
+
+
+def test_a_proof_with_bookings_shows_each_booked_event_included_and_adding_up_to_the_balance(signed):
+    """carol in USD at the head of the worked fixture: 601 earned (seq 8), −300
+    reversed (seq 9), 162 earned (seq 12), 400 paid (seq 13): 63."""
+    db, d = signed["db"], signed["dir"]
+    proof = run_json("prove", "balance", "--platform", "demo", "--prosumer", "carol", "--with-bookings", db=db)
+    usd = next(e for e in proof["proofs"] if e["leaf"]["currency"] == "USD")
+    assert [(b["seq"], b["column"], b["amount"]) for b in usd["bookings"]] == \
+        [(8, "earned", 601), (9, "reversed", -300), (12, "earned", 162), (13, "paid", 400)]
+    assert usd["leaf"]["balance"] == 63
+    r = run("audit-proof", "--proof", str(write(d / "b.json", proof)), "--public-key", str(signed["public"]))
+    assert r.returncode == 0, r.stdout
+
+    def refused(change: Any) -> str:
+        bad = json.loads(json.dumps(proof))
+        change(next(e for e in bad["proofs"] if e["leaf"]["currency"] == "USD")["bookings"])
+        r = run("audit-proof", "--proof", str(write(d / "bad.json", bad)), "--public-key", str(signed["public"]))
+        assert r.returncode == 1
+        return r.stdout
+
+    assert "add up to" in refused(lambda b: b.pop(1))                       # a refund hidden
+    assert "add up to" in refused(lambda b: b[0].update(amount=602))         # an amount changed
+    assert "not the one at that seq" in refused(lambda b: b[0]["event"]["data"].update(amount=1))  # an event changed
+    assert "books no" in refused(lambda b: b[3].update(column="earned"))     # a payout booked as earnings

@@ -12,9 +12,16 @@ sums, `projections.liabilities.fold_path`) ends at the signed root and
 total.  A negative sibling sum is refused because it could cancel a
 balance out of the total.
 
+An entry may carry the prosumer's `bookings` (`prove balance
+--with-bookings`): each booking's event, whose canonical bytes must hash to
+a leaf of the signed log (its RFC 9162 inclusion proof at the checkpoint's
+size), of a type that books the booking's column, and the amounts must add
+up to the leaf's balance.
+
 What the prosumer still trusts: that every other leaf is a real account
 with its real balance (the auditor's check of the liabilities export), and
-that the balance itself follows from the log (their bookings; an audit).
+that each booking's amount is what the rules give for its event (an audit
+replays them: the events are in the log, the attribution is the ledger's).
 """
 
 from __future__ import annotations
@@ -26,11 +33,18 @@ from typing import Any
 
 from ledger.audit.checks import Check, signature_checks
 from ledger.audit.signing import SigningKeyError, checkpoint_shape_error, load_public_key
+from projections.balances import canonical_json
 from projections.liabilities import LEAF_FIELDS, SALT_RE, Node, fold_path, is_prosumer, leaf_node
+from projections.merkle import leaf_hash as event_leaf_hash
+from projections.merkle import verify_inclusion
 
 # A proof is a checkpoint and, per currency, a leaf and ~log2(accounts) siblings.
 PROOF_FILE_MAX_BYTES = 1024 * 1024
 PROOF_ENTRY_FIELDS = ("index", "leaf", "leaves", "path")
+BOOKING_FIELDS = ("amount", "column", "event", "inclusion", "seq")
+# The event types that book each column (EVENTS.md §9).
+COLUMN_TYPES = {"earned": {"value.realized", "pool.closed"}, "reversed": {"value.reversed"},
+                "paid": {"payout.issued", "payout.returned"}}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -94,13 +108,52 @@ def _entry_check(i: int, entry: object, checkpoint: dict[str, Any]) -> Check:
     if root is None:
         return Check(name, False, f"{where}: a path of {len(path)} siblings does not fit that index and size")
     ok = root.hash.hex() == signed["root"] and root.sum == signed["total"]
-    return Check(name, ok, f"{where}: the path folds to root {root.hash.hex()} and total {root.sum}; the "
-                           f"checkpoint signed {signed['root']} and {signed['total']}")
+    detail = (f"{where}: the path folds to root {root.hash.hex()} and total {root.sum}; the checkpoint signed "
+              f"{signed['root']} and {signed['total']}")
+    if ok and "bookings" in entry:
+        problem = _bookings_problem(entry["bookings"], leaf, checkpoint)
+        ok = problem is None
+        detail += "; " + (problem or f"its {len(entry['bookings'])} bookings are events of the signed log (RFC 9162 "
+                                      "inclusion) and add up to the balance")
+    return Check(name, ok, detail)
+
+
+def _bookings_problem(bookings: object, leaf: dict[str, Any], checkpoint: dict[str, Any]) -> str | None:
+    """Why the bookings do not prove the leaf's balance, or None: each is of an
+    event included in the checkpoint's tree (its leaf hash recomputed from the
+    event's canonical bytes), of a type that books its column, in seq order,
+    and together they add up to the balance (earned + reversed − paid)."""
+    if not isinstance(bookings, list):
+        return "bookings is a list"
+    root, size = bytes.fromhex(checkpoint["root"]), checkpoint["size"]
+    total, previous = 0, 0
+    for b in bookings:
+        if not isinstance(b, dict) or set(b) != set(BOOKING_FIELDS):
+            return f"a booking has exactly the fields {list(BOOKING_FIELDS)}"
+        seq, column, amount, event, inclusion = b["seq"], b["column"], b["amount"], b["event"], b["inclusion"]
+        if type(seq) is not int or not previous < seq <= size:
+            return f"booking seqs are ascending and within the checkpoint's size, got {seq!r}"
+        if column not in COLUMN_TYPES or type(amount) is not int or not isinstance(event, dict):
+            return f"seq {seq}: a booking has a column of {sorted(COLUMN_TYPES)}, an integer amount and an event"
+        if event.get("type") not in COLUMN_TYPES[column] or event.get("platform") != checkpoint["platform"]:
+            return f"seq {seq}: a {event.get('type')!r} event of {event.get('platform')!r} books no {column!r}"
+        if not isinstance(inclusion, dict) or set(inclusion) != {"leaf_hash", "path"} or not isinstance(
+                inclusion["path"], list) or not all(isinstance(h, str) and _HEX64.match(h) for h in inclusion["path"]):
+            return f"seq {seq}: inclusion is {{\"leaf_hash\", \"path\": [hex, …]}}"
+        leaf_hash = event_leaf_hash(canonical_json(event))
+        if leaf_hash.hex() != inclusion["leaf_hash"] or not verify_inclusion(
+                seq - 1, size, leaf_hash, [bytes.fromhex(h) for h in inclusion["path"]], root):
+            return f"seq {seq}: the event is not the one at that seq of the signed log"
+        total += -amount if column == "paid" else amount
+        previous = seq
+    if total != leaf["balance"]:
+        return f"the bookings add up to {total}, the leaf's balance is {leaf['balance']}"
+    return None
 
 
 def _entry_shape_error(entry: object, checkpoint: dict[str, Any]) -> str | None:
-    if not isinstance(entry, dict) or set(entry) != set(PROOF_ENTRY_FIELDS):
-        return f"an entry has exactly the fields {list(PROOF_ENTRY_FIELDS)}"
+    if not isinstance(entry, dict) or set(entry) - {"bookings"} != set(PROOF_ENTRY_FIELDS):
+        return f"an entry has exactly the fields {list(PROOF_ENTRY_FIELDS)} (and, optionally, bookings)"
     leaf = entry["leaf"]
     if not isinstance(leaf, dict) or set(leaf) != set(LEAF_FIELDS):
         return f"a leaf has exactly the fields {list(LEAF_FIELDS)}"

@@ -42,7 +42,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from ledger.audit.tree import create_audit_tables, newest_checkpoint
+from ledger.audit.tree import StoredTree, create_audit_tables, newest_checkpoint
 from ledger.storage.dialect import POSTGRES, Dialect
 from ledger.storage.queries import NotFound, log_head
 from ledger.storage.replay import replayed, scratch_store
@@ -72,6 +72,8 @@ LEAF_PAGE_ROWS = 10_000
 # that level and above are stored, smaller ones are folded from a block.
 BLOCK_LEVEL = 8
 BLOCK_LEAVES = 1 << BLOCK_LEVEL
+# Bookings rows read at a time for a proof with bookings.
+BOOKINGS_PAGE_ROWS = 5_000
 # Stored rows copied, or read for an export, at a time.
 STORED_PAGE_ROWS = 200
 
@@ -215,10 +217,13 @@ class StoredTrees:
         assert rows, f"block {block} of the {currency} tree of checkpoint #{self.checkpoint_id} is missing"
         return [json.loads(line) for line in _unpack(rows[0][0])]
 
-    def proofs(self, account: str) -> list[dict[str, Any]]:
+    def proofs(self, account: str, with_bookings: bool = False) -> list[dict[str, Any]]:
         """The account's proof entries (AUDIT.md §5), one per currency in which
-        it has a row, each folded to the signed root before it is given."""
+        it has a row, each folded to the signed root before it is given; with
+        `with_bookings`, each entry also lists the account's bookings in that
+        currency (`bookings`)."""
         out = []
+        bookings = self._bookings(account) if with_bookings else {}
         for currency, signed in self.checkpoint["liabilities"].items():
             salt = salt_of(self.seed, currency, account)
             found = self._block_at(currency, salt)
@@ -236,8 +241,44 @@ class StoredTrees:
             if root is None or (root.hash.hex(), root.sum) != (signed["root"], signed["total"]):
                 raise LiabilitiesMismatch(f"the stored {currency} tree of checkpoint #{self.checkpoint_id} does not "
                                           f"fold to the signed root for {account!r}")
-            out.append({"leaf": leaf, "index": index, "leaves": count,
-                        "path": [{"hash": n.hash.hex(), "sum": n.sum} for n in path]})
+            entry: dict[str, Any] = {"leaf": leaf, "index": index, "leaves": count,
+                                     "path": [{"hash": n.hash.hex(), "sum": n.sum} for n in path]}
+            if with_bookings:
+                entry["bookings"] = bookings.get(currency, [])
+                booked = sum(b["amount"] if b["column"] != "paid" else -b["amount"] for b in entry["bookings"])
+                assert booked == leaf["balance"], f"{account}'s {currency} bookings add up to {booked}, not its balance"
+            out.append(entry)
+        return out
+
+    def _bookings(self, account: str) -> dict[str, list[dict[str, Any]]]:
+        """The account's bookings up to the checkpoint's size, per currency in
+        seq order, each with its event and the event's RFC 9162 inclusion
+        proof at that size (AUDIT.md §2).
+
+        The ledger keeps bookings by seq, not by account, so this reads every
+        bookings row up to the size, a page at a time: the cost of a prosumer
+        asking for their whole history is that of the log's bookings."""
+        platform, size = self.checkpoint["platform"], self.checkpoint["size"]
+        needle = f"[{json.dumps(account, ensure_ascii=False)},".encode()
+        found: list[tuple[int, str, str, int]] = []
+        last = 0
+        while rows := self.store.query(
+                "SELECT seq, col, currency, entries FROM peerledger_bookings WHERE platform = ? AND seq > ? AND seq <= ? "
+                "ORDER BY seq LIMIT ?", (platform, last, size, BOOKINGS_PAGE_ROWS)):
+            for seq, column, currency, entries in rows:
+                last = int(seq)
+                if needle in entries.encode():
+                    for booked, units in json.loads(entries):
+                        if booked == account:
+                            found.append((int(seq), column, currency, int(units)))
+        tree = StoredTree(self.store, platform)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for seq, column, currency, units in found:
+            [event] = self.store.read_log(platform, after_seq=seq - 1, upto_seq=seq)
+            leaf, path = tree.inclusion(seq, size)
+            out.setdefault(currency, []).append({
+                "seq": seq, "column": column, "amount": units, "event": json.loads(event.state),
+                "inclusion": {"leaf_hash": leaf.hex(), "path": [h.hex() for h in path]}})
         return out
 
     def _path(self, currency: str, index: int, count: int, blocks: dict[int, list[dict[str, Any]]]) -> list[Node]:

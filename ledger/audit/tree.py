@@ -258,7 +258,7 @@ def audit_ddl(d: Dialect) -> list[str]:
 
 
 # Bump when the statements change: existing databases then run them once more.
-AUDIT_SCHEMA_VERSION = 2
+AUDIT_SCHEMA_VERSION = 3
 
 
 def create_audit_tables(store: Store) -> None:

@@ -6,7 +6,7 @@
     peerledger checkpoints --platform P [--limit N] [--json]
     peerledger prove inclusion --platform P --seq S [--size N] [--json]
     peerledger prove consistency --platform P --from M [--to N] [--json]
-    peerledger prove balance --platform P --prosumer X [--size N] [--json]
+    peerledger prove balance --platform P --prosumer X [--size N] [--with-bookings] [--json]
     peerledger liabilities --platform P --currency C [--size N]
     peerledger export --platform P [--to SEQ] [--output FILE]
     peerledger audit --log EXPORT --checkpoint CP --public-key PEM [--previous CP_OLD]
@@ -209,7 +209,7 @@ def cmd_prove_balance(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         trees = stored_trees(store, args.platform, args.size)
         checkpoint = trees.checkpoint
-        proof = {"checkpoint": checkpoint, "proofs": trees.proofs(args.prosumer)}
+        proof = {"checkpoint": checkpoint, "proofs": trees.proofs(args.prosumer, args.with_bookings)}
     if args.json:
         print_json(proof)
         return EXIT_OK
@@ -358,6 +358,8 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
                          help="a prosumer's balance proof against a signed checkpoint (AUDIT.md §5)")
     s.add_argument("--prosumer", required=True)
     s.add_argument("--size", type=int, metavar="N", help="the checkpoint's size (default: the newest checkpoint)")
+    s.add_argument("--with-bookings", action="store_true",
+                   help="each of the prosumer's bookings with its event and the event's inclusion proof")
     s.set_defaults(func=_tree_errors(cmd_prove_balance))
 
     s = sub.add_parser("liabilities", parents=[common, plat],

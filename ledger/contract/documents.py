@@ -217,11 +217,28 @@ class PathStep(_Doc):
     sum: int = Field(ge=0)
 
 
+class BookingInclusion(_Doc):
+    leaf_hash: str
+    path: list[str]
+
+
+class ProvenBooking(_Doc):
+    """One of the prosumer's bookings (EVENTS.md §9) with its event and the
+    event's RFC 9162 inclusion proof at the checkpoint's size."""
+
+    seq: int = Field(ge=1)
+    column: Literal["earned", "reversed", "paid"]
+    amount: int
+    event: dict[str, Any]
+    inclusion: BookingInclusion
+
+
 class LeafProof(_Doc):
     leaf: LiabilitiesLeaf
     index: int = Field(ge=0)
     leaves: int = Field(ge=1)
     path: list[PathStep]
+    bookings: list[ProvenBooking] | None = Field(default=None, description="with `with_bookings` only")
 
 
 class BalanceProof(_Doc):

@@ -953,16 +953,19 @@ def _audit_routes(app: FastAPI) -> None:
              responses=READ_ERRORS)
     def balance_proof(platform: PlatformId, prosumer: str, request: Request, _who: Prover,
                       size: Annotated[int | None, Query(ge=1, le=SEQ_MAX, description="the checkpoint's size "
-                                                        "(default: the newest checkpoint)")] = None) -> Response:
+                                                        "(default: the newest checkpoint)")] = None,
+                      with_bookings: Annotated[bool, Query(description="each booking with its event and the event's "
+                                                                       "inclusion proof")] = False) -> Response:
         """A prosumer's balance proof against a signed checkpoint (AUDIT.md §5),
         as `peerledger prove balance --json`: the platform hands it to the
-        prosumer, who checks it alone (`peerledger audit-proof`).  It costs a
-        pass over the checkpoint's balances (a replay for an older size)."""
+        prosumer, who checks it alone (`peerledger audit-proof`).  A few lookups
+        in the checkpoint's kept tree; `with_bookings` reads the log's bookings
+        up to the checkpoint's size."""
         if not is_prosumer(prosumer):
             raise HTTPException(400, f"{prosumer!r} is a system account; liabilities trees hold prosumers only")
         trees = stored_trees(_backend(request).store, platform, size)
         with _liabilities_mismatch():
-            return _json({"checkpoint": trees.checkpoint, "proofs": trees.proofs(prosumer)})
+            return _json({"checkpoint": trees.checkpoint, "proofs": trees.proofs(prosumer, with_bookings)})
 
     @app.get(base + "/liabilities", tags=["audit"], responses={
         **READ_ERRORS, 200: {"description": "The leaves of one currency's tree in leaf order, one canonical JSON "
