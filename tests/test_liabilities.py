@@ -636,3 +636,20 @@ def test_a_proof_with_bookings_shows_each_booked_event_included_and_adding_up_to
     assert "add up to" in refused(lambda b: b[0].update(amount=602))         # an amount changed
     assert "not the one at that seq" in refused(lambda b: b[0]["event"]["data"].update(amount=1))  # an event changed
     assert "books no" in refused(lambda b: b[3].update(column="earned"))     # a payout booked as earnings
+
+
+def test_a_checkpoint_without_liabilities_stays_valid_and_proves_no_balance(signed):
+    """A checkpoint signed before AUDIT.md revision 1.1 has no `liabilities`:
+    the audit still passes it, and a balance proof built on it is refused."""
+    from ledger.audit.signing import load_private_key, sign_checkpoint
+
+    head, d = signed["head"], signed["dir"]
+    old = sign_checkpoint(load_private_key(signed["key"]), "demo", head["size"], bytes.fromhex(head["root"]),
+                          head["balances_digest"], head["issued_at"])
+    assert "liabilities" not in old
+    checks = audit(signed, write(d / "old.json", old), None)
+    assert checks["ok"] and "liabilities totals" not in checks
+    proof = run_json("prove", "balance", "--platform", "demo", "--prosumer", "carol", db=signed["db"])
+    proof["checkpoint"] = old
+    r = run("audit-proof", "--proof", str(write(d / "p.json", proof)), "--public-key", str(signed["public"]))
+    assert r.returncode == 1 and "no liabilities field" in r.stdout
