@@ -33,6 +33,7 @@ from ledger.cli.insights import (
     replayed_insights,
     summary_table,
 )
+from ledger.contract.money import format_money
 from ledger.demo.generate import generate, write_jsonl
 from ledger.storage.views import read_balances
 
@@ -90,7 +91,7 @@ def _top_earners(console: Console, balances: list[dict[str, Any]]) -> None:
             by_currency[row["currency"]].append(row)
     for currency in sorted(by_currency):
         for row in sorted(by_currency[currency], key=lambda r: (-r["earned"], r["account"]))[:TOP_EARNERS]:
-            t.add_row(currency, row["account"], *(f"{row[k]:,}" for k in ("earned", "reversed", "paid", "balance")))
+            t.add_row(currency, row["account"], *(format_money(row[k], currency) for k in ("earned", "reversed", "paid", "balance")))
     console.print(t)
 
 
@@ -100,8 +101,9 @@ def _platform_take(console: Console, report: dict[str, Any]) -> None:
         t.add_column(col, justify="left" if col == "currency" else "right")
     for currency, block in report["overall"]["currencies"].items():
         fairness = block["fairness"]
-        t.add_row(currency, f"{block['net_minor']:,}", f"{fairness['platform_booked_minor']:,}",
-                  percent_text(fairness["take_rate"]), f"{fairness['unattributed_booked_minor']:,}")
+        t.add_row(currency, format_money(block["net_minor"], currency),
+                  format_money(fairness["platform_booked_minor"], currency), percent_text(fairness["take_rate"]),
+                  format_money(fairness["unattributed_booked_minor"], currency))
     console.print(t)
 
 
@@ -119,7 +121,7 @@ def _pools(console: Console, report: dict[str, Any]) -> None:
                      no_wrap=col != "more/less if other")
     for p in closed:
         pr, uc, other = p["pro_rata"], p["user_centric"], p["other_method"]
-        t.add_row(p["pool"], p["method"], f"{p['amount_minor']:,}",
+        t.add_row(p["pool"], p["method"], format_money(p["amount_minor"], p["currency"]),
                   f"{gini_text(pr['gini'])}→{gini_text(uc['gini'])}",
                   f"{_percent(pr['top_10pct_share'])}→{_percent(uc['top_10pct_share'])}",
                   f"{other['gain']:,}/{other['lose']:,}")
