@@ -721,8 +721,15 @@ def create_app(db_url: str, projector: bool = True) -> FastAPI:
         return _json({"detail": str(exc)}, status=404)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
-        return _json({"detail": str(exc.detail)}, headers=exc.headers, status=exc.status_code)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette's Allow names the methods of the first route of the path only;
+            # a path served by two routes (PUT and DELETE of a payee) allows both.
+            allowed = sorted({m for r in app.router.routes if getattr(r, "methods", None)
+                              and r.path_regex.match(request.url.path) for m in r.methods})
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        return _json({"detail": str(exc.detail)}, headers=headers, status=exc.status_code)
 
     _events_routes(app)
     _read_routes(app)
