@@ -88,7 +88,7 @@ def _money_table(title: str, keys: Sequence[str], figures: Sequence[str], rows: 
     for col in keys:
         t.add_column(col)
     for col in figures:
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         t.add_row(*(str(r[k]) for k in keys), *(format_money(r[c], r["currency"]) for c in figures))
     return t

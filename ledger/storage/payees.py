@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Collection
+from typing import Any, Collection, Sequence
 
 from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
@@ -126,18 +126,29 @@ def create_payees_table(store: Store) -> None:
 
 
 def set_payee(store: Store, p: Payee) -> None:
-    """Store `p`, replacing the prosumer's earlier details.  The prosumer
-    must be registered on the platform (ValueError otherwise): details for
-    nobody would wait for a payout that never comes."""
+    """Store `p`, replacing the prosumer's earlier details (see `set_payees`)."""
+    set_payees(store, [p])
+
+
+def set_payees(store: Store, payees: Sequence[Payee]) -> None:
+    """Store every payee of `payees` in one transaction, replacing earlier
+    details.  Each prosumer must be registered on its platform (PayeeError
+    otherwise, and nothing is stored): details for nobody would wait for a
+    payout that never comes."""
     create_payees_table(store)
-    if not store.state.prosumers(p.platform, (p.prosumer,)):
-        raise PayeeError(f"prosumer {p.prosumer!r} is not registered on platform {p.platform!r}")
+    for platform in sorted({p.platform for p in payees}):
+        named = sorted({p.prosumer for p in payees if p.platform == platform})
+        known = set(store.state.prosumers(platform, named))
+        missing = [x for x in named if x not in known]
+        if missing:
+            raise PayeeError(f"prosumer {missing[0]!r} is not registered on platform {platform!r}")
     with store.transaction(commit=True) as c:
-        c.execute(store.dialect.sql(
-            "INSERT INTO peerledger_payees (platform, prosumer, name, iban, bic, email) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (platform, prosumer) DO UPDATE SET name = excluded.name, iban = excluded.iban, "
-            "bic = excluded.bic, email = excluded.email"),
-            (p.platform, p.prosumer, p.name, p.iban, p.bic, p.email))
+        for p in payees:
+            c.execute(store.dialect.sql(
+                "INSERT INTO peerledger_payees (platform, prosumer, name, iban, bic, email) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (platform, prosumer) DO UPDATE SET name = excluded.name, "
+                "iban = excluded.iban, bic = excluded.bic, email = excluded.email"),
+                (p.platform, p.prosumer, p.name, p.iban, p.bic, p.email))
 
 
 _COLUMNS = "platform, prosumer, name, iban, bic, email"
@@ -168,4 +179,4 @@ def delete_payee(store: Store, platform: str, prosumer: str) -> bool:
 
 
 __all__ = ["Payee", "PayeeError", "checked_bic", "checked_iban", "create_payees_table", "delete_payee", "list_payees", "masked_iban", "payee",
-           "payees_of", "set_payee"]
+           "payees_of", "set_payee", "set_payees"]
