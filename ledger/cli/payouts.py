@@ -36,15 +36,7 @@ from typing import Any
 import orjson
 from rich.table import Table
 
-from ledger.cli.common import (
-    EXIT_FAILURE,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    EXIT_USAGE,
-    err,
-    open_store,
-    write_atomically,
-)
+from ledger.cli.common import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, err, open_store, write_atomically
 from ledger.contract.money import format_money
 from ledger.payments.files import FORMATS, Debtor, PayoutFileError, pain001, paypal_csv
 from ledger.payments.reconcile import OUTCOMES, REPORT_MAX_BYTES, ReportError, reconcile
