@@ -593,3 +593,19 @@ def test_demo_ends_with_the_insights_summary(tmp_path: Path, capsys: pytest.Capt
     assert "insights over" in out and "dividend / net" in out
     assert "subscription pools, split pro_rata→user_centric" in out and "user_centric" in out
     assert out.index("insights over") < out.index("verify: OK")
+
+
+def test_demo_pays_a_run_by_sepa_bounces_two_and_books_them_back(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]):
+    import argparse
+
+    from ledger.cli.demo import run_demo
+
+    args = argparse.Namespace(db=f"sqlite:///{tmp_path / 'demo.db'}", events=3000, seed=7)
+    assert run_demo(args) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps at 80 columns off a terminal
+    assert "2 rejected, reconciled into payout.returned events; ingested: 2 accepted" in out
+    pain = (tmp_path / "demo-payouts" / "demo-run-1.pain.001.xml").read_bytes()
+    assert run_demo(args) == 0  # again: the same file, the returns are duplicates
+    assert "ingested: 0 accepted, 2 duplicate" in " ".join(capsys.readouterr().out.split())
+    assert (tmp_path / "demo-payouts" / "demo-run-1.pain.001.xml").read_bytes() == pain

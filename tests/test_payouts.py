@@ -253,7 +253,7 @@ def test_cli_plan_ingest_twice_pays_once_and_csv_is_the_same_run(sqlite_url: str
     r = cli(sqlite_url, "payouts", "plan", "--platform", "demo", "--currency", "USD", "--min-balance", "61",
             "--reference", "December")
     assert r.returncode == 0, r.stderr
-    assert b"2 payout.issued, 207 USD minor units" in r.stderr and b"1 positive balances below 61" in r.stderr
+    assert b"2 payout.issued, 2.07 USD in all" in r.stderr and b"1 positive balances below 0.61 USD" in r.stderr
     events = [orjson.loads(line) for line in r.stdout.splitlines()]
     assert [(e["data"]["prosumer"], e["data"]["amount"]) for e in events] == [("alice", 144), ("carol", 63)]
     c = cli(sqlite_url, "payouts", "plan", "--platform", "demo", "--currency", "USD", "--min-balance", "61",

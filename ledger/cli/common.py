@@ -145,3 +145,20 @@ def is_period(s: str) -> bool:
     return len(s) == 7 and s[4] == "-" and s[:4].isdigit() and s[5:].isdigit() and 1 <= int(s[5:]) <= 12
 
 
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all: into PATH.partial beside it,
+    fsynced, then renamed, so a file named PATH is never half-written."""
+    import contextlib
+
+    partial = f"{path}.partial"
+    try:
+        with open(partial, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)

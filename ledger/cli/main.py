@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from rich.table import Table
 
 from ledger.audit.verify import verify
-from ledger.cli import audit, cluster, http, insights, kafka, payouts
+from ledger.cli import audit, cluster, http, insights, kafka, payees, payouts
 from ledger.cli.common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
@@ -33,6 +33,7 @@ from ledger.cli.common import (
     upgrade_store,
 )
 from ledger.contract.documents import reject_docs
+from ledger.contract.money import format_money
 from ledger.ingest.files import ingest_paths
 from ledger.ingest.ingestor import (
     REJECTED,
@@ -81,14 +82,15 @@ def _balances(store: Store, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _money_table(title: str, keys: Sequence[str], figures: Sequence[str], rows: Sequence[dict[str, Any]]) -> Table:
-    """Key columns left, money columns right with thousands separators."""
+    """Key columns left, money columns right in the row's currency's major
+    unit (`ledger.contract.money`: 1,306.57 EUR)."""
     t = Table(title=title)
     for col in keys:
         t.add_column(col)
     for col in figures:
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", no_wrap=True)
     for r in rows:
-        t.add_row(*(str(r[k]) for k in keys), *(f"{r[c]:,}" for c in figures))
+        t.add_row(*(str(r[k]) for k in keys), *(format_money(r[c], r["currency"]) for c in figures))
     return t
 
 
@@ -126,14 +128,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if "pool" in ex:
         _print_pool_explanation(ex)
         return EXIT_OK
-    out.print(f"value [bold]{ex['value']}[/] on work [bold]{ex['work']}[/]: {ex['amount']:,} {ex['currency']}, "
-              f"fee {ex['fee_bps']} bps, reversed {ex['reversed']:,}, accepted at seq {ex['seq']}")
+    out.print(f"value [bold]{ex['value']}[/] on work [bold]{ex['work']}[/]: {format_money(ex['amount'], ex['currency'])}, "
+              f"fee {ex['fee_bps']} bps, reversed {format_money(ex['reversed'], ex['currency'])}, accepted at seq {ex['seq']}")
     t = Table(title="shares and allocation")
     t.add_column("recipient")
     t.add_column("share", justify="right")
     t.add_column("allocation", justify="right")
     for r, share in ex["shares"].items():
-        t.add_row(r, _short(share, 60), f"{ex['allocation'][r]:,}")
+        t.add_row(r, _short(share, 60), format_money(ex['allocation'][r], ex['currency']))
     out.print(t)
     p = Table(title=f"largest paths ({ex['works_reached']} works reached)")
     p.add_column("path")
@@ -161,15 +163,18 @@ def _print_pool_explanation(ex: dict[str, Any]) -> None:
     pool = ex["pool"]
     booked, other = pool["method"], pool["alternative"]["method"]
     alternative = pool["alternative"]["allocation"]
-    out.print(f"pool [bold]{ex['value']}[/], split {booked}: {ex['amount']:,} {ex['currency']}, "
-              f"refunded {ex['reversed']:,}; {len(pool['works']):,} works used")
+    out.print(f"pool [bold]{ex['value']}[/], split {booked}: {format_money(ex['amount'], ex['currency'])}, "
+              f"refunded {format_money(ex['reversed'], ex['currency'])}; {len(pool['works']):,} works used")
     t = Table(title=f"what each recipient got ({booked}, booked) and what {other} would have given them")
     for col, justify in (("recipient", "left"), ("share", "right"), (booked, "right"), (other, "right"),
                          (f"{other} − {booked}", "right")):
         t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    money = ex["currency"]
     for r in sorted(set(ex["allocation"]) | set(alternative)):
         got, would = ex["allocation"].get(r, 0), alternative.get(r, 0)
-        t.add_row(r, _short(ex["shares"].get(r, "0"), 40), f"{got:,}", f"{would:,}", f"{would - got:+,}")
+        change = format_money(would - got, money)
+        t.add_row(r, _short(ex["shares"].get(r, "0"), 40), format_money(got, money), format_money(would, money),
+                  change if would < got else "+" + change)
     out.print(t)
     works, other_works = pool["works"], pool["alternative"]["works"]
     if not works:
@@ -181,7 +186,7 @@ def _print_pool_explanation(ex: dict[str, Any]) -> None:
     for col, justify in (("work", "left"), (booked, "right"), (other, "right")):
         w.add_column(col, justify=justify)  # type: ignore[arg-type]
     for work in largest:
-        w.add_row(work, f"{works[work]:,}", f"{other_works.get(work, 0):,}")
+        w.add_row(work, format_money(works[work], money), format_money(other_works.get(work, 0), money))
     out.print(w)
 
 
@@ -338,7 +343,7 @@ def parser() -> argparse.ArgumentParser:
 
     # The auditor's commands build on this module's helpers: their module is
     # imported once this one is complete.
-    for family in (audit, http, kafka, insights, cluster, payouts):
+    for family in (audit, http, kafka, insights, cluster, payouts, payees):
         family.register(sub, common, jsonf, plat)
     return p
 

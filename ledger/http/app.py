@@ -105,7 +105,7 @@ from ledger.ingest.sources import (
     ndjson_items,
 )
 from ledger.ops.runtime import die_with_parent, tune_gc, yield_cpu_to_reads
-from ledger.storage import queries
+from ledger.storage import payees, queries
 from ledger.storage.queries import ledger_instant
 from ledger.storage.store import AppendBatch, RejectRecord, Store
 from ledger.storage.views import views_seq
@@ -317,6 +317,7 @@ class Backend:
         self.store = Store(db_url)
         create_tokens_table(self.store)
         create_audit_tables(self.store)
+        payees.create_payees_table(self.store)
         self.metrics = metrics
         self.flows = dashboard.FlowViews(self.store)
         self._ctx = multiprocessing.get_context("spawn")  # no inherited connections
@@ -458,12 +459,14 @@ writer = _role("may_write", "post events")
 payer = _role("may_pay", "plan payouts")
 prover = _role("may_prove", "fetch balance proofs")
 liabilities_reader = _role("may_export_liabilities", "read liabilities trees")
+payee_manager = _role("may_pay", "manage payees")
 
 
 Reader = Annotated[Principal, Depends(reader)]
 Payer = Annotated[Principal, Depends(payer)]
 Prover = Annotated[Principal, Depends(prover)]
 LiabilitiesReader = Annotated[Principal, Depends(liabilities_reader)]
+PayeeManager = Annotated[Principal, Depends(payee_manager)]
 
 
 # -- documents only the HTTP API has ---------------------------------------------
@@ -611,6 +614,26 @@ class Earners(BaseModel):
     earners: list[Earner]
 
 
+class PayeeDetails(BaseModel):
+    """How to pay a prosumer: an IBAN (and maybe a BIC) or an e-mail, exactly one (`ledger.storage.payees`)."""
+
+    model_config = {"extra": "forbid"}
+    name: str = Field(min_length=1, max_length=70, description="the account holder's name")
+    iban: str | None = Field(None, max_length=64, description="paid by SEPA credit transfer")
+    bic: str | None = Field(None, max_length=16, description="the IBAN's bank (optional)")
+    email: str | None = Field(None, max_length=254, description="paid through a wallet provider (PayPal)")
+
+
+class PayeeDoc(BaseModel):
+    platform: str
+    prosumer: str
+    name: str
+    method: Literal["sepa", "email"]
+    iban: str | None
+    bic: str | None
+    email: str | None
+
+
 class RateMinute(BaseModel):
     minute: str
     accepted: int
@@ -699,12 +722,20 @@ def create_app(db_url: str, projector: bool = True) -> FastAPI:
         return _json({"detail": str(exc)}, status=404)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
-        return _json({"detail": str(exc.detail)}, headers=exc.headers, status=exc.status_code)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette's Allow names the methods of the first route of the path only;
+            # a path served by two routes (PUT and DELETE of a payee) allows both.
+            allowed = sorted({m for r in app.router.routes if getattr(r, "methods", None)
+                              and r.path_regex.match(request.url.path) for m in r.methods})
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        return _json({"detail": str(exc.detail)}, headers=headers, status=exc.status_code)
 
     _events_routes(app)
     _read_routes(app)
     _payout_routes(app)
+    _payee_routes(app)
     _audit_routes(app)
     _dashboard_routes(app)
     _service_routes(app)
@@ -893,6 +924,36 @@ def _payout_routes(app: FastAPI) -> None:
         if output == "csv" or (output is None and CSV_TYPE in request.headers.get("accept", "")):
             return Response(plan_csv(plan), media_type=CSV_TYPE, headers=headers)
         return Response(plan_jsonl(plan), media_type=NDJSON, headers=headers)
+
+
+def _payee_routes(app: FastAPI) -> None:
+    """`peerledger payees` over HTTP, for operator and admin tokens: the
+    details live outside the log (`ledger.storage.payees`) and are never logged."""
+    base = "/v1/platforms/{platform}/payees"
+
+    @app.get(base, tags=["payouts"], response_model=list[PayeeDoc], responses=READ_ERRORS)
+    def payees_list(platform: PlatformId, request: Request, _who: PayeeManager) -> Response:
+        """The platform's payees, every field, in prosumer id order."""
+        return _json([p.as_json() for p in payees.list_payees(_backend(request).store, platform)])
+
+    @app.put(base + "/{prosumer}", tags=["payouts"], response_model=PayeeDoc, responses=READ_ERRORS)
+    def payee_set(platform: PlatformId, prosumer: str, details: PayeeDetails, request: Request,
+                  _who: PayeeManager) -> Response:
+        """Set (or replace) how a registered prosumer is paid; 400 names a bad field (an IBAN's
+        check digits, a BIC, an e-mail's shape, both or neither of IBAN and e-mail)."""
+        try:
+            p = payees.payee(platform, prosumer, details.name, details.iban, details.bic, details.email)
+            payees.set_payee(_backend(request).store, p)
+        except payees.PayeeError as e:
+            raise HTTPException(400, str(e)) from None
+        return _json(p.as_json())
+
+    @app.delete(base + "/{prosumer}", tags=["payouts"], status_code=204, responses=READ_ERRORS)
+    def payee_delete(platform: PlatformId, prosumer: str, request: Request, _who: PayeeManager) -> Response:
+        """Erase a prosumer's details (404 when there were none)."""
+        if not payees.delete_payee(_backend(request).store, platform, prosumer):
+            raise HTTPException(404, f"no payee {prosumer!r} on platform {platform!r}")
+        return Response(status_code=204)
 
 
 def _audit_routes(app: FastAPI) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 
@@ -25,7 +25,7 @@ from ledger.contract.schema import (
     validate_event_obj,
 )
 from ledger.storage.replay import balances_as_of
-from ledger.storage.store import Store
+from ledger.storage.store import EVENTS_TABLE, Store
 from ledger.storage.views import (
     read_balances,
     read_explain,
@@ -194,3 +194,31 @@ def reversed_as_of(store: Store, platform: str, value: str, seq: int) -> int:
             if data["value"] == value:
                 total += data["amount"]
     return total
+
+
+def issued_payouts(store: Store, platform: str, reference: str | None = None) -> list[dict[str, Any]]:
+    """The platform's accepted `payout.issued` events in seq order; with
+    `reference`, only those whose `reference` equals it (a run, as a payout
+    file pays it: `ledger.payments.files`).  Every one ever issued, returned
+    or not: a file is the run as issued.
+
+    The log is the only record of a payout's reference, so this reads the
+    platform's `payout.issued` events (filtered by topic in the database).
+    """
+    rows = store.query(f"SELECT state FROM {EVENTS_TABLE} WHERE originator_id = ? AND topic = ? "
+                       "ORDER BY originator_version", (platform, "payout.issued"))
+    events = [orjson.loads(bytes(state)) for (state,) in rows]
+    return [e for e in events if reference is None or e["data"].get("reference") == reference]
+
+
+def payout_platforms(store: Store, payouts: Sequence[str]) -> dict[str, list[str]]:
+    """payout id -> the platforms that issued a payout with that id (ids are
+    unique per platform only)."""
+    found: dict[str, list[str]] = {}
+    for i in range(0, len(payouts), 500):
+        chunk = list(payouts[i:i + 500])
+        marks = ", ".join("?" * len(chunk))
+        for platform, payout in store.query(f"SELECT platform, payout FROM peerledger_payouts WHERE payout IN "
+                                            f"({marks}) ORDER BY platform", chunk):
+            found.setdefault(payout, []).append(platform)
+    return found
