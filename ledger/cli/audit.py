@@ -238,14 +238,7 @@ def cmd_liabilities(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_proof(args: argparse.Namespace) -> int:
-    checks = audit_balance_proof(args.proof, args.public_key)
-    ok = all(c.ok for c in checks)
-    if args.json:
-        print_json({"ok": ok, "checks": [c.as_json() for c in checks]})
-    else:
-        for c in checks:
-            print(c.line())
-    return EXIT_OK if ok else EXIT_FAILURE
+    return _report(args, audit_balance_proof(args.proof, args.public_key))
 
 
 # -- export and audit ----------------------------------------------------------------
@@ -292,7 +285,12 @@ def _write_export(store: Store, platform: str, upto: int, stream: Any) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    checks = audit_export(args.log, args.checkpoint, args.public_key, args.previous, args.liabilities or ())
+    return _report(args, audit_export(args.log, args.checkpoint, args.public_key, args.previous,
+                                      args.liabilities or ()))
+
+
+def _report(args: argparse.Namespace, checks: list[Any]) -> int:
+    """The checks, one PASS/FAIL line each (or JSON); exit 0 iff all pass."""
     ok = all(c.ok for c in checks)
     if args.json:
         print_json({"ok": ok, "checks": [c.as_json() for c in checks]})
