@@ -20,8 +20,8 @@ SHA-256(0x03 || h(leaf 0) || h(leaf 1) || b"[120,0]") and its sum 120:
 carol's debt is not a liability and is not netted against bob's credit.
 
 `SumFrontier` builds a tree from leaves in leaf order in O(log n) memory
-(one (hash, sum) per set bit of the count) and keeps, as they complete, the
-perfect subtrees a proof asked for; `fold_path` is the verifier's half.
+(one (hash, sum) per set bit of the count) and lists the large subtrees it
+completes, which a checkpoint keeps; `fold_path` is the verifier's half.
 Nothing here reads a database or a clock: the shell
 (`ledger.audit.liabilities`) draws the salts and orders the leaves.
 """
@@ -32,7 +32,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ from projections.balances import canonical_json
 # The json module's string encoder (C), as `canonical_json` uses it: quotes,
 # escapes, non-ASCII left raw.
 _string = json.encoder.encode_basestring  # type: ignore[attr-defined]
-from projections.merkle import EMPTY_ROOT, HASH_BYTES, LeafRange, NodeKey, inclusion_ranges, perfect_parts
+from projections.merkle import EMPTY_ROOT, HASH_BYTES, LeafRange, inclusion_ranges
 
 LEAF_PREFIX = b"\x02"
 NODE_PREFIX = b"\x03"
@@ -134,32 +134,24 @@ def fold_nodes(parts: Sequence[Node]) -> Node:
 class SumFrontier:
     """The right edge of a growing sum tree, keeping the subtrees it was asked for.
 
-    `append` costs O(1) amortised combines; `wanted` names perfect subtrees
-    (level, idx) to keep as they complete (level 0 is a leaf), so a proof's
-    siblings are collected in the same pass that computes the root; with
-    `store_level`, every completed subtree of that level or above is also
-    listed in `completed` (level, idx, node), for a writer to store and drain.
+    `append` costs O(1) amortised combines; with `store_level`, every
+    completed subtree of that level or above is listed in `completed`
+    (level, idx, node), for a writer to store and drain.
     """
 
-    __slots__ = ("size", "_edge", "_wanted", "kept", "_store_level", "completed")
+    __slots__ = ("size", "_edge", "_store_level", "completed")
 
-    def __init__(self, wanted: Collection[NodeKey] = (), store_level: int | None = None) -> None:
+    def __init__(self, store_level: int | None = None) -> None:
         self.size = 0
         self._edge: list[Node] = []  # largest subtree first
-        self._wanted = frozenset(wanted)
-        self.kept: dict[NodeKey, Node] = {}
         self._store_level = store_level
         self.completed: list[tuple[int, int, Node]] = []
 
     def append(self, leaf: Node) -> None:
         node, level, idx, carry = leaf, 0, self.size, self.size
-        if self._wanted and (0, idx) in self._wanted:
-            self.kept[(0, idx)] = node
         while carry & 1:  # as binary addition: a subtree of this level waits on the edge
             node = combine(self._edge.pop(), node)
             level, idx, carry = level + 1, idx >> 1, carry >> 1
-            if self._wanted and (level, idx) in self._wanted:
-                self.kept[(level, idx)] = node
             if self._store_level is not None and level >= self._store_level:
                 self.completed.append((level, idx, node))
         self._edge.append(node)
@@ -176,20 +168,6 @@ class SumFrontier:
 def path_ranges(index: int, leaves: int) -> list[LeafRange]:
     """The leaf ranges of a leaf's siblings, from the leaf up (RFC 9162 §2.1.3.1)."""
     return inclusion_ranges(index, leaves)
-
-
-def wanted_nodes(index: int, leaves: int) -> set[NodeKey]:
-    """The perfect subtrees the siblings of leaf `index` are folded from."""
-    return {key for start, end in path_ranges(index, leaves) for key in perfect_parts(start, end)}
-
-
-def path_of(index: int, leaves: int, kept: dict[NodeKey, Node]) -> list[dict[str, Any]]:
-    """The proof's path, `[{"hash", "sum"}, …]`, from the subtrees `kept`."""
-    path = []
-    for start, end in path_ranges(index, leaves):
-        node = fold_nodes([kept[key] for key in perfect_parts(start, end)])
-        path.append({"hash": node.hash.hex(), "sum": node.sum})
-    return path
 
 
 def fold_path(leaf: Node, index: int, leaves: int, path: Iterable[Node]) -> Node | None:
@@ -211,9 +189,3 @@ def fold_path(leaf: Node, index: int, leaves: int, path: Iterable[Node]) -> Node
     return node if sn == 0 else None
 
 
-def tree_of(leaves: Iterable[dict[str, Any]]) -> TreeSummary:
-    """The summary of the tree of `leaves`, given in leaf order."""
-    frontier = SumFrontier()
-    for leaf in leaves:
-        frontier.append(leaf_node(leaf))
-    return frontier.summary()

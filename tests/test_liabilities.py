@@ -132,22 +132,20 @@ def test_the_tree_of_zero_leaves_hashes_the_empty_string_and_sums_to_zero():
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 64, 100])
-def test_tree_and_every_path_match_the_independent_implementation(n: int):
+def test_the_tree_and_the_fold_of_every_path_match_the_independent_implementation(n: int):
     leaves = [{"account": f"p{i}", "balance": (i * 37) % 200 - 50, "currency": "EUR",
                "salt": hashlib.sha256(str(i).encode()).hexdigest(), "size": 77} for i in range(n)]
     leaves.sort(key=lambda leaf: leaf["salt"])
     ref = [ref_leaf(leaf) for leaf in leaves]
+    frontier = SumFrontier()
+    for leaf in leaves:
+        frontier.append(leaf_node(leaf))
+    assert (frontier.root().hash, frontier.root().sum) == ref_tree(ref)
     for index in range(n):
-        from projections.liabilities import path_of, wanted_nodes
-
-        frontier = SumFrontier(wanted_nodes(index, n))
-        for leaf in leaves:
-            frontier.append(leaf_node(leaf))
-        assert (frontier.root().hash, frontier.root().sum) == ref_tree(ref)
-        path = path_of(index, n, frontier.kept)
-        assert [(bytes.fromhex(p["hash"]), p["sum"]) for p in path] == ref_path(index, ref)
-        folded = fold_path(leaf_node(leaves[index]), index, n, [Node(bytes.fromhex(p["hash"]), p["sum"]) for p in path])
+        path = [Node(h, total) for h, total in ref_path(index, ref)]
+        folded = fold_path(leaf_node(leaves[index]), index, n, path)
         assert folded is not None and (folded.hash, folded.sum) == ref_tree(ref)
+        assert fold_path(leaf_node(leaves[index]), index, n, [*path, Node(bytes(32), 0)]) is None  # one too many
 
 
 def test_a_left_sibling_keeps_its_side():

@@ -125,7 +125,7 @@ class BalanceSnapshot:
         return {currency: self._build(currency) for currency in self.currencies()}
 
     def _build(self, currency: str) -> TreeSummary:
-        frontier = SumFrontier(store_level=BLOCK_LEVEL)
+        frontier = SumFrontier(BLOCK_LEVEL)
         block: list[bytes] = []
         blocks: list[tuple[str, str, int, bytes]] = []
         first_salt = ""
