@@ -48,9 +48,10 @@ def test_explain_of_a_pool_says_per_recipient_what_they_got_and_what_the_other_m
     assert r.returncode == 0, r.stderr
     lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
              for line in r.stdout.splitlines() if line.count("│") >= 5}
-    assert lines["alice"] == ["549/2020", "28", "5", "-23"]
-    assert lines["bob"] == ["36/101", "36", "82", "+46"]
-    assert lines["@platform"][1:] == ["10", "10", "+0"]
+    # People see money in major units (USD: exponent 2).
+    assert lines["alice"] == ["549/2020", "0.28 USD", "0.05 USD", "-0.23 USD"]
+    assert lines["bob"] == ["36/101", "0.36 USD", "0.82 USD", "+0.46 USD"]
+    assert lines["@platform"][1:] == ["0.10 USD", "0.10 USD", "+0.00 USD"]
     assert "pro_rata − user_centric" in r.stdout and "stage 1" in r.stdout
 
 

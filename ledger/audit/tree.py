@@ -321,6 +321,7 @@ def _kept(row: tuple[Any, ...]) -> KeptCheckpoint:
 
 def list_checkpoints(store: Store, platform: str, limit: int) -> list[dict[str, Any]]:
     """The newest `limit` checkpoints of a platform, oldest first, as issued."""
+    create_audit_tables(store)  # a ledger from before revision 1.1 gets the liabilities tables here
     rows = store.query(_SELECT_CHECKPOINTS + " ORDER BY c.checkpoint_id DESC LIMIT ?",
                        (platform, min(limit, CHECKPOINTS_LIST_MAX)))
     return [_kept(row).checkpoint for row in reversed(rows)]
@@ -328,6 +329,7 @@ def list_checkpoints(store: Store, platform: str, limit: int) -> list[dict[str, 
 
 def newest_checkpoint(store: Store, platform: str, size: int | None = None) -> KeptCheckpoint | None:
     """The newest checkpoint of `platform` (of tree size `size` when given), or None."""
+    create_audit_tables(store)
     sql, params = _SELECT_CHECKPOINTS, [platform]
     if size is not None:
         sql, params = sql + " AND c.size = ?", [platform, size]
