@@ -72,6 +72,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.audit.liabilities import LiabilitiesMismatch, stored_trees
+from ledger.bookings.documents import PAGE_DOCUMENTS, read_documents
 from ledger.audit.tree import (
     StoredTree,
     TreeError,
@@ -882,6 +883,27 @@ def _read_routes(app: FastAPI) -> None:
         if NDJSON in request.headers.get("accept", ""):
             return Response(b"".join(line + b"\n" for line in lines), media_type=NDJSON, headers=headers)
         return Response(b"[" + b",".join(lines) + b"]", media_type=JSON_TYPE, headers=headers)
+
+    @app.get(
+        base + "/bookings", tags=["reads"], responses={
+            **READ_ERRORS,
+            200: {"description": "The booking documents (EVENTS.md §9) from `from_seq`, in seq order, one per "
+                                 "accepted event, each line its canonical bytes",
+                  "headers": {"X-Ledger-Next-Seq": {"schema": {"type": "integer"},
+                                                    "description": "from_seq of the next page"}},
+                  "content": {NDJSON: {"schema": {"type": "string"}}}}})
+    def bookings(platform: PlatformId, request: Request, _who: Reader,
+                 from_seq: Annotated[int, Query(ge=1, le=SEQ_MAX)] = 1,
+                 limit: Annotated[int, Query(ge=1, le=PAGE_DOCUMENTS)] = PAGE_DOCUMENTS) -> Response:
+        """What the ledger booked, as `peerledger bookings` writes it: committed
+        documents only; a follower asks again from `X-Ledger-Next-Seq`."""
+        store = _backend(request).store
+        head = queries.log_head(store, platform)
+        if from_seq > head + 1:  # head + 1 is the end, where a follower waits
+            raise queries.NotFound(f"platform {platform!r} has {head} events: from_seq {from_seq} is past its end")
+        page = read_documents(store, platform, from_seq - 1, limit)
+        headers = {"X-Ledger-Next-Seq": str(from_seq + len(page))}
+        return Response(b"".join(d.body + b"\n" for d in page), media_type=NDJSON, headers=headers)
 
 
 def _payout_routes(app: FastAPI) -> None:

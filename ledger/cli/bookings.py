@@ -1,0 +1,58 @@
+"""`peerledger bookings`: a platform's booking documents (EVENTS.md §9) as JSON Lines.
+
+    peerledger bookings --platform P [--from-seq N] [--follow]
+
+One document per accepted event from seq N (default 1), in seq order, each
+line its canonical bytes; `--follow` then waits for new ones, like `tail -f`,
+until interrupted (a follower may start before the platform's first event).
+Exit 4 without `--follow` for a platform without events.  Only committed events are read (`ledger.bookings.documents`).
+A reader that closes the pipe (`| head`) ends the command quietly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ledger.bookings.documents import follow_documents
+from ledger.cli.common import EXIT_NOT_FOUND, EXIT_OK, err, open_store
+
+
+def positive_seq(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"seqs start at 1, got {value}")
+    return value
+
+
+def cmd_bookings(args: argparse.Namespace) -> int:
+    stream = sys.stdout.buffer
+    with open_store(args) as store:
+        if not args.follow and store.head(args.platform) == 0:
+            err.print(f"peerledger: platform {args.platform!r} has no events")
+            return EXIT_NOT_FOUND
+        try:
+            for document in follow_documents(store, args.platform, args.from_seq - 1, follow=args.follow):
+                stream.write(document.body + b"\n")
+                if args.follow:
+                    stream.flush()  # a follower's reader sees each document as it is committed
+            stream.flush()
+        except BrokenPipeError:
+            sys.stdout = None  # type: ignore[assignment]  # nothing left to flush into the closed pipe
+        except KeyboardInterrupt:
+            pass
+    return EXIT_OK
+
+
+def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.ArgumentParser,
+             plat: argparse.ArgumentParser) -> None:
+    """Add `bookings` to `peerledger`'s subparsers."""
+    s = sub.add_parser("bookings", parents=[common, plat],
+                       help="the platform's booking documents (EVENTS.md §9) as JSON Lines, in seq order")
+    s.add_argument("--from-seq", type=positive_seq, default=1, metavar="N", help="the first seq (default 1)")
+    s.add_argument("--follow", action="store_true", help="then wait for new documents, like tail -f")
+    s.set_defaults(func=cmd_bookings)
