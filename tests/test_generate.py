@@ -22,7 +22,7 @@ POOL_TYPES = {"pool.opened", "pool.funded", "usage.recorded", "pool.closed"}
 TYPES = {
     "prosumer.registered", "contribution.recorded", "output.composed", "value.realized",
     "value.reversed", "policy.set", "work.retracted", "work.reinstated", "work.reassigned",
-    "payout.issued", *POOL_TYPES,
+    "payout.issued", "payout.returned", *POOL_TYPES,
 }
 CREATES = {  # type -> (data field, namespace); pools and values share one (EVENTS.md §7)
     "prosumer.registered": ("prosumer", "prosumer"),
@@ -55,6 +55,8 @@ def references(ev: dict) -> list[tuple[str, str]]:
         refs.append(("value", d["value"]))
     if t == "payout.issued":
         refs.append(("prosumer", d["prosumer"]))
+    if t == "payout.returned":
+        refs.append(("payout", d["payout"]))
     if t in POOL_TYPES - {"pool.opened"}:
         refs.append(("value", d["pool"]))
         refs += [("work", w) for w in d.get("uses", {})]
@@ -75,7 +77,8 @@ class MiniLedger:
         self.prosumers: set[str] = set()
         self.works: dict[str, tuple] = {}  # id -> (kind, authors, components, upstream_bps)
         self.values: dict[str, list] = {}  # id -> [amount, reversed, shares, currency]
-        self.payouts: set[str] = set()
+        self.payouts: dict[str, tuple[str, str, int]] = {}  # id -> (prosumer, currency, amount)
+        self.returned: set[str] = set()
         self.pools: dict[str, bool] = {}  # pool -> closed
         self.retracted: set[str] = set()
         self.fee = 0
@@ -169,8 +172,14 @@ class MiniLedger:
             key = (d["prosumer"], d["currency"])
             if d["amount"] > self.balance[key]:
                 return "insufficient_balance"
-            self.payouts.add(d["payout"])
+            self.payouts[d["payout"]] = (d["prosumer"], d["currency"], d["amount"])
             self.balance[key] -= d["amount"]
+        elif t == "payout.returned":
+            if d["payout"] in self.returned:
+                return "invalid_state"
+            prosumer, currency, amount = self.payouts[d["payout"]]
+            self.returned.add(d["payout"])
+            self.balance[prosumer, currency] += amount
         elif t == "work.retracted":
             if d["work"] in self.retracted:
                 return "invalid_state"

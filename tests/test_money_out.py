@@ -478,3 +478,5 @@ def test_the_http_api_manages_payees_for_operators(tmp_path: Path):
         assert c.delete(f"{base}/alice").status_code == 404
         assert c.get(base).json() == []
         assert ALICE_IBAN not in server.log()  # never in the logs
+        assert c.get("/metrics").status_code == 200
+        assert "DE89" not in c.get("/metrics").text and "Alice" not in c.get("/metrics").text  # nor in the metrics

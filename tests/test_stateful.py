@@ -55,7 +55,7 @@ class Model:
         self.prosumers: set[str] = set()
         self.works: dict[str, dict[str, Any]] = {}
         self.values: dict[str, dict[str, Any]] = {}
-        self.payouts: set[str] = set()
+        self.payouts: dict[str, dict[str, Any]] = {}  # id -> prosumer, amount, currency, returned
         self.pools: dict[str, dict[str, Any]] = {}
         self.fee_bps = 0
         self.balances: dict[tuple[str, str], list[int]] = {}
@@ -221,7 +221,7 @@ class ModelMachine(RuleBasedStateMachine):
 
 
 class CoreRules(ModelMachine):
-    """Prosumers, works, sales, payouts, resends (EVENTS.md §2-4)."""
+    """Prosumers, works, sales, payouts and their returns, resends (EVENTS.md §2-4, §8)."""
 
     @rule(p=st.sampled_from(PROSUMERS))
     def register(self, p: str) -> None:
@@ -267,8 +267,19 @@ class CoreRules(ModelMachine):
                     else "unknown_reference" if p not in m.prosumers
                     else "insufficient_balance" if amount > m.balance(p, cur) else "accepted")
         if self.offer("payout.issued", {"payout": pid, "prosumer": p, "amount": amount, "currency": cur}, expected):
-            m.payouts.add(pid)
+            m.payouts[pid] = {"prosumer": p, "amount": amount, "currency": cur, "returned": False}
             m.book(p, cur, 2, amount)
+
+    @rule(pid=st.sampled_from(PAYOUTS))
+    def returned(self, pid: str) -> None:
+        """EVENTS.md §8: a bounced payout is owed again, once."""
+        m = self.model
+        payout = m.payouts.get(pid)
+        expected = ("unknown_reference" if payout is None else "invalid_state" if payout["returned"]
+                    else "accepted")
+        if self.offer("payout.returned", {"payout": pid, "reason": "AC04"}, expected):
+            payout["returned"] = True
+            m.book(payout["prosumer"], payout["currency"], 2, -payout["amount"])
 
     @rule(w=st.sampled_from(WORKS), authors=st.dictionaries(st.sampled_from(PROSUMERS), weights, max_size=2))
     def reassign(self, w: str, authors: dict[str, int]) -> None:

@@ -19,7 +19,8 @@ platform, shaped like a peer-production platform's history:
 * a takedown (``work.retracted`` of a popular contribution, later
   ``work.reinstated``), plus a few more disputes on long streams, and a couple
   of ``work.reassigned``;
-* payouts that can never exceed a balance (see ``_Gen._payout``);
+* payouts that can never exceed a balance (see ``_Gen._payout``), about one in
+  forty returned by the bank a little later (``payout.returned``);
 * a subscription pool a month (EVENTS.md §7; from the first event of a month,
   once there are works to use): opened at the month's first event, closed at
   the next month's (so it books in that month), in USD.  Subscribers pay
@@ -94,6 +95,12 @@ OUTPUT_KINDS = ("album", "article", "zine", "game-level", "video", "app", "font"
 SOURCES = ("sale",) * 7 + ("subscription",) * 2 + ("tip",)
 REVERSAL_REASONS = ("refund", "refund", "refund", "chargeback", "partial refund")
 PAYOUT_REFS = ("wire", "sepa", "paypal", "ach")
+# Payouts that bounce (EVENTS.md §8): about one in forty, reported by the bank
+# a few days of events later, with the reason codes banks send (ISO 20022).
+BOUNCE_PPM = 25_000
+BOUNCE_DELAY_EVENTS_MAX = 200
+BOUNCE_REASONS = ("AC04 closed account", "AC01 incorrect account number", "MD07 end customer deceased",
+                  "AG01 transaction forbidden", "RR04 regulatory reason")
 TAKEDOWN_REASONS = ("takedown", "copyright dispute", "DMCA notice", "license dispute")
 FIRST_NAMES = (
     "Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy",
@@ -138,6 +145,9 @@ class _Gen:
             raise ValueError("bad_fraction_ppm must be an integer 0..1000000")
         self.rng = random.Random(seed)
         self.bad_rng = random.Random(_derive_seed(seed, "bad"))
+        # Bounces draw from their own generator, so the rest of the stream
+        # draws what it drew before they existed.
+        self.bounce_rng = random.Random(_derive_seed(seed, "bounce"))
         self.n = events
         self.platform = platform
         self.ppm = bad_fraction_ppm
@@ -504,6 +514,9 @@ class _Gen:
                                         "amount": amount, "currency": key[1]}
                 if rng.random() < 0.7:
                     data["reference"] = f"{_choice(rng, PAYOUT_REFS)} {self.n_payout}"
+                bounce = self.bounce_rng
+                if bounce.random() * 1_000_000 < BOUNCE_PPM:
+                    self._sched(self.i + 1 + int(bounce.random() * BOUNCE_DELAY_EVENTS_MAX), "bounce", data["payout"])
                 return self._event("payout.issued", data)
             cands[i] = cands[-1]
             cands.pop()
@@ -619,6 +632,9 @@ class _Gen:
             return self._reinstate(arg) if arg in self.retracted else False
         if kind == "reassign":
             return self._reassign()
+        if kind == "bounce":
+            # The amount is owed again; the payable bound ignores it (it stays a lower bound).
+            return self._event("payout.returned", {"payout": arg, "reason": _choice(self.bounce_rng, BOUNCE_REASONS)})
         raise AssertionError(kind)
 
     def _regular(self, i: int) -> dict:
