@@ -16,17 +16,7 @@ import sys
 from typing import Any
 
 from ledger.bookings.documents import follow_documents
-from ledger.cli.common import EXIT_NOT_FOUND, EXIT_OK, err, open_store
-
-
-def positive_seq(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"seqs start at 1, got {value}")
-    return value
+from ledger.cli.common import EXIT_NOT_FOUND, EXIT_OK, err, open_store, seq
 
 
 def cmd_bookings(args: argparse.Namespace) -> int:
@@ -36,7 +26,7 @@ def cmd_bookings(args: argparse.Namespace) -> int:
             err.print(f"peerledger: platform {args.platform!r} has no events")
             return EXIT_NOT_FOUND
         try:
-            for document in follow_documents(store, args.platform, args.from_seq - 1, follow=args.follow):
+            for document in follow_documents(store, args.platform, max(args.from_seq - 1, 0), follow=args.follow):
                 stream.write(document.body + b"\n")
                 if args.follow:
                     stream.flush()  # a follower's reader sees each document as it is committed
@@ -53,6 +43,6 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
     """Add `bookings` to `peerledger`'s subparsers."""
     s = sub.add_parser("bookings", parents=[common, plat],
                        help="the platform's booking documents (EVENTS.md §9) as JSON Lines, in seq order")
-    s.add_argument("--from-seq", type=positive_seq, default=1, metavar="N", help="the first seq (default 1)")
+    s.add_argument("--from-seq", type=seq, default=1, metavar="N", help="the first seq (default 1; 0 is the start too)")
     s.add_argument("--follow", action="store_true", help="then wait for new documents, like tail -f")
     s.set_defaults(func=cmd_bookings)
