@@ -1,3 +1,2 @@
-"""Booking documents out (EVENTS.md §9): read what the ledger committed, a page
-at a time (`documents`), published to Kafka exactly once (`ledger.kafka.publisher`)
-and POSTed to signed webhooks (`ledger.webhooks`)."""
+"""Booking documents out (EVENTS.md §9): what the ledger committed, read a page
+at a time (`documents`) for every face that gives them out."""

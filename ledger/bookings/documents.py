@@ -1,7 +1,7 @@
 """Reading a platform's booking documents from the store, in seq order.
 
-Every reader of documents (the `bookings` command, the HTTP route, the Kafka
-publisher, the webhook deliverer) goes through `read_documents`: one page is
+Every reader of documents (the `bookings` command, the HTTP route) goes
+through `read_documents`: one page is
 two indexed range reads, the log's events and the bookings rows of the same
 seqs, whatever the log's length.  Only committed rows are visible to a
 reader, and a platform's seqs commit in order (one writer per platform holds
@@ -12,7 +12,7 @@ a seq that commits later.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import orjson
@@ -55,13 +55,11 @@ def read_documents(store: Store, platform: str, after_seq: int, limit: int = PAG
     return out
 
 
-def follow_documents(store: Store, platform: str, after_seq: int, *, follow: bool,
-                     stop: Callable[[], bool] = lambda: False,
-                     poll_seconds: float = FOLLOW_POLL_SECONDS) -> Iterator[Document]:
+def follow_documents(store: Store, platform: str, after_seq: int, *, follow: bool) -> Iterator[Document]:
     """Every document after `after_seq`, a page at a time; with `follow`, then
-    waits for new ones (like `tail -f`) until `stop()` says so."""
+    waits for new ones (like `tail -f`) until its consumer stops."""
     position = after_seq
-    while not stop():
+    while True:
         page = read_documents(store, platform, position)
         yield from page
         if page:
@@ -69,4 +67,4 @@ def follow_documents(store: Store, platform: str, after_seq: int, *, follow: boo
             continue
         if not follow:
             return
-        time.sleep(poll_seconds)
+        time.sleep(FOLLOW_POLL_SECONDS)

@@ -5,7 +5,8 @@
 One document per accepted event from seq N (default 1), in seq order, each
 line its canonical bytes; `--follow` then waits for new ones, like `tail -f`,
 until interrupted (a follower may start before the platform's first event).
-Exit 4 without `--follow` for a platform without events.  Only committed events are read (`ledger.bookings.documents`).
+Exit 4 without `--follow` for a platform without events.  Only committed
+events are read (`ledger.bookings.documents`).
 A reader that closes the pipe (`| head`) ends the command quietly.
 """
 
@@ -43,6 +44,7 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
     """Add `bookings` to `peerledger`'s subparsers."""
     s = sub.add_parser("bookings", parents=[common, plat],
                        help="the platform's booking documents (EVENTS.md §9) as JSON Lines, in seq order")
-    s.add_argument("--from-seq", type=seq, default=1, metavar="N", help="the first seq (default 1; 0 is the start too)")
+    s.add_argument("--from-seq", type=seq, default=1, metavar="N",
+                   help="the first seq (default 1; 0 is the start too)")
     s.add_argument("--follow", action="store_true", help="then wait for new documents, like tail -f")
     s.set_defaults(func=cmd_bookings)

@@ -72,13 +72,13 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.audit.liabilities import LiabilitiesMismatch, stored_trees
-from ledger.bookings.documents import PAGE_DOCUMENTS, read_documents
 from ledger.audit.tree import (
     StoredTree,
     TreeError,
     create_audit_tables,
     list_checkpoints,
 )
+from ledger.bookings.documents import PAGE_DOCUMENTS, read_documents
 from ledger.contract import documents as api
 from ledger.contract import rules
 from ledger.contract.schema import (
