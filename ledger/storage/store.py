@@ -382,6 +382,9 @@ class Store:
         # Names this Store's batches in `peerledger_writes` (see append).
         self.writer_id = uuid.uuid4().hex
         self._wrote = False
+        # Schema parts known to be at their version: a part never goes back,
+        # so the readers that ensure theirs before each use ask the database once.
+        self._parts_ready: set[tuple[str, int]] = set()
         parsed = DbUrl.parse(url)
         self.dialect = parsed.dialect
         self._pg_lock_conn: Any = None
@@ -443,15 +446,16 @@ class Store:
         could deadlock with it.  The parts done are recorded in
         `peerledger_schema`; bump a part's version when its statements change.
         """
-        if self._schema_part_ready(part, version):
+        if (part, version) in self._parts_ready:
             return
-        with self.schema_lock():
-            if self._schema_part_ready(part, version):
-                return
-            with self.transaction(commit=True) as c:
-                for statement in statements:
-                    c.execute(statement)
-            self._record_schema_part(part, version)
+        if not self._schema_part_ready(part, version):
+            with self.schema_lock():
+                if not self._schema_part_ready(part, version):
+                    with self.transaction(commit=True) as c:
+                        for statement in statements:
+                            c.execute(statement)
+                    self._record_schema_part(part, version)
+        self._parts_ready.add((part, version))
 
     def _ensure_state_schema(self) -> bool:
         """Create the state tables; True if the database has events whose
