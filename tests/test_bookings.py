@@ -58,9 +58,12 @@ def sums(docs: list[dict[str, Any]], upto_seq: int) -> dict[tuple[str, str], dic
     return out
 
 
+def columns(balances: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, int]]:
+    return {(r["account"], r["currency"]): {c: r[c] for c in ("earned", "reversed", "paid")} for r in balances}
+
+
 def figures(store: Store, platform: str, seq: int) -> dict[tuple[str, str], dict[str, int]]:
-    return {(r["account"], r["currency"]): {c: r[c] for c in ("earned", "reversed", "paid")}
-            for r in balances_as_of(store, platform, seq)}
+    return columns(balances_as_of(store, platform, seq))
 
 
 @pytest.fixture
@@ -134,8 +137,7 @@ def test_a_pool_close_books_its_allocations_as_earned(db_url: str):
     closes = [d for d in docs if d["type"] == "pool.closed"]
     assert closes and all(b["column"] == "earned" for d in closes for b in d["bookings"])
     expected = json.loads((EXAMPLES / "pools.expected.json").read_text())["balances"]
-    want = {(r["account"], r["currency"]): {c: r[c] for c in ("earned", "reversed", "paid")} for r in expected}
-    assert sums(docs, docs[-1]["seq"]) == want  # the spec's balances, to the minor unit
+    assert sums(docs, docs[-1]["seq"]) == columns(expected)  # the spec's balances, to the minor unit
 
 
 def test_the_documents_add_up_to_the_balances_at_every_n(db_url: str, tmp_path: Path):
