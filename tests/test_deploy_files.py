@@ -292,7 +292,12 @@ def test_every_variable_in_the_environment_list_is_read_by_the_code(monkeypatch:
         "dbname": "ledger", "host": "db", "port": 5432, "user": "ledger-user", "password": "from-env"}
     monkeypatch.setenv(signing.KEY_ENV, "/keys/k.pem")
     assert str(signing.key_path(None)) == "/keys/k.pem"
-    assert set(common.ENVIRONMENT) == {"PEERLEDGER_DB", "PGUSER", "PGPASSWORD", signing.KEY_ENV, runtime.CACHE_ENV}
+    from ledger.webhooks import delivery
+
+    monkeypatch.setenv(delivery.TIME_SCALE_ENV, "0.001")
+    assert delivery.Settings.from_env().time_scale == 0.001
+    assert set(common.ENVIRONMENT) == {"PEERLEDGER_DB", "PGUSER", "PGPASSWORD", signing.KEY_ENV, runtime.CACHE_ENV,
+                                       delivery.TIME_SCALE_ENV}
 
 
 # -- the Grafana dashboard ---------------------------------------------------------------

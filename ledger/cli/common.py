@@ -28,6 +28,8 @@ ENVIRONMENT: dict[str, str] = {
     "PGUSER": "the PostgreSQL user when the database URL names none (default postgres)",
     "PGPASSWORD": "the PostgreSQL password when the database URL has none: keep it in a secret, not in the URL",
     "PEERLEDGER_CACHE_MIB": "the state cache budget of a writer process, in MiB (ledger.ops.runtime)",
+    "PEERLEDGER_WEBHOOK_TIME_SCALE": "multiplies the webhook retry schedule and the 5 days before disabling "
+                                     "(tests; ledger.webhooks.delivery)",
     "PEERLEDGER_SIGNING_KEY": "the checkpoint signing key's file when --key-file is not given (ledger.audit.signing)",
 }
 

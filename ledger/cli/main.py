@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from rich.table import Table
 
 from ledger.audit.verify import verify
-from ledger.cli import audit, bookings, cluster, http, insights, kafka, payees, payouts
+from ledger.cli import audit, bookings, cluster, http, insights, kafka, payees, payouts, webhooks
 from ledger.cli.common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
@@ -343,7 +343,7 @@ def parser() -> argparse.ArgumentParser:
 
     # The auditor's commands build on this module's helpers: their module is
     # imported once this one is complete.
-    for family in (audit, http, kafka, insights, cluster, payouts, payees, bookings):
+    for family in (audit, http, kafka, insights, cluster, payouts, payees, bookings, webhooks):
         family.register(sub, common, jsonf, plat)
     return p
 

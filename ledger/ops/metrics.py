@@ -120,6 +120,41 @@ PROJECTION_PLATFORMS_CLAIMED = Gauge(
 )
 
 
+# The webhook deliverer (`peerledger deliver`, ledger.webhooks.delivery).
+# `endpoint` is an endpoint id (a bounded set: the endpoints an operator made).
+WEBHOOK_DOCUMENTS_DELIVERED = Counter(
+    "peerledger_webhook_documents_delivered_total",
+    "Booking documents a webhook endpoint answered 2xx to (each counted once per endpoint and attempt that "
+    "delivered it; a resend after a crash counts again).",
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "peerledger_webhook_attempts_total",
+    "POSTs of a document to a webhook endpoint, by outcome: the status class (2xx, 3xx, 4xx, 5xx), "
+    "timeout, or error (no answer: refused, reset, DNS, TLS).",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "peerledger_webhook_attempt_seconds",
+    "Time from sending a document to a webhook endpoint to its answer (or the timeout).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0),
+)
+WEBHOOK_DEAD_LETTERS = Counter(
+    "peerledger_webhook_dead_letters_total",
+    "Documents that failed every attempt of the retry schedule (moved to the endpoint's dead letters).",
+)
+WEBHOOK_LAG = Gauge(
+    "peerledger_webhook_lag_seqs",
+    "Seqs of the endpoint's platform after the endpoint's cursor (the last seq whose first attempt was made), "
+    "as of this deliverer's last look.",
+    ["endpoint"],
+)
+WEBHOOK_RETRIES_PENDING = Gauge(
+    "peerledger_webhook_retries_pending",
+    "Documents of the endpoint waiting for another attempt.",
+    ["endpoint"],
+)
+
+
 # -- the workers' HTTP endpoint ------------------------------------------------
 
 # None when ready, else why not (the body of the 503).
