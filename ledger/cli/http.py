@@ -1,6 +1,6 @@
 """The HTTP service's commands: `serve` and `tokens`.
 
-    peerledger serve [--host H] [--port N] [--db URL] [--projector process|none]
+    peerledger serve [--host H] [--port N] [--db URL] [--projector process|none] [--deliverer process|none]
     peerledger tokens create --platform P --role ingest|operator|auditor [--label L] [--json]
     peerledger tokens create --all-platforms --role admin [--label L] [--json]
     peerledger tokens list [--json]
@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     open_store(args).close()  # an older database is upgraded once, before the service starts
     serve(args.db, args.host, args.port, log_level=args.log_level, access_log=not args.no_access_log,
-          projector=args.projector == "process")
+          projector=args.projector == "process", deliverer=args.deliverer == "process")
     return EXIT_OK
 
 
@@ -105,6 +105,9 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
     s.add_argument("--projector", choices=("process", "none"), default="process",
                    help="keep the derived views (the dashboard's flows) at the head from a process of this "
                         "service (default), or leave that to projection workers (peerledger project --follow)")
+    s.add_argument("--deliverer", choices=("process", "none"), default="process",
+                   help="POST booking documents to the webhook endpoints from a process of this service "
+                        "(default), or leave that to a `peerledger deliver --follow` of its own")
     s.set_defaults(func=cmd_serve)
 
     tokens = sub.add_parser("tokens", help="bearer tokens of the HTTP API").add_subparsers(

@@ -11,13 +11,16 @@ stay quick while events stream in:
   runs `ledger.ingest.ingestor.Ingestor` on batches of at most 1000 (one
   transaction each, the read models included).  One writer serialises the
   decisions, as `peerledger ingest` does;
+* the **deliverer** (one process, unless `serve --deliverer none`):
+  `ledger.webhooks.delivery` POSTs every booking document to the operators'
+  webhook endpoints, each endpoint its own task, from its stored cursor;
 * the **projector** (one process): `ledger.ingest.projector` keeps the
   derived views (the dashboard's flows) at the log's head, told by the
   writer which platform it appended to after every batch (a bounded queue).
   `serve --projector none` leaves that to projection workers of their own
   (`peerledger project --follow`, as in deploy/).
 
-Both helper processes end when the front does, however it ends (the kernel
+The helper processes end when the front does, however it ends (the kernel
 kills them when their parent dies: `ledger.ops.runtime.die_with_parent`).
 
 Freshness guarantee.  A POST answers after its events are durable, and the
@@ -110,6 +113,7 @@ from ledger.storage import payees, queries
 from ledger.storage.queries import ledger_instant
 from ledger.storage.store import AppendBatch, RejectRecord, Store
 from ledger.storage.views import views_seq
+from ledger.webhooks import endpoints as webhooks
 from projections.balances import balances_digest
 from projections.liabilities import is_prosumer
 from projections.payouts import plan_csv, plan_jsonl
@@ -308,23 +312,43 @@ def _project_until_stopped(db_url: str, stop: Any, appended: Any, parent_pid: in
         projector.catch_up()
 
 
-class Backend:
-    """The front's state: its read store and its two helper processes (one
-    without its projector)."""
+# -- the deliverer process -------------------------------------------------------
 
-    def __init__(self, db_url: str, metrics: HttpMetrics, projector: bool = True) -> None:
+# A stopping deliverer finishes its rounds in flight: at most one request timeout.
+DELIVERER_STOP_SECONDS = 20.0
+
+
+def _deliver_until_stopped(db_url: str, stop: Any, parent_pid: int) -> None:
+    """`peerledger deliver --follow` as the service's child, until `stop` is set."""
+    from ledger.webhooks.delivery import Deliverer
+
+    die_with_parent(parent_pid)
+    tune_gc()
+    yield_cpu_to_reads()
+    with Store(db_url) as store:
+        Deliverer(store, follow=True).run(stop)
+
+
+class Backend:
+    """The front's state: its read store and its helper processes (the writer,
+    the projector unless `projector` is false, the deliverer unless `deliverer` is)."""
+
+    def __init__(self, db_url: str, metrics: HttpMetrics, projector: bool = True, deliverer: bool = True) -> None:
         self.db_url = db_url
         self.runs_projector = projector
+        self.runs_deliverer = deliverer
         self.store = Store(db_url)
         create_tokens_table(self.store)
         create_audit_tables(self.store)
         payees.create_payees_table(self.store)
+        webhooks.create_webhooks_tables(self.store)
         self.metrics = metrics
         self.flows = dashboard.FlowViews(self.store)
         self._ctx = multiprocessing.get_context("spawn")  # no inherited connections
         self._appended = self._ctx.Queue(APPENDED_QUEUE_MAX)
         self._stop = self._ctx.Event()
         self._projector: Any = None
+        self._deliverer: Any = None
         self._executor: ProcessPoolExecutor | None = None
         self._warm: Any = None
         self.posts = asyncio.Semaphore(POSTS_IN_FLIGHT_MAX)
@@ -332,7 +356,15 @@ class Backend:
     def start(self) -> None:
         if self.runs_projector:
             self._start_projector()
+        if self.runs_deliverer:
+            self._start_deliverer()
         self._start_writer()
+
+    def _start_deliverer(self) -> None:
+        self._deliverer = self._ctx.Process(
+            target=_deliver_until_stopped, args=(self.db_url, self._stop, os.getpid()),
+            name="peerledger-deliverer", daemon=True)
+        self._deliverer.start()
 
     def _start_projector(self) -> None:
         self._projector = self._ctx.Process(
@@ -353,6 +385,10 @@ class Backend:
             self._projector.join(timeout=PROJECTION_WAIT_MAX_S)
             if self._projector.is_alive():
                 self._projector.terminate()
+        if self._deliverer is not None:
+            self._deliverer.join(timeout=DELIVERER_STOP_SECONDS)
+            if self._deliverer.is_alive():
+                self._deliverer.terminate()  # a round in flight is sent again by the next deliverer
         self.store.close()
 
     def not_ready(self) -> str | None:
@@ -363,12 +399,16 @@ class Backend:
             return f"the writer failed to start: {self._warm.exception()}"
         if self.runs_projector and not self._projector.is_alive():
             return "the projector is not running"
+        if self.runs_deliverer and not self._deliverer.is_alive():
+            return "the webhook deliverer is not running"
         return None
 
     async def ingest(self, job: IngestJob) -> IngestReply:
         assert self._executor is not None
         if self.runs_projector and not self._projector.is_alive():
             self._start_projector()  # it died (and logged why): a new one resumes from its tracking
+        if self.runs_deliverer and not self._deliverer.is_alive():
+            self._start_deliverer()  # it died (and logged why): a new one resumes from the stored cursors
         try:
             return await asyncio.wrap_future(self._executor.submit(_writer_ingest, job))
         except BrokenProcessPool:
@@ -461,6 +501,7 @@ payer = _role("may_pay", "plan payouts")
 prover = _role("may_prove", "fetch balance proofs")
 liabilities_reader = _role("may_export_liabilities", "read liabilities trees")
 payee_manager = _role("may_pay", "manage payees")
+webhook_manager = _role("may_manage_webhooks", "manage webhooks")
 
 
 Reader = Annotated[Principal, Depends(reader)]
@@ -468,6 +509,7 @@ Payer = Annotated[Principal, Depends(payer)]
 Prover = Annotated[Principal, Depends(prover)]
 LiabilitiesReader = Annotated[Principal, Depends(liabilities_reader)]
 PayeeManager = Annotated[Principal, Depends(payee_manager)]
+WebhookManager = Annotated[Principal, Depends(webhook_manager)]
 
 
 # -- documents only the HTTP API has ---------------------------------------------
@@ -635,6 +677,63 @@ class PayeeDoc(BaseModel):
     email: str | None
 
 
+class WebhookCreate(BaseModel):
+    """A new webhook endpoint (`peerledger webhooks add`)."""
+
+    model_config = {"extra": "forbid"}
+    url: str = Field(max_length=webhooks.URL_MAX_CHARS, description="http(s)://host/…: where documents are POSTed")
+    types: list[str] | None = Field(None, max_length=len(EVENT_TYPES),
+                                    description="only documents of these event types (default every type)")
+    from_seq: int | None = Field(None, ge=1, le=SEQ_MAX,
+                                 description="send the documents from this seq on (default: those accepted from now)")
+
+
+class WebhookReplay(BaseModel):
+    model_config = {"extra": "forbid"}
+    from_seq: int = Field(ge=1, le=SEQ_MAX, description="send the documents from this seq on again")
+
+
+class WebhookDoc(BaseModel):
+    endpoint_id: str
+    platform: str
+    url: str
+    types: list[str]
+    cursor_seq: int = Field(description="the seq up to which every document had its first attempt")
+    created_at: str
+    enabled: bool
+    disabled_at: str | None
+    disabled_reason: str | None
+    failing_since: str | None
+    previous_secret_until: str | None
+
+
+class WebhookCreated(WebhookDoc):
+    secret: str = Field(description="whsec_…: shown once, the receiver verifies signatures with it")
+
+
+class WebhookSecret(BaseModel):
+    endpoint_id: str
+    secret: str = Field(description="the new whsec_…, shown once")
+    previous_secret_seconds: int = Field(description="how long the previous secret still signs beside it")
+
+
+class WebhookAttempt(BaseModel):
+    seq: int
+    attempt: int
+    at: str
+    status: int | None
+    error: str | None
+    duration_seconds: float
+
+
+class WebhookDeadLetter(BaseModel):
+    seq: int
+    attempts: int
+    status: int | None
+    error: str | None
+    at: str
+
+
 class RateMinute(BaseModel):
     minute: str
     accepted: int
@@ -687,16 +786,16 @@ Currency = Annotated[str, Query(pattern=r"^[A-Z]{3}$")]
 # -- the app ------------------------------------------------------------------------
 
 
-def create_app(db_url: str, projector: bool = True) -> FastAPI:
+def create_app(db_url: str, projector: bool = True, deliverer: bool = True) -> FastAPI:
     """The ASGI app on the database at `db_url`; its lifespan starts the
-    writer and (unless `projector` is false) projector processes and stops
-    them on shutdown."""
+    writer, the projector (unless `projector` is false) and the webhook
+    deliverer (unless `deliverer` is) and stops them on shutdown."""
 
     metrics = HttpMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backend = Backend(db_url, metrics, projector)
+        backend = Backend(db_url, metrics, projector, deliverer)
         anyio.to_thread.current_default_thread_limiter().total_tokens = READ_THREADS[backend.store.dialect.name]
         backend.start()
         app.state.backend = backend
@@ -708,7 +807,7 @@ def create_app(db_url: str, projector: bool = True) -> FastAPI:
     app = FastAPI(
         title="peerledger", version=API_VERSION, lifespan=lifespan, dependencies=[Depends(known_query)],
         description=(__doc__ or "").split("\n\n", 1)[1] if __doc__ else None,
-        openapi_tags=[{"name": "events"}, {"name": "reads"}, {"name": "payouts"}, {"name": "audit"},
+        openapi_tags=[{"name": "events"}, {"name": "reads"}, {"name": "payouts"}, {"name": "webhooks"}, {"name": "audit"},
                       {"name": "dashboard"}, {"name": "service"}],
     )
 
@@ -737,6 +836,7 @@ def create_app(db_url: str, projector: bool = True) -> FastAPI:
     _read_routes(app)
     _payout_routes(app)
     _payee_routes(app)
+    _webhook_routes(app)
     _audit_routes(app)
     _dashboard_routes(app)
     _service_routes(app)
@@ -978,6 +1078,90 @@ def _payee_routes(app: FastAPI) -> None:
         return Response(status_code=204)
 
 
+def _webhook_routes(app: FastAPI) -> None:
+    """`peerledger webhooks` over HTTP, for operator and admin tokens
+    (`ledger.webhooks.endpoints`).  An endpoint of another platform is a 404,
+    as an unknown one; secrets appear only in the answers that made them."""
+    base = "/v1/platforms/{platform}/webhooks"
+    one = base + "/{endpoint_id}"
+    Limit = Annotated[int, Query(ge=1, le=webhooks.LIST_LIMIT_MAX)]
+
+    def endpoint_of(request: Request, platform: str, endpoint_id: str) -> webhooks.Endpoint:
+        found = webhooks.get_endpoint(_backend(request).store, endpoint_id) if webhooks.is_endpoint_id(
+            endpoint_id) else None
+        if found is None or found.platform != platform:
+            raise HTTPException(404, f"no webhook endpoint {endpoint_id!r} on platform {platform!r}")
+        return found
+
+    @app.post(base, tags=["webhooks"], status_code=201, response_model=WebhookCreated, responses=READ_ERRORS)
+    def webhook_add(platform: PlatformId, body: WebhookCreate, request: Request, _who: WebhookManager) -> Response:
+        """Add an endpoint; the answer holds its secret, shown this once.  400 names a bad URL
+        (http or https, a host, no credentials) or an unknown event type."""
+        try:
+            endpoint, secret = webhooks.add_endpoint(_backend(request).store, platform, body.url, body.types,
+                                                     body.from_seq)
+        except webhooks.WebhookError as e:
+            raise HTTPException(400, str(e)) from None
+        return _json({**endpoint.as_json(), "secret": secret}, status=201)
+
+    @app.get(base, tags=["webhooks"], response_model=list[WebhookDoc], responses=READ_ERRORS)
+    def webhook_list(platform: PlatformId, request: Request, _who: WebhookManager) -> Response:
+        """The platform's endpoints, oldest first, without secrets."""
+        return _json([e.as_json() for e in webhooks.list_endpoints(_backend(request).store, platform)])
+
+    @app.get(one, tags=["webhooks"], response_model=WebhookDoc, responses=READ_ERRORS)
+    def webhook_get(platform: PlatformId, endpoint_id: str, request: Request, _who: WebhookManager) -> Response:
+        """One endpoint: its cursor, and whether (and why) it is disabled."""
+        return _json(endpoint_of(request, platform, endpoint_id).as_json())
+
+    @app.delete(one, tags=["webhooks"], status_code=204, responses=READ_ERRORS)
+    def webhook_remove(platform: PlatformId, endpoint_id: str, request: Request, _who: WebhookManager) -> Response:
+        """Remove an endpoint with its attempts, retries and dead letters."""
+        endpoint_of(request, platform, endpoint_id)
+        webhooks.remove_endpoint(_backend(request).store, endpoint_id)
+        return Response(status_code=204)
+
+    @app.post(one + "/rotate", tags=["webhooks"], response_model=WebhookSecret, responses=READ_ERRORS)
+    def webhook_rotate(platform: PlatformId, endpoint_id: str, request: Request, _who: WebhookManager) -> Response:
+        """A new secret, shown this once; the previous one signs beside it during the grace period."""
+        endpoint_of(request, platform, endpoint_id)
+        secret = webhooks.rotate_secret(_backend(request).store, endpoint_id)
+        if secret is None:
+            raise HTTPException(404, f"no webhook endpoint {endpoint_id!r} on platform {platform!r}")
+        return _json({"endpoint_id": endpoint_id, "secret": secret,
+                      "previous_secret_seconds": webhooks.ROTATION_GRACE_SECONDS})
+
+    @app.post(one + "/enable", tags=["webhooks"], response_model=WebhookDoc, responses=READ_ERRORS)
+    def webhook_enable(platform: PlatformId, endpoint_id: str, request: Request, _who: WebhookManager) -> Response:
+        """Re-enable a disabled endpoint: it resumes at its cursor, its retries due at once."""
+        endpoint_of(request, platform, endpoint_id)
+        webhooks.enable_endpoint(_backend(request).store, endpoint_id)
+        return _json(endpoint_of(request, platform, endpoint_id).as_json())
+
+    @app.post(one + "/replay", tags=["webhooks"], response_model=WebhookDoc, responses=READ_ERRORS)
+    def webhook_replay(platform: PlatformId, endpoint_id: str, body: WebhookReplay, request: Request,
+                       _who: WebhookManager) -> Response:
+        """Send the documents from `from_seq` on again (the cursor moves back, never forward)."""
+        endpoint_of(request, platform, endpoint_id)
+        webhooks.replay(_backend(request).store, endpoint_id, body.from_seq)
+        return _json(endpoint_of(request, platform, endpoint_id).as_json())
+
+    @app.get(one + "/attempts", tags=["webhooks"], response_model=list[WebhookAttempt], responses=READ_ERRORS)
+    def webhook_attempts(platform: PlatformId, endpoint_id: str, request: Request, _who: WebhookManager,
+                         limit: Limit = 100) -> Response:
+        """The endpoint's newest `limit` attempts, oldest first."""
+        endpoint_of(request, platform, endpoint_id)
+        return _json([a.as_json() for a in webhooks.list_attempts(_backend(request).store, endpoint_id, limit)])
+
+    @app.get(one + "/dead-letters", tags=["webhooks"], response_model=list[WebhookDeadLetter],
+             responses=READ_ERRORS)
+    def webhook_dead_letters(platform: PlatformId, endpoint_id: str, request: Request, _who: WebhookManager,
+                             limit: Limit = webhooks.LIST_LIMIT_MAX) -> Response:
+        """The documents that failed every attempt of the schedule, in seq order."""
+        endpoint_of(request, platform, endpoint_id)
+        return _json([x.as_json() for x in webhooks.list_dead_letters(_backend(request).store, endpoint_id, limit)])
+
+
 def _audit_routes(app: FastAPI) -> None:
     base = "/v1/platforms/{platform}"
 
@@ -1208,7 +1392,7 @@ def _exit_0(_signum: int, _frame: object) -> None:
 
 
 def serve(db_url: str, host: str, port: int, log_level: str = "info", access_log: bool = True,
-          projector: bool = True) -> None:
+          projector: bool = True, deliverer: bool = True) -> None:
     """Run the service until SIGINT/SIGTERM (uvicorn, one front process)."""
     import signal
 
@@ -1222,7 +1406,7 @@ def serve(db_url: str, host: str, port: int, log_level: str = "info", access_log
     # the process "killed by SIGTERM" (143).
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit_0)
-    uvicorn.run(create_app(db_url, projector), host=host, port=port, log_level=log_level, access_log=access_log,
+    uvicorn.run(create_app(db_url, projector, deliverer), host=host, port=port, log_level=log_level, access_log=access_log,
                 limit_concurrency=CONNECTIONS_MAX, timeout_graceful_shutdown=int(PROJECTION_WAIT_MAX_S),
                 server_header=False)
 

@@ -30,6 +30,8 @@ A prosumer's balance proof (AUDIT.md §5, `…/prosumers/{x}/proof`) is fetched
 by `PROVE_ROLES` (operator and admin: the platform hands it to its user in
 its own app); the leaves of a whole liabilities tree (`…/liabilities`), every
 prosumer's balance, go to `LIABILITIES_ROLES` only (auditor and admin).
+Webhook endpoints (`…/webhooks`: URLs, and secrets shown once) are managed
+by `WEBHOOK_ROLES` (operator and admin).
 
 A token belongs to one platform, except an admin token, which belongs to
 all (`platform` NULL).  Revoking marks the row (`revoked_at`) and takes effect
@@ -59,6 +61,9 @@ WRITE_ROLES = frozenset({INGEST, OPERATOR, ADMIN})
 PAY_ROLES = frozenset({OPERATOR, ADMIN})
 PROVE_ROLES = frozenset({OPERATOR, ADMIN})
 LIABILITIES_ROLES = frozenset({AUDITOR, ADMIN})
+# Webhook endpoints (`…/webhooks`) are the platform operator's: where the
+# platform's booking documents go, and the secrets that sign them.
+WEBHOOK_ROLES = frozenset({OPERATOR, ADMIN})
 # An operator corrects and pays out (books returned payouts back), and runs the platform's usage pools: it
 # opens a pool (choosing its split method, a policy like the fee) and closes
 # it (the month is over: book it).  The platform's own events (prosumers,
@@ -132,6 +137,10 @@ class Principal:
     @property
     def may_export_liabilities(self) -> bool:
         return self.role in LIABILITIES_ROLES
+
+    @property
+    def may_manage_webhooks(self) -> bool:
+        return self.role in WEBHOOK_ROLES
 
     @property
     def event_types(self) -> frozenset[str] | None:
