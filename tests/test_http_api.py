@@ -473,13 +473,13 @@ def _nice(pid: int) -> int:
     return int(stat[stat.rindex(")") + 2:].split()[16])  # field 19: nice
 
 
-def test_the_writer_and_projector_run_niced_so_reads_get_the_cpu_first(server: Server):
-    """ledger/ops/runtime.py: the processes that fold events yield to the front,
+def test_the_writer_projector_and_deliverer_run_niced_so_reads_get_the_cpu_first(server: Server):
+    """ledger/ops/runtime.py: the helper processes yield to the front,
     which answers reads, by BACKGROUND_NICE."""
     from ledger.ops.runtime import BACKGROUND_NICE
 
     front = server.process.pid
     children = subprocess.run(["pgrep", "-P", str(front)], capture_output=True, text=True).stdout.split()
     folding = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    assert len(folding) == 2, children  # the writer and the projector (beside multiprocessing's tracker)
+    assert len(folding) == 3, children  # writer, projector, deliverer (beside multiprocessing's tracker)
     assert all(_nice(pid) == min(_nice(front) + BACKGROUND_NICE, 19) for pid in folding)

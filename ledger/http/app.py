@@ -775,6 +775,7 @@ def _as_of(backend: Backend, platform: str, as_of: int | None, as_of_time: str |
     return queries.as_of_seq(backend.store, platform, as_of, as_of_time)
 
 
+WebhookListLimit = Annotated[int, Query(ge=1, le=webhooks.LIST_LIMIT_MAX)]
 AsOf = Annotated[int | None, Query(ge=0, le=SEQ_MAX, description="the state after the event at this seq (replays the log)")]
 AsOfTime = Annotated[str | None, Query(
     max_length=64, pattern=AT_PATTERN, json_schema_extra={"format": "date-time"},
@@ -1084,7 +1085,6 @@ def _webhook_routes(app: FastAPI) -> None:
     as an unknown one; secrets appear only in the answers that made them."""
     base = "/v1/platforms/{platform}/webhooks"
     one = base + "/{endpoint_id}"
-    Limit = Annotated[int, Query(ge=1, le=webhooks.LIST_LIMIT_MAX)]
 
     def endpoint_of(request: Request, platform: str, endpoint_id: str) -> webhooks.Endpoint:
         found = webhooks.get_endpoint(_backend(request).store, endpoint_id) if webhooks.is_endpoint_id(
@@ -1148,7 +1148,7 @@ def _webhook_routes(app: FastAPI) -> None:
 
     @app.get(one + "/attempts", tags=["webhooks"], response_model=list[WebhookAttempt], responses=READ_ERRORS)
     def webhook_attempts(platform: PlatformId, endpoint_id: str, request: Request, _who: WebhookManager,
-                         limit: Limit = 100) -> Response:
+                         limit: WebhookListLimit = 100) -> Response:
         """The endpoint's newest `limit` attempts, oldest first."""
         endpoint_of(request, platform, endpoint_id)
         return _json([a.as_json() for a in webhooks.list_attempts(_backend(request).store, endpoint_id, limit)])
@@ -1156,7 +1156,7 @@ def _webhook_routes(app: FastAPI) -> None:
     @app.get(one + "/dead-letters", tags=["webhooks"], response_model=list[WebhookDeadLetter],
              responses=READ_ERRORS)
     def webhook_dead_letters(platform: PlatformId, endpoint_id: str, request: Request, _who: WebhookManager,
-                             limit: Limit = webhooks.LIST_LIMIT_MAX) -> Response:
+                             limit: WebhookListLimit = webhooks.LIST_LIMIT_MAX) -> Response:
         """The documents that failed every attempt of the schedule, in seq order."""
         endpoint_of(request, platform, endpoint_id)
         return _json([x.as_json() for x in webhooks.list_dead_letters(_backend(request).store, endpoint_id, limit)])
