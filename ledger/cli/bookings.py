@@ -13,6 +13,7 @@ A reader that closes the pipe (`| head`) ends the command quietly.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -22,6 +23,11 @@ from ledger.cli.common import EXIT_NOT_FOUND, EXIT_OK, err, open_store, seq
 
 def cmd_bookings(args: argparse.Namespace) -> int:
     stream = sys.stdout.buffer
+    if args.follow:
+        # Installed, not inherited: a shell's background job starts with SIGINT
+        # ignored, and a follower must still end on SIGINT or SIGTERM.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.default_int_handler)
     with open_store(args) as store:
         if not args.follow and store.head(args.platform) == 0:
             err.print(f"peerledger: platform {args.platform!r} has no events")
