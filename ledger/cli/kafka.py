@@ -1,7 +1,8 @@
-"""`peerledger consume`, `produce` and `kafka-offsets`: the Kafka commands (docs/kafka.md).
+"""`peerledger consume`, `produce`, `kafka-offsets` and `publish`: the Kafka commands
+(docs/kafka.md; `publish` in docs/bookings.md).
 
 Kept apart from `ledger.cli.main` so that the other commands never import
-kafka-python; `ledger.kafka.consumer` is imported only when one of these runs.
+kafka-python; `ledger.kafka` is imported only when one of these runs.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ COMPRESSIONS = ("gzip", "snappy", "lz4", "zstd", "none")
 
 def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.ArgumentParser,
              plat: argparse.ArgumentParser) -> None:
-    """Add `consume`, `produce` and `kafka-offsets` to the `peerledger` subcommands.
+    """Add `consume`, `produce`, `kafka-offsets` and `publish` to the `peerledger` subcommands.
 
     `plat` is accepted for symmetry with the other command families: a
     consumer serves every platform on its topic, so neither command takes one.
@@ -79,6 +80,31 @@ def register(sub: Any, common: argparse.ArgumentParser, jsonf: argparse.Argument
                                    "there, whatever offsets Kafka has committed. Needs no broker.")
     s.add_argument("--topic", required=True)
     s.set_defaults(func=cmd_kafka_offsets)
+
+    s = sub.add_parser(
+        "publish", parents=[common, jsonf, kafka],
+        help="publish every booking document to a Kafka topic, exactly once, until SIGTERM/SIGINT",
+        description="Follow the ledger and publish each platform's booking documents (EVENTS.md §9) to "
+                    "the topic: key = platform, value = the document's canonical bytes, headers seq and "
+                    "type; in seq order per platform, one Kafka transaction per page of documents. After a "
+                    "crash or kill at any instant, a restart resumes after the platform's last committed "
+                    "record on the topic: every document is on the topic once. Publishers of one topic on "
+                    "one PostgreSQL database split the platforms. SIGTERM/SIGINT: finish the transaction "
+                    "in hand, exit 0.")
+    s.add_argument("--platform", action="append", dest="platforms", metavar="PLATFORM",
+                   help="publish only this platform (repeat for more; default: every platform)")
+    s.add_argument("--until-caught-up", action="store_true",
+                   help="exit 0 once every platform is published to its head (back-fills, tests)")
+    s.add_argument("--compression", choices=COMPRESSIONS, default="none",
+                   help="batch compression (default none; snappy, lz4 and zstd need their Python package)")
+    s.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve /metrics, /healthz and /readyz on http://0.0.0.0:PORT")
+    s.add_argument("--api-version", metavar="X.Y",
+                   help="speak this Kafka version's protocol instead of negotiating it with the brokers")
+    s.add_argument("--no-check-crcs", dest="check_crcs", action="store_false",
+                   help="do not verify record batch CRCs when reading the topic back (for librdkafka's "
+                        "mock cluster, which writes transaction markers without one)")
+    s.set_defaults(func=cmd_publish)
 
 
 def print_json(doc: Any) -> None:
@@ -137,6 +163,41 @@ def cmd_produce(args: argparse.Namespace) -> int:
         for source in summary.too_long:
             print(f"  not sent, longer than 1 MiB: {source}", file=sys.stderr)
     return EXIT_FAILURE if summary.failed else EXIT_OK
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    import threading
+
+    from ledger.kafka.publisher import PublishError, Publisher, PublishSettings
+    from ledger.ops import metrics
+
+    _log_to_stderr()
+    settings = PublishSettings(
+        bootstrap_servers=args.bootstrap_servers,
+        topic=args.topic,
+        platforms=tuple(args.platforms or ()),
+        follow=not args.until_caught_up,
+        compression=None if args.compression == "none" else args.compression,
+        api_version=args.api_version,
+        check_crcs=args.check_crcs,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with open_store(args) as store:
+        if args.metrics_port is not None:
+            metrics.serve(args.metrics_port, checks=(metrics.database_check(args.db),))
+        try:
+            summary = Publisher(store, settings, args.db).run(stop)
+        except PublishError as e:
+            print(f"peerledger publish: {e}", file=sys.stderr)
+            return EXIT_FAILURE
+    if args.json:
+        print_json(summary.as_json())
+    else:
+        print(f"published {sum(summary.published.values())} documents to {args.topic} in "
+              f"{summary.transactions} transactions ({summary.failed_transactions} failed and retried)")
+    return EXIT_OK
 
 
 def cmd_kafka_offsets(args: argparse.Namespace) -> int:

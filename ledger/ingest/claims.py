@@ -42,8 +42,12 @@ from ledger.ops import metrics
 from ledger.storage.store import DbUrl
 
 # The name every projection worker's claims connection carries: the live
-# workers are the connections of this name to the database.
+# workers are the connections of this name to the database.  Other kinds of
+# workers that split the platforms (`peerledger publish`, one kind per topic)
+# pass names of their own, so that each kind counts only its own workers.
 APPLICATION_NAME = "peerledger-projector"
+# PostgreSQL truncates an application_name to 63 bytes.
+APPLICATION_NAME_MAX_BYTES = 63
 # How often a worker recounts the workers and re-balances its platforms (and
 # notices new platforms): the longest a platform waits for an owner after a
 # worker died or a platform appeared.
@@ -52,7 +56,9 @@ REBALANCE_SECONDS = 2.0
 # after about idle + interval * count seconds, and PostgreSQL frees its locks.
 KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 CONNECT_TIMEOUT_SECONDS = 10
-_LOCK_KEY = "hashtextextended('peerledger:project:' || {}, 7)"
+# A platform's lock key: the hash of its worker kind (the application name)
+# and its id, so that kinds never hold each other's platforms.
+_LOCK_KEY = "hashtextextended(%s || ':' || {}, 7)"
 
 _COUNT_WORKERS = ("SELECT count(*) FROM pg_stat_activity "
                   "WHERE datname = current_database() AND application_name = %s")
@@ -61,16 +67,22 @@ _COUNT_WORKERS = ("SELECT count(*) FROM pg_stat_activity "
 # row and stops at the limit, so exactly the rows returned were locked.
 _CLAIM = f"SELECT p FROM unnest(%s::text[]) AS p WHERE pg_try_advisory_lock({_LOCK_KEY.format('p')}) LIMIT %s"
 _RELEASE = f"SELECT pg_advisory_unlock({_LOCK_KEY.format('%s')})"
+ClaimedGauge = Callable[[int], None]
 
 
 class PlatformClaims:
     """This worker's share of the platforms (see the module doc)."""
 
-    def __init__(self, pg: dict[str, Any], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, pg: dict[str, Any], clock: Callable[[], float] = time.monotonic, *,
+                 application_name: str = APPLICATION_NAME,
+                 claimed: ClaimedGauge = metrics.PROJECTION_PLATFORMS_CLAIMED.set) -> None:
         import psycopg
 
-        self._conn = psycopg.connect(autocommit=True, application_name=APPLICATION_NAME,
+        assert 0 < len(application_name.encode()) <= APPLICATION_NAME_MAX_BYTES, application_name
+        self._conn = psycopg.connect(autocommit=True, application_name=application_name,
                                      connect_timeout=CONNECT_TIMEOUT_SECONDS, **KEEPALIVE, **pg)
+        self._name = application_name
+        self._claimed = claimed
         self._clock = clock
         self._rebalanced_at = -REBALANCE_SECONDS
         self.owned: set[str] = set()
@@ -87,20 +99,20 @@ class PlatformClaims:
         return sorted(self.owned), released
 
     def _rebalance(self, platforms: list[str]) -> list[str]:
-        row = self._conn.execute(_COUNT_WORKERS, (APPLICATION_NAME,)).fetchone()
+        row = self._conn.execute(_COUNT_WORKERS, (self._name,)).fetchone()
         workers = max(1, int(row[0]) if row else 1)  # this worker counts itself
         share = -(-len(platforms) // workers)
         released: list[str] = []
         if len(self.owned) > share:
             for platform in sorted(self.owned)[share:]:
-                self._conn.execute(_RELEASE, (platform,))
+                self._conn.execute(_RELEASE, (self._name, platform))
                 self.owned.discard(platform)
                 released.append(platform)
         elif len(self.owned) < share:
             free = [p for p in platforms if p not in self.owned]
-            claimed = self._conn.execute(_CLAIM, (free, share - len(self.owned))).fetchall()
+            claimed = self._conn.execute(_CLAIM, (free, self._name, share - len(self.owned))).fetchall()
             self.owned.update(p for (p,) in claimed)
-        metrics.PROJECTION_PLATFORMS_CLAIMED.set(len(self.owned))
+        self._claimed(len(self.owned))
         return released
 
     def close(self) -> None:
@@ -109,7 +121,8 @@ class PlatformClaims:
         self.owned.clear()
 
 
-def open_claims(db_url: str) -> PlatformClaims | None:
-    """Claims for a projection worker on this database; None on SQLite."""
+def open_claims(db_url: str, **kwargs: Any) -> PlatformClaims | None:
+    """Claims for a worker on this database (a projection worker unless
+    `kwargs` name another kind); None on SQLite."""
     pg = DbUrl.parse(db_url).pg
-    return PlatformClaims(pg) if pg is not None else None
+    return PlatformClaims(pg, **kwargs) if pg is not None else None

@@ -151,7 +151,7 @@ HEADER_SOURCE_PARTITION = "peerledger.source.partition"
 HEADER_SOURCE_OFFSET = "peerledger.source.offset"
 HEADER_VALUE_BYTES = "peerledger.value.bytes"  # only on a cut value: its original length
 
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 def source_of(topic: str, partition: int, offset: int) -> str:
@@ -226,7 +226,7 @@ class ConsumerSettings:
         if self.dead_letter_topic is None:
             self.dead_letter_topic = self.topic + DEAD_LETTER_SUFFIX
         for name in (self.topic, self.dead_letter_topic):
-            if not _TOPIC_RE.match(name):
+            if not TOPIC_RE.match(name):
                 raise ValueError(f"bad topic name {name!r}: 1 to 249 of A-Z a-z 0-9 . _ -")
         if self.dead_letter_topic == self.topic:
             raise ValueError("the dead-letter topic must not be the topic consumed")

@@ -155,6 +155,29 @@ WEBHOOK_RETRIES_PENDING = Gauge(
 )
 
 
+# The Kafka publisher (`peerledger publish`, ledger.kafka.publisher).
+# `platform` is a platform id (a bounded set: the platforms of the ledger).
+PUBLISH_DOCUMENTS = Counter(
+    "peerledger_publish_documents_total",
+    "Booking documents published to the topic in committed Kafka transactions.",
+    ["platform"],
+)
+PUBLISH_TRANSACTIONS = Counter(
+    "peerledger_publish_transactions_total",
+    "Kafka transactions of the publisher, by outcome: committed, or failed (aborted or fenced; "
+    "the platform's producer is then opened again and resumes from the topic's last record).",
+    ["outcome"],
+)
+PUBLISH_LAG = Gauge(
+    "peerledger_publish_lag_seqs",
+    "Seqs of the platform after the last one published, as of this publisher's last look.",
+    ["platform"],
+)
+PUBLISH_PLATFORMS_CLAIMED = Gauge(
+    "peerledger_publish_platforms_claimed",
+    "Platforms this publisher owns among the publishers of its topic sharing the database.",
+)
+
 # -- the workers' HTTP endpoint ------------------------------------------------
 
 # None when ready, else why not (the body of the 503).
