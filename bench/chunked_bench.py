@@ -33,7 +33,6 @@ import argparse
 import datetime
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile

@@ -73,3 +73,13 @@ def mock_kafka() -> Iterator[MockKafka]:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture
+def real_kafka() -> Iterator[str]:
+    """A real broker's bootstrap servers (KAFKA_BOOTSTRAP_SERVERS), or the test is skipped."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        pytest.skip("KAFKA_BOOTSTRAP_SERVERS is not set: no real Kafka broker to run the same flow against "
+                    "(the mock-cluster tests cover the rest)")
+    yield bootstrap

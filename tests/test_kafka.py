@@ -18,7 +18,6 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -617,15 +616,6 @@ def test_metrics_count_messages_outcomes_latency_lag_and_last_seq(mock_kafka: Mo
 
 
 # -- a real broker ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def real_kafka() -> Iterator[str]:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        pytest.skip("KAFKA_BOOTSTRAP_SERVERS is not set: no real Kafka broker to run the same flow against "
-                    "(the mock-cluster tests above cover it)")
-    yield bootstrap
 
 
 def test_the_same_flow_against_a_real_broker(real_kafka: str, crash_stream: dict[str, Any], tmp_path: Path):

@@ -22,7 +22,6 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -280,15 +279,6 @@ def test_publishers_sharing_a_postgresql_database_split_the_platforms_and_publis
 
 
 # -- a real broker ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def real_kafka() -> Iterator[str]:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        pytest.skip("KAFKA_BOOTSTRAP_SERVERS is not set: no real broker to check fencing and read_committed "
-                    "against (the mock-cluster tests above cover the rest)")
-    yield bootstrap
 
 
 def test_on_a_real_broker_a_zombie_is_fenced_and_its_transaction_never_seen(

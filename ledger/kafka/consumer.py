@@ -230,15 +230,25 @@ class ConsumerSettings:
                 raise ValueError(f"bad topic name {name!r}: 1 to 249 of A-Z a-z 0-9 . _ -")
         if self.dead_letter_topic == self.topic:
             raise ValueError("the dead-letter topic must not be the topic consumed")
-        if self.api_version is not None and not re.fullmatch(r"\d+(\.\d+){1,2}", self.api_version):
-            raise ValueError(f"bad Kafka API version {self.api_version!r}: X.Y or X.Y.Z")
+        self.client_config()  # checks the API version
 
     def client_config(self) -> dict[str, Any]:
         """What the consumer and the dead-letter producer share."""
-        config: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers, "metrics_enabled": False}
-        if self.api_version is not None:
-            config["api_version"] = tuple(int(part) for part in self.api_version.split("."))
-        return config
+        return client_config(self.bootstrap_servers, self.api_version)
+
+
+def client_config(bootstrap_servers: str, api_version: str | None) -> dict[str, Any]:
+    """The settings every kafka-python client of the ledger starts from.
+
+    `api_version` ("X.Y" or "X.Y.Z") makes the client speak that Kafka
+    version's protocol instead of negotiating each API's version with the
+    brokers: for brokers, or mocks, that mis-handle a newer version."""
+    config: dict[str, Any] = {"bootstrap_servers": bootstrap_servers, "metrics_enabled": False}
+    if api_version is not None:
+        if not re.fullmatch(r"\d+(\.\d+){1,2}", api_version):
+            raise ValueError(f"bad Kafka API version {api_version!r}: X.Y or X.Y.Z")
+        config["api_version"] = tuple(int(part) for part in api_version.split("."))
+    return config
 
 
 @dataclass

@@ -74,7 +74,7 @@ from kafka.partitioner.default import murmur2
 
 from ledger.bookings.documents import PAGE_DOCUMENTS, Document, read_documents
 from ledger.ingest.claims import PlatformClaims, open_claims
-from ledger.kafka.consumer import TOPIC_RE
+from ledger.kafka.consumer import TOPIC_RE, client_config
 from ledger.ops import metrics
 from ledger.storage.store import Store
 
@@ -147,12 +147,10 @@ class PublishSettings:
             raise ValueError(f"transaction_documents_max must be 1 to {TRANSACTION_DOCUMENTS_MAX}")
         if self.compression not in (None, *COMPRESSIONS[:-1]):
             raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}")
+        self.client_config()  # checks the API version
 
     def client_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers, "metrics_enabled": False}
-        if self.api_version is not None:
-            config["api_version"] = tuple(int(part) for part in self.api_version.split("."))
-        return config
+        return client_config(self.bootstrap_servers, self.api_version)
 
 
 def transactional_id(topic: str, platform: str) -> str:
