@@ -157,6 +157,29 @@ def test_a_restart_reads_only_what_follows_the_stored_position(
     assert again.reader is not None and again.reader.records_read == 1  # the last record, at the position
 
 
+def test_an_idle_platforms_position_follows_the_partitions_end_so_a_restart_reads_nothing_of_others(
+        worked_db: str, mock_kafka: MockKafka, topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ledger.kafka.publisher as module
+    from kafka import KafkaProducer
+
+    bootstrap = mock_kafka.bootstrap_servers
+    with Store(worked_db) as store:
+        Publisher(store, settings(bootstrap, topic)).run()
+        other = KafkaProducer(bootstrap_servers=bootstrap)  # another producer, writing the same partition
+        for n in range(3000):
+            other.send(topic, key=b"elsewhere", value=b"{}", partition=partition_of("demo", 6))
+        other.flush()
+        other.close()
+        monkeypatch.setattr(module, "POSITION_REFRESH_SECONDS", 0.0)
+        idle = Publisher(store, settings(bootstrap, topic))
+        idle.run()  # reads back to demo's last record once, then moves the position past the 3 000
+        [(_, position)] = list_positions(store, topic)
+        assert position.seq == 13 and position.offset >= 13 + 3000
+        again = Publisher(store, settings(bootstrap, topic))
+        again.run()
+    assert again.reader is not None and again.reader.records_read == 0
+
+
 def test_a_topic_that_holds_another_ledgers_documents_stops_the_publisher(
         worked_db: str, mock_kafka: MockKafka, topic: str, tmp_path: Path) -> None:
     bootstrap = mock_kafka.bootstrap_servers

@@ -30,13 +30,15 @@ publisher with an error instead of publishing a history that contradicts it.
 
 Start-up costs nothing that grows with the log.  After each commit the
 publisher stores a *position* (`peerledger_publish_positions`: the
-partition, the offset of the platform's last record and its seq); the
-platform's last record is never before it.  The search for the last record
+partition, an offset and the seq of the platform's last record there; the
+platform's later records are never before that offset).  The search for the last record
 reads backwards from the partition's end in chunks of `SCAN_CHUNK_RECORDS`
 and stops at the first chunk holding one of the platform's records, or at
 the stored position: it reads only what was written to the partition after
-the position (at most one transaction of this platform, plus what other
-platforms' publishers wrote meanwhile).  Only a platform's first start on a
+the position.  The position moves after each commit and, while the platform
+is idle, to the partition's end every `POSITION_REFRESH_SECONDS`: a restart
+reads at most one transaction of this platform plus about a minute of what
+other platforms wrote to its partition.  Only a platform's first start on a
 topic, with no position yet, searches the whole partition (once).
 
 Sharing the work.  On PostgreSQL, publishers of one topic split its
@@ -90,6 +92,10 @@ SCAN_CHUNK_RECORDS = 1000
 SCAN_STEP_TIMEOUT_SECONDS = 60.0
 # How often a caught-up publisher looks for new documents.
 FOLLOW_POLL_SECONDS = 0.2
+# How often an idle platform's stored position moves to its partition's end
+# (one ListOffsets and one row written): what bounds a restart's search when
+# other platforms keep writing to the partition.
+POSITION_REFRESH_SECONDS = 60.0
 # How often the publisher lists the platforms (a query) and sets the lag gauges.
 PLATFORMS_POLL_SECONDS = 1.0
 # After a failed transaction, the platform waits this long, doubled per
@@ -204,6 +210,8 @@ def save_position(store: Store, topic: str, platform: str, position: Position) -
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (topic, platform) DO UPDATE SET "
             "partition_id = excluded.partition_id, record_offset = excluded.record_offset, seq = excluded.seq "
             "WHERE excluded.seq > peerledger_publish_positions.seq "
+            "OR (excluded.seq = peerledger_publish_positions.seq "
+            "    AND excluded.record_offset > peerledger_publish_positions.record_offset) "
             "OR excluded.partition_id <> peerledger_publish_positions.partition_id"),
             (topic, platform, *position))
 
@@ -241,6 +249,11 @@ class TopicReader:
     def close(self) -> None:
         self._consumer.close()
 
+    def end_offset(self, partition: int) -> int:
+        """The partition's last stable offset: a record written from now on comes at or after it."""
+        tp = TopicPartition(self.settings.topic, partition)
+        return int(self._consumer.end_offsets([tp])[tp])
+
     def last_record(self, partition: int, platform: str, floor_offset: int | None) -> tuple[Found | None, int]:
         """(the platform's committed record of highest offset at or after
         `floor_offset` (None: anywhere in the partition) or None, the
@@ -268,8 +281,8 @@ class TopicReader:
         deadline = time.monotonic() + SCAN_STEP_TIMEOUT_SECONDS
         while consumer.position(tp) < hi:
             if time.monotonic() > deadline:
-                raise KafkaError(f"reading {tp.topic}/{tp.partition} from offset {lo}: no progress for "
-                                 f"{SCAN_STEP_TIMEOUT_SECONDS:g} s")
+                raise KafkaError(f"reading {tp.topic}/{tp.partition} from offset {lo} to {hi}: not done "
+                                 f"within {SCAN_STEP_TIMEOUT_SECONDS:g} s")
             for record in consumer.poll(timeout_ms=500).get(tp, []):
                 self.records_read += 1
                 if lo <= record.offset < hi and record.key == key:
@@ -308,6 +321,7 @@ class PlatformPublisher:
             self.producer.init_transactions()  # fences the platform's earlier producers: see the module doc
             self.partition = self._partition()
             self.published_seq = self._resume(reader)
+            self.position_saved_at = time.monotonic()
         except BaseException:
             self.close()
             raise
@@ -335,8 +349,6 @@ class PlatformPublisher:
             save_position(self.store, topic, self.platform, Position(self.partition, end, seq))
             log.info("%s: resumes after seq %d on %s/%d", self.platform, seq, topic, self.partition)
             return seq
-        if position is not None:
-            assert found.seq >= position.seq, f"{self.platform}: topic at seq {found.seq} behind {position}"
         ours = read_documents(self.store, self.platform, found.seq - 1, 1)
         if not ours or ours[0].seq != found.seq or ours[0].body != found.value:
             raise PublishError(
@@ -344,7 +356,13 @@ class PlatformPublisher:
                 + ("which this ledger does not have" if not ours or ours[0].seq != found.seq
                    else "but its bytes differ from this ledger's document")
                 + ": the topic belongs to another ledger (or this one was restored from an older backup)")
-        save_position(self.store, topic, self.platform, Position(self.partition, found.offset, found.seq))
+        if position is not None and found.seq < position.seq:  # our records are in seq order
+            raise PublishError(f"{self.platform}: {topic}/{self.partition} offset {found.offset} holds seq "
+                               f"{found.seq}, after seq {position.seq} at offset {position.offset}: "
+                               "another producer writes this platform's key")
+        # The platform's next records come after the partition's end as searched
+        # (earlier producers are fenced): the next search starts there.
+        save_position(self.store, topic, self.platform, Position(self.partition, end, found.seq))
         log.info("%s: resumes after seq %d (offset %d of %s/%d)", self.platform, found.seq, found.offset,
                  topic, self.partition)
         return found.seq
@@ -364,7 +382,15 @@ class PlatformPublisher:
         assert last.partition == self.partition
         self.published_seq = page[-1].seq
         save_position(self.store, topic, self.platform, Position(self.partition, last.offset, self.published_seq))
+        self.position_saved_at = time.monotonic()
         return len(page)
+
+    def refresh_position(self, reader: TopicReader) -> None:
+        """An idle platform's position moves to the partition's end, so that a
+        restart never reads what other platforms wrote while it was idle."""
+        end = reader.end_offset(self.partition)
+        save_position(self.store, self.settings.topic, self.platform, Position(self.partition, end, self.published_seq))
+        self.position_saved_at = time.monotonic()
 
     def close(self) -> None:
         try:
@@ -468,6 +494,8 @@ class Publisher:
         try:
             publisher = self._publisher(reader, platform)
             n = publisher.publish_next()
+            if not n and time.monotonic() - publisher.position_saved_at >= POSITION_REFRESH_SECONDS:
+                publisher.refresh_position(reader)
         except MessageSizeTooLargeError as e:
             raise PublishError(f"{platform}: a document is larger than {self.settings.topic} accepts: {e}") from e
         except KafkaError as e:
