@@ -27,7 +27,8 @@ DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 IMAGE = "peerledger"  # the image deploy/Dockerfile builds (compose tag and k8s name, before kustomize renames it)
 # The long-running process types and the flag that sets the port each serves
 # /metrics, /healthz and /readyz on.
-PORT_FLAG = {"consume": "metrics_port", "project": "metrics_port", "serve": "port"}
+PORT_FLAG = {"consume": "metrics_port", "project": "metrics_port", "serve": "port", "deliver": "metrics_port",
+             "publish": "metrics_port"}
 
 
 def yaml_files() -> list[Path]:
@@ -132,6 +133,22 @@ def test_compose_writers_leave_the_projection_to_the_projection_workers():
             assert args.projector == "none"
         if args.command == "project":
             assert args.follow
+
+
+def test_one_deliverer_per_database_and_no_api_replica_runs_its_own():
+    """Two deliverers would send every document twice (docs/bookings.md)."""
+    for service in peerledger_services().values():
+        args = parse(service["command"])
+        if args.command == "serve":
+            assert args.deliverer == "none"
+        if args.command == "deliver":
+            assert args.follow and service.get("deploy", {}).get("replicas", 1) == 1
+    for deployment, container in k8s_containers():
+        args = parse(container["args"])
+        if args.command == "serve":
+            assert args.deliverer == "none"
+        if args.command == "deliver":
+            assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
 
 
 def test_every_long_running_compose_service_has_a_restart_policy_and_a_healthcheck():
