@@ -16,8 +16,10 @@ a platform's producer opens:
 1. `init_transactions()` fences every earlier producer of the platform (a
    killed publisher, or a zombie that lost its claim but still runs): the
    broker aborts its open transaction, and refuses its writes from then on;
-2. the publisher reads the platform's partition with `read_committed` to
-   find the platform's last committed record, and resumes after its seq.
+2. once every transaction open in the partition has ended (another
+   platform's can hold this one's committed records back from readers), the
+   publisher reads the platform's partition with `read_committed` to find
+   the platform's last committed record, and resumes after its seq.
 
 So the topic itself says what was published: a crash at any instant (before,
 during or after a commit) leaves the platform's committed records a prefix
@@ -106,6 +108,10 @@ RETRY_BACKOFF_MAX_SECONDS = 30.0
 # producer killed) holds back `read_committed` readers of its partition if no
 # new producer of the platform fences it first.
 TRANSACTION_TIMEOUT_MS = 60_000
+# A search waits for the transactions open in its partition (other
+# platforms', abandoned ones included) to end: at most their timeout, and a margin.
+STABLE_WAIT_SECONDS = TRANSACTION_TIMEOUT_MS / 1000 + 30
+STABLE_POLL_SECONDS = 0.2
 # The largest record the producer sends (Kafka's default `max.message.bytes`).
 RECORD_MAX_BYTES = 1024 * 1024
 # PostgreSQL keeps 63 bytes of an application name: publishers of one topic
@@ -245,9 +251,30 @@ class TopicReader:
                                        group_id=None, enable_auto_commit=False,
                                        isolation_level="read_committed", check_crcs=settings.check_crcs,
                                        max_poll_records=SCAN_CHUNK_RECORDS)
+        # Reads nothing: it only asks for the partitions' high watermarks.
+        self._uncommitted = KafkaConsumer(**settings.client_config(), client_id=settings.client_id + "-watermarks",
+                                          group_id=None, enable_auto_commit=False,
+                                          isolation_level="read_uncommitted")
 
     def close(self) -> None:
         self._consumer.close()
+        self._uncommitted.close()
+
+    def _stable_end(self, tp: TopicPartition) -> int:
+        """The partition's last stable offset once every transaction open in it
+        now has ended.  Another platform's open transaction holds the last
+        stable offset back, and with it this platform's later committed
+        records: the search must not run before they are readable."""
+        watermark = self._uncommitted.end_offsets([tp])[tp]
+        deadline = time.monotonic() + STABLE_WAIT_SECONDS
+        while True:
+            stable = self._consumer.end_offsets([tp])[tp]
+            if stable >= watermark:
+                return int(stable)
+            if time.monotonic() > deadline:
+                raise KafkaError(f"{tp.topic}/{tp.partition}: a transaction below offset {watermark} stayed open "
+                                 f"for {STABLE_WAIT_SECONDS:g} s")
+            time.sleep(STABLE_POLL_SECONDS)
 
     def end_offset(self, partition: int) -> int:
         """The partition's last stable offset: a record written from now on comes at or after it."""
@@ -262,7 +289,7 @@ class TopicReader:
         consumer = self._consumer
         consumer.assign([tp])
         begin = consumer.beginning_offsets([tp])[tp]
-        end = consumer.end_offsets([tp])[tp]  # read_committed: the last stable offset
+        end = self._stable_end(tp)
         floor = begin if floor_offset is None else max(begin, floor_offset)
         key = platform.encode()
         hi = end
