@@ -101,6 +101,14 @@ def _summary(seqs: list[int]) -> str:
     return f"{len(seqs)} records, {len(set(seqs))} distinct, duplicates {dups}, first {seqs[:3]}"
 
 
+def ingest_in_background(db: str, tmp_path: Path, seed: int) -> subprocess.Popen[bytes]:
+    """`peerledger ingest` of 6 000 generated events of PLATFORMS, running while the test goes on."""
+    stream = tmp_path / "stream.jsonl"
+    write_jsonl(stream, generate_many(seed, 6000, PLATFORMS))
+    return subprocess.Popen([sys.executable, "-m", "ledger.cli", "ingest", str(stream), "--db", db],
+                            env=BASE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 @pytest.fixture
 def worked_db(db_url: str) -> str:
     assert cli("ingest", str(WORKED), db=db_url).returncode == 3  # 3: some events were rejected
@@ -255,10 +263,7 @@ def test_sigterm_ends_a_following_publisher_after_its_transaction(
 
 def test_kill_9_of_publish_at_random_instants_leaves_every_document_once_in_order(
         db_url: str, mock_kafka: MockKafka, topic: str, tmp_path: Path) -> None:
-    stream = tmp_path / "stream.jsonl"
-    write_jsonl(stream, generate_many(23, 6000, PLATFORMS))
-    ingest = subprocess.Popen([sys.executable, "-m", "ledger.cli", "ingest", str(stream), "--db", db_url],
-                              env=BASE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ingest = ingest_in_background(db_url, tmp_path, seed=23)
     rng = random.Random(19)
     command = [sys.executable, "-m", "ledger.cli", *publish_args(mock_kafka.bootstrap_servers, topic),
                "--db", db_url]
@@ -276,10 +281,7 @@ def test_kill_9_of_publish_at_random_instants_leaves_every_document_once_in_orde
 @pytest.mark.postgres
 def test_publishers_sharing_a_postgresql_database_split_the_platforms_and_publish_each_document_once(
         pg_url: str, mock_kafka: MockKafka, topic: str, tmp_path: Path) -> None:
-    stream = tmp_path / "stream.jsonl"
-    write_jsonl(stream, generate_many(29, 6000, PLATFORMS))
-    ingest = subprocess.Popen([sys.executable, "-m", "ledger.cli", "ingest", str(stream), "--db", pg_url],
-                              env=BASE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ingest = ingest_in_background(pg_url, tmp_path, seed=29)
     command = [sys.executable, "-m", "ledger.cli", *publish_args(mock_kafka.bootstrap_servers, topic),
                "--json", "--db", pg_url]
     workers = [subprocess.Popen(command, env=BASE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
