@@ -29,10 +29,13 @@ the seq up to which every document had its first attempt.  A round takes the
 next `IN_FLIGHT_MAX` documents after the cursor (with the retries now due),
 POSTs them concurrently, waits for every answer, and only then writes the
 attempts, the retries, the dead letters and the moved cursor in one
-transaction (`ledger.webhooks.endpoints.record_round`).  A deliverer killed
-at any instant restarts from the stored cursor: it sends again at most the
-round it had in flight (duplicates, which the receiver drops by `webhook-id`),
-and never skips a seq.  It starts from the cursor: nothing at start grows
+transaction (`ledger.webhooks.endpoints.record_round`).  When every POST
+of a round was delivered, nothing in its record changes what comes next, so
+the next round's POSTs go out while it commits (records still commit in
+order, each before the next is written).  A deliverer killed at any instant
+restarts from the stored cursor: it sends again at most the two rounds it
+had in flight (duplicates, which the receiver drops by `webhook-id`), and
+never skips a seq.  It starts from the cursor: nothing at start grows
 with the log.
 
 Isolation.  Each endpoint is its own asyncio task, with its own HTTP client (aiohttp)
@@ -311,6 +314,10 @@ class EndpointWorker:
         self.read_to = 0  # the last seq in (or consumed from) the buffer
         self.paused_until = 0.0  # unix seconds: a Retry-After holds the endpoint's new documents
         self.lag_checked = 0.0
+        # A clean round's record, committing while the next round's POSTs go
+        # out, and the cursor it moves to (see `_round`).
+        self.recording: asyncio.Task[eps.RoundResult] | None = None
+        self.recording_to = 0
 
     async def run(self) -> None:
         # aiohttp, not httpx: on this workload httpx's connection pool costs
@@ -325,6 +332,7 @@ class EndpointWorker:
                     if not await self._round(client):
                         return
             finally:
+                await self._recorded()  # a killed process skips this: the round is sent again
                 for gauge in (metrics.WEBHOOK_LAG, metrics.WEBHOOK_RETRIES_PENDING):
                     try:
                         gauge.remove(self.endpoint_id)
@@ -338,7 +346,9 @@ class EndpointWorker:
         endpoint = await d.db(eps.get_endpoint, d.store, self.endpoint_id)
         if endpoint is None or not endpoint.enabled:
             return False
-        if self.cursor != endpoint.cursor_seq:  # first round, or a replay moved it: read from there
+        # The stored cursor is behind this worker's while a record commits; a
+        # replay meanwhile shows in that record's result instead.
+        if self.recording is None and self.cursor != endpoint.cursor_seq:  # first round, or a replay moved it
             self.buffer.clear()
             self.cursor = self.read_to = endpoint.cursor_seq
         now = time.time()
@@ -365,12 +375,32 @@ class EndpointWorker:
                     if endpoint.wants(document.type):
                         fresh.append(document)
         if not due and cursor_to == self.cursor:
+            if not await self._recorded():  # caught up: the last record commits before the wait
+                return False
             return await self._idle(now)
         retried = await d.db(_documents_of, d.store, endpoint.platform, [r.seq for r in due])
         sends = [(doc, r.attempts + 1, r) for doc, r in zip(retried, due)] + [(doc, 1, None) for doc in fresh]
         answers = await asyncio.gather(*(self._post(client, endpoint, doc) for doc, _, _ in sends))
         record = self._record(endpoint, cursor_to, sends, answers)
-        result = await d.db(eps.record_round, d.store, record)
+        if not await self._recorded():  # the previous round's, first: records commit in order
+            return False
+        if not due and all(a.delivered for a in answers):
+            # Every new document delivered: nothing in this record changes what
+            # the next round sends (no retry, no pause, no disabling), so the
+            # next round's POSTs go out while it commits.  A crash meanwhile
+            # sends both rounds again: at least once still, never a gap.
+            self.recording = asyncio.create_task(d.db(eps.record_round, d.store, record))
+            self.recording_to = self.cursor = cursor_to
+            return True
+        return self._settle(await d.db(eps.record_round, d.store, record), cursor_to)
+
+    async def _recorded(self) -> bool:
+        """Wait for the record committing (if any); False when the worker must stop."""
+        recording, self.recording = self.recording, None
+        return True if recording is None else self._settle(await recording, self.recording_to)
+
+    def _settle(self, result: eps.RoundResult, cursor_to: int) -> bool:
+        """What a committed record says: False when the worker must stop."""
         if not result.exists:
             log.info("webhook endpoint %s: removed; its worker stops", self.endpoint_id)
             return False
@@ -378,7 +408,7 @@ class EndpointWorker:
         self.cursor = cursor_to if result.cursor_moved else None
         if result.disabled_reason is not None:
             log.warning("webhook endpoint %s disabled: %s", self.endpoint_id, result.disabled_reason)
-            d.summary.disabled.append(self.endpoint_id)
+            self.d.summary.disabled.append(self.endpoint_id)
             return False
         return True
 
