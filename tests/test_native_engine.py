@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -29,6 +30,7 @@ from ledger.ingest.ingestor import Ingestor
 from ledger.ingest.sources import Offered
 from ledger.storage.state import STATE_TABLES
 from ledger.storage.store import Store
+from projections.state import StateCaches
 
 pytest.importorskip("projections._native", reason="the native core is not built (scripts/build-native)")
 
@@ -61,14 +63,19 @@ def _row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(bytes(x) if isinstance(x, (bytes, bytearray, memoryview)) else x for x in row)
 
 
-def both(tmp_path: Any, batches: list[list[bytes]], monkeypatch: pytest.MonkeyPatch) -> tuple[Store, Store]:
-    """Feed `batches` to both engines; assert they agree batch by batch."""
+def both(tmp_path: Any, batches: list[list[bytes]], monkeypatch: pytest.MonkeyPatch,
+         native_writer: Callable[[Store], Ingestor] | None = None) -> tuple[Store, Store]:
+    """Feed `batches` to both engines; assert they agree batch by batch (and
+    that neither's append ever conflicted: each batch is appended once).
+    `native_writer`, when given, makes a new native writer for every batch."""
     monkeypatch.setattr(ingestor_module, "ledger_time", lambda: NOW)
     stores = Store(f"sqlite:///{tmp_path / 'reference.db'}"), Store(f"sqlite:///{tmp_path / 'native.db'}")
-    writers = Ingestor(stores[0], engine="python"), Ingestor(stores[1], engine="native")
+    writers = [Ingestor(stores[0], engine="python"), Ingestor(stores[1], engine="native")]
     records = _appended(stores[0]), _appended(stores[1])
     for n, batch in enumerate(batches):
         offered = [Offered(line, f"batch{n}") for line in batch]
+        if native_writer is not None:
+            writers[1] = native_writer(stores[1])
         expected, got = (w.ingest(offered) for w in writers)
         assert [o.as_json() | {"platform": o.platform} for o in got] == \
             [o.as_json() | {"platform": o.platform} for o in expected], n
@@ -143,6 +150,26 @@ def test_a_remix_chain_3000_deep(tmp_path, monkeypatch):
                                                        "currency": "USD"}))
     lines.append(ev(next(counter), "value.reversed", {"value": "v1", "amount": 12345}))
     _verified(both(tmp_path, [lines[i:i + 1000] for i in range(0, len(lines), 1000)], monkeypatch), ["deep"])
+
+
+def test_writers_that_start_cold_over_a_stored_history(tmp_path, monkeypatch):
+    """A native writer restarted every few batches (a new process: nothing
+    of the stored history in memory, then warm again), and one whose caches
+    hold almost nothing: what it reads must stand for what is stored (a
+    stored vector taken for a merely computed one would be explained and
+    written again at the next sale, and the append would conflict)."""
+    lines = [orjson.dumps(e) for e in generate(6, 6000, "gen", bad_fraction_ppm=10_000)]
+    for name, every, budget in (("restarted", 3, None), ("tiny", 10**9, 64 * 1024)):
+        batches = itertools.count()
+        current: list[Ingestor] = []
+
+        def writer(store: Store) -> Ingestor:
+            if next(batches) % every == 0:
+                current[:] = [Ingestor(store, None if budget is None else StateCaches(budget), engine="native")]
+            return current[0]
+
+        (tmp_path / name).mkdir()
+        _verified(both(tmp_path / name, split(lines, 6), monkeypatch, writer), ["gen"])
 
 
 SETTINGS = settings(max_examples=25, deadline=None,

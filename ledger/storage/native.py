@@ -11,7 +11,8 @@ the batch is decided.  The writer (`ledger.ingest.native`) and the replay
 Cost per round trip: one query per table with missing rows; a batch of
 1000 events usually needs two to four rounds (its rows, the vectors of what
 it sells, the balances it changes), more when it sells works at new graph
-states deep below (one round per level of the sub-DAG) or closes a pool
+states deep below (one more round per walk: `SqlState.works_below` reads the
+whole sub-DAG below a level the engine lacks, up to 5 000 works) or closes a pool
 (one round per page of 10 000 members or 2 000 works' vectors).
 """
 
@@ -22,7 +23,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ledger.storage.state import POOL_PAGE_ROWS
+from ledger.storage.state import POOL_PAGE_ROWS, WORK_COLUMNS
 from ledger.storage.store import Store
 
 # Rounds of reads one batch may take before something is wrong: a sub-DAG
@@ -64,11 +65,12 @@ def decide_reading(engine: Any, store: Store, settle: Callable[[], None] = lambd
         for platform, wanted in requests:
             if wanted.pop("settle", False):
                 settle()
-            _read(engine, store, platform, wanted, members)
+            below = wanted.pop("works_below", False)
+            _read(engine, store, platform, wanted, members, below)
     raise RuntimeError(f"a batch took more than {ROUNDS_MAX} rounds of reads")
 
 
-def _read(engine: Any, store: Store, platform: str, wanted: dict[str, Any], members: Members) -> None:
+def _read(engine: Any, store: Store, platform: str, wanted: dict[str, Any], members: Members, below: bool) -> None:
     state = store.state
     provide = engine.provide
     for table, keys in wanted.items():
@@ -81,6 +83,8 @@ def _read(engine: Any, store: Store, platform: str, wanted: dict[str, Any], memb
             continue
         columns, key_columns, convert = READS[table]
         rows = state.select("peerledger_" + table, columns, key_columns, platform, keys)
+        if table == "works" and below:
+            rows += state.works_below(platform, keys)
         provide(platform, table, keys, convert(rows) if convert is not None else rows)
 
 
@@ -103,7 +107,7 @@ def _blobs(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 # table -> (columns the engine takes, key columns, conversion of the database's values)
 READS: dict[str, tuple[str, tuple[str, ...], Any]] = {
     "prosumers": ("prosumer", ("prosumer",), None),
-    "works": ("work, kind, authors, components, upstream_bps, retracted, version", ("work",), _bools(5)),
+    "works": (WORK_COLUMNS, ("work",), _bools(5)),
     "dependents": ("work, dependent", ("work",), None),
     "values": ("value, work, amount, currency, fee_bps, vector_version, reversed, seq", ("value",), None),
     "payouts": ("payout, prosumer, amount, currency, seq, returned_seq", ("payout",), None),

@@ -171,6 +171,48 @@ def _work_row(kind: str, authors: str, components: str, upstream_bps: int, retra
                 sum(k for _, k in component_pairs), int(upstream_bps), bool(retracted), int(version))
 
 
+# The columns of a work as the engines take them.
+WORK_COLUMNS = "work, kind, authors, components, upstream_bps, retracted, version"
+# Works one read below a walk's level may bring (`SqlState.works_below`):
+# what a round may add to a batch's memory (about 100 bytes a row).
+WORKS_BELOW_ROWS_MAX = 5_000
+# A work passes value on to its components (`attribution.graph.Work.passes_on`).
+_PASSES_ON = "{t}.kind = 'output' AND NOT {t}.retracted AND {t}.upstream_bps > 0"
+_WORKS_BELOW = {
+    # SQLite: components is JSON text, walked by json_each; the walk carries
+    # ids only, so that every step looks a work up by its key (CROSS JOIN
+    # keeps the planner to that order), and the LIMIT of a recursive CTE
+    # stops the recursion itself.
+    "sqlite": f"""
+WITH RECURSIVE below (work) AS (
+  SELECT j.value ->> 0
+  FROM peerledger_works s CROSS JOIN json_each(s.components) j
+  WHERE s.platform = ? AND s.work IN (SELECT value FROM json_each(?)) AND {_PASSES_ON.format(t="s")}
+  UNION
+  SELECT j.value ->> 0
+  FROM below b CROSS JOIN peerledger_works s ON s.platform = ? AND s.work = b.work CROSS JOIN json_each(s.components) j
+  WHERE {_PASSES_ON.format(t="s")}
+  LIMIT ?
+)
+SELECT {", ".join("t." + c for c in WORK_COLUMNS.split(", "))}
+FROM below b CROSS JOIN peerledger_works t ON t.platform = ? AND t.work = b.work""",
+    # PostgreSQL evaluates a recursive CTE only as far as the outer LIMIT pulls.
+    "postgresql": f"""
+WITH RECURSIVE below (work) AS (
+  SELECT j ->> 0
+  FROM peerledger_works s CROSS JOIN LATERAL jsonb_array_elements(s.components::jsonb) j
+  WHERE s.platform = %s AND s.work = ANY(%s) AND {_PASSES_ON.format(t="s")}
+  UNION
+  SELECT j ->> 0
+  FROM below b JOIN peerledger_works s ON s.platform = %s AND s.work = b.work
+  CROSS JOIN LATERAL jsonb_array_elements(s.components::jsonb) j
+  WHERE {_PASSES_ON.format(t="s")}
+)
+SELECT {", ".join("t." + c for c in WORK_COLUMNS.split(", "))}
+FROM (SELECT work FROM below LIMIT %s) b JOIN peerledger_works t ON t.platform = %s AND t.work = b.work""",
+}
+
+
 def _chunks(keys: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(keys), KEYS_PER_QUERY_MAX):
         yield keys[start:start + KEYS_PER_QUERY_MAX]
@@ -222,6 +264,19 @@ class SqlState:
                 rows.extend(self.store.query(sql, [x for key in chunk for x in key] + [platform]))
         return rows
 
+    def works_below(self, platform: str, works: Collection[str],
+                    rows_max: int = WORKS_BELOW_ROWS_MAX) -> list[tuple[Any, ...]]:
+        """The rows (`WORK_COLUMNS`) of the works below `works` through
+        which value flows: components of outputs that pass value on, down to
+        the contributions, in one query instead of one per level of the
+        sub-DAG; at most `rows_max` of them (the caller asks again for what
+        it still lacks).  `works` themselves are not among them unless one
+        lies below another."""
+        if self.dialect is POSTGRES:
+            return self.store.query(_WORKS_BELOW["postgresql"], (platform, list(works), platform, rows_max, platform))
+        return self.store.query(_WORKS_BELOW["sqlite"],
+                                (platform, orjson.dumps(list(works)).decode(), platform, rows_max, platform))
+
     def head(self, platform: str) -> Head | None:
         return self.heads([platform]).get(platform)
 
@@ -246,8 +301,7 @@ class SqlState:
         return {r[0] for r in self.select("peerledger_prosumers", "prosumer", ("prosumer",), platform, ids)}
 
     def works(self, platform: str, ids: Collection[str]) -> dict[str, Work]:
-        rows = self.select("peerledger_works", "work, kind, authors, components, upstream_bps, retracted, version",
-                            ("work",), platform, ids)
+        rows = self.select("peerledger_works", WORK_COLUMNS, ("work",), platform, ids)
         return {w: _work_row(*rest) for w, *rest in rows}
 
     def dependents(self, platform: str, ids: Collection[str]) -> dict[str, list[str]]:

@@ -112,7 +112,7 @@ fn gather(st: &mut PlatformState, c: &mut Caches, work: &str, top: Arc<Work>, us
         if wanted.is_empty() {
             return Ok((works, leaves));
         }
-        let found = st.works_of(c, wanted.iter().map(String::as_str))?;
+        let found = st.works_of(c, wanted.iter().map(String::as_str)).inspect_err(|_| st.needs.works_below = true)?;
         assert_eq!(found.len(), wanted.len(), "a component is missing from the store");
         if use_leaves {
             let mut missed = false;
@@ -161,19 +161,57 @@ fn vectors_of(st: &mut PlatformState, c: &mut Caches, works: &[String]) -> Resul
 }
 
 /// `work_explanation`: the vector and the stored explanation's bytes.
+///
+/// The explanation walks the whole sub-DAG, so the components' vectors are
+/// computed within it, with the vectors already at hand as leaves, rather
+/// than read from the store one level per round: a work's vector at a version
+/// is the flow of the graph at that state, whichever leaves it is computed from.
 fn explanation_of(st: &mut PlatformState, c: &mut Caches, work: &str) -> Result<(Arc<ShareVector>, Vec<u8>), Miss> {
     let top = st.work(c, work)?.expect("an explained work exists");
-    let component_vectors = if top.retracted || top.kind == WorkKind::Contribution || top.upstream_bps == 0 {
-        Vec::new()
-    } else {
-        let comps: Vec<String> = top.components.iter().map(|(w, _)| w.clone()).collect();
-        vectors_of(st, c, &comps)?
-    };
     let (works, _) = gather(st, c, work, top.clone(), false)?;
+    let component_vectors = if top.passes_on() {
+        let leaves = vectors_at_hand(st, c, &works);
+        let mut out = Vec::with_capacity(top.components.len());
+        for (comp, _) in &top.components {
+            let v = match leaves.get(comp) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = Arc::new(graph::vector(comp, &works, &leaves));
+                    // Kept as computed only where the store is known not to
+                    // have the row: cached as "not stored", a stored vector
+                    // would be explained and written again at its first sale.
+                    let key = (comp.clone(), works[comp].version);
+                    if st.vectors.absent.contains(&key) {
+                        st.put_computed_vector(c, key, v.clone());
+                    }
+                    v
+                }
+            };
+            out.push(v);
+        }
+        out
+    } else {
+        Vec::new()
+    };
     let ex = graph::explain_exact(work, &works, EXPLAIN_MAX_PATHS, EXPLAIN_MAX_WORKS);
     let routes = graph::routes(work, &top, &component_vectors);
     let bytes = graph::explanation_json(&ex, &routes);
     Ok((Arc::new(ex.vector), bytes))
+}
+
+/// The vectors of `works` (at their versions) the batch, the one in flight
+/// and the caches hold: no read.
+fn vectors_at_hand(st: &mut PlatformState, c: &mut Caches, works: &Works) -> Leaves {
+    let mut leaves: Leaves = HashMap::default();
+    for (id, w) in works {
+        let key = (id.clone(), w.version);
+        if st.vectors.known(&key, &mut c.vectors, st.generation) {
+            if let Ok(Some(v)) = st.vector(c, &key) {
+                leaves.insert(id.clone(), v);
+            }
+        }
+    }
+    leaves
 }
 
 /// The works whose vector a change of `work` may change: it and everything

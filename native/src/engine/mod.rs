@@ -431,8 +431,9 @@ fn prefetch(b: &Batch, states: &mut HashMap<String, PlatformState>, c: &mut Cach
                     want(&mut st.vectors, &mut c.vectors, g, &(v.work.clone(), v.vector_version), &mut st.needs.vectors);
                 }
             }
-            // Rounds 2 and 3: a sold output whose vector is not known is walked
-            // down its components; the first level for all of them at once.
+            // Rounds 2 and 3: a sold output whose vector is not stored is
+            // explained, which walks its whole sub-DAG: the works below it
+            // (all levels: `works_below`), then its components' vectors.
             (2 | 3, ValueRealized { work, .. }) => {
                 let Some(w) = known_work(st, c, work) else { continue };
                 let key = (work.clone(), w.version);
@@ -444,6 +445,7 @@ fn prefetch(b: &Batch, states: &mut HashMap<String, PlatformState>, c: &mut Cach
                 for (comp, _) in w.components.iter() {
                     if b.round == 2 {
                         want(&mut st.works, &mut c.works, g, comp, &mut st.needs.works);
+                        st.needs.works_below = true;
                     } else if let Some(cw) = known_work(st, c, comp) {
                         want(&mut st.vectors, &mut c.vectors, g, &(comp.clone(), cw.version), &mut st.needs.vectors);
                     }

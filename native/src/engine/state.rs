@@ -110,6 +110,11 @@ pub struct Needs {
     pub pools: BTreeMap<String, ()>,
     /// A page of the members of a pool being closed.
     pub pool_members: Option<String>,
+    /// The works asked are where a walk down the graph goes on (`fold::gather`,
+    /// read-ahead round 2): the shell may read the value-carrying sub-DAG
+    /// below them in the same round, which saves a round trip (and a re-run
+    /// of the event) per level.
+    pub works_below: bool,
     /// The handed-off batch must commit before the engine goes on: a pool's
     /// close sums funding and usage rows, which must be read from a database
     /// that has that batch's (or, read partly before its commit, some of them
@@ -241,9 +246,17 @@ impl<K: Hash + Eq + Clone, V: Clone> Layer<K, V> {
     }
 
     /// Rows the shell read for `asked`: found ones pinned, the others absent.
+    /// Rows not asked for (read ahead) are taken only where the layer knows
+    /// nothing of the key: a row of the batch or of the one in flight is
+    /// newer than the database's, and one seen or absent stays as it was read.
     pub fn provide(&mut self, asked: Vec<K>, rows: Vec<(K, V)>) {
+        let asked_keys: HashSet<&K> = asked.iter().collect();
         let mut found: HashSet<K> = HashSet::default();
         for (k, v) in rows {
+            if !asked_keys.contains(&k) && (self.batch.contains_key(&k) || self.pending.contains_key(&k)
+                || self.seen.contains_key(&k) || self.absent.contains(&k)) {
+                continue;
+            }
             found.insert(k.clone());
             self.fresh.push(k.clone());
             self.seen.insert(k, v);

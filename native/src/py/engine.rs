@@ -97,6 +97,7 @@ impl Engine {
             if !needs.statements.is_empty() { d.set_item("statements", needs.statements.keys().cloned().collect::<Vec<_>>())?; }
             if let Some(pool) = needs.pool_members { d.set_item("pool_members", pool)?; }
             if needs.settle { d.set_item("settle", true)?; }
+            if needs.works_below && !needs.works.is_empty() { d.set_item("works_below", true)?; }
             out.append((platform, d))?;
         }
         Ok(Some(out))
