@@ -196,7 +196,10 @@ WITH RECURSIVE below (work) AS (
 )
 SELECT {", ".join("t." + c for c in WORK_COLUMNS.split(", "))}
 FROM below b CROSS JOIN peerledger_works t ON t.platform = ? AND t.work = b.work""",
-    # PostgreSQL evaluates a recursive CTE only as far as the outer LIMIT pulls.
+    # PostgreSQL: each step a lookup by key, fenced by LIMIT 1 in a LATERAL
+    # subquery (left to itself, the planner hashes the whole works table
+    # for every walk: a cost that grows with the ledger); the recursive CTE
+    # is evaluated only as far as the outer LIMIT pulls.
     "postgresql": f"""
 WITH RECURSIVE below (work) AS (
   SELECT j ->> 0
@@ -204,12 +207,15 @@ WITH RECURSIVE below (work) AS (
   WHERE s.platform = %s AND s.work = ANY(%s) AND {_PASSES_ON.format(t="s")}
   UNION
   SELECT j ->> 0
-  FROM below b JOIN peerledger_works s ON s.platform = %s AND s.work = b.work
+  FROM below b
+  CROSS JOIN LATERAL (SELECT s.components FROM peerledger_works s
+                      WHERE s.platform = %s AND s.work = b.work AND {_PASSES_ON.format(t="s")} LIMIT 1) s
   CROSS JOIN LATERAL jsonb_array_elements(s.components::jsonb) j
-  WHERE {_PASSES_ON.format(t="s")}
 )
 SELECT {", ".join("t." + c for c in WORK_COLUMNS.split(", "))}
-FROM (SELECT work FROM below LIMIT %s) b JOIN peerledger_works t ON t.platform = %s AND t.work = b.work""",
+FROM (SELECT work FROM below LIMIT %s) b
+CROSS JOIN LATERAL (SELECT {WORK_COLUMNS} FROM peerledger_works t
+                    WHERE t.platform = %s AND t.work = b.work LIMIT 1) t""",
 }
 
 

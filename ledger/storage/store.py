@@ -336,6 +336,28 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         c.executemany(self.insert_events_statement, rows)
 
 
+def _postgres_datastore_class() -> type:
+    from eventsourcing.postgres import PostgresDatastore
+
+    class LedgerPostgresDatastore(PostgresDatastore):
+        """eventsourcing's PostgreSQL datastore whose connections run with
+        JIT compilation off.  The ledger's queries are key lookups and short
+        walks; the planner's estimate of a walk (`SqlState.works_below`)
+        can cross `jit_above_cost`, and compiling then costs 10-15 ms for a
+        query that runs in under one."""
+
+        def after_connect_func(self) -> Any:
+            library = super().after_connect_func()
+
+            def after_connect(conn: Any) -> None:
+                library(conn)
+                conn.cursor().execute("SET jit = off")
+
+            return after_connect
+
+    return LedgerPostgresDatastore
+
+
 def _postgres_recorder_class() -> type:
     from eventsourcing.postgres import PostgresAggregateRecorder
     from psycopg.sql import SQL
@@ -401,10 +423,7 @@ class Store:
             self.recorder: Any = SQLiteLedgerRecorder(self.datastore, events_table_name=EVENTS_TABLE)
             self.tracking: Any = SQLiteTrackingRecorder(self.datastore)
         else:
-            from eventsourcing.postgres import (
-                PostgresDatastore,
-                PostgresTrackingRecorder,
-            )
+            from eventsourcing.postgres import PostgresTrackingRecorder
             from psycopg.rows import tuple_row
 
             self._tuple_rows = tuple_row
@@ -412,7 +431,7 @@ class Store:
             assert parsed.pg is not None
             # pre_ping: a pooled connection the network broke while it idled
             # is replaced before use, not handed to the next batch.
-            self.datastore = PostgresDatastore(
+            self.datastore = _postgres_datastore_class()(
                 **parsed.pg, originator_id_type="text", pool_size=2, max_overflow=2, pre_ping=True
             )
             self.recorder = _postgres_recorder_class()(self.datastore, events_table_name=EVENTS_TABLE)
