@@ -247,12 +247,16 @@ class SqlState:
                     sql = (f"SELECT {columns} FROM {table} WHERE platform = %s AND {key_columns[0]} = ANY(%s)")
                     params: list[Any] = [platform, list(chunk)]
                 else:
-                    # One array per key column, zipped back into rows by unnest.
+                    # One array per key column, zipped back into rows by unnest;
+                    # each key a lookup by the primary key (LATERAL … LIMIT 1):
+                    # joined plainly, the planner hashes the platform's whole
+                    # table (all its balances, say) for every batch.
                     names = ", ".join(f"k{i}" for i in range(width))
                     arrays = ", ".join("%s::text[]" for _ in range(width))
                     on = " AND ".join(f"t.{c}::text = k.k{i}" for i, c in enumerate(key_columns))
-                    sql = (f"SELECT {', '.join('t.' + c.strip() for c in columns.split(','))} FROM {table} t "
-                           f"JOIN unnest({arrays}) AS k({names}) ON {on} WHERE t.platform = %s")
+                    sql = (f"SELECT {', '.join('t.' + c.strip() for c in columns.split(','))} "
+                           f"FROM unnest({arrays}) AS k({names}) CROSS JOIN LATERAL "
+                           f"(SELECT {columns} FROM {table} t WHERE t.platform = %s AND {on} LIMIT 1) t")
                     params = [[str(key[i]) for key in chunk] for i in range(width)] + [platform]
                 rows.extend(self.store.query(sql, params))
                 continue
