@@ -197,12 +197,13 @@ ROW_OVERHEAD_BYTES = 250
 # Split of the state cache budget, by what a writer looks up most.
 CACHE_SHARES = {"works": 0.25, "vectors": 0.26, "fee_vectors": 0.08, "values": 0.12, "balances": 0.12,
                 "statements": 0.08, "prosumers": 0.08, "pools": 0.01}
-# Default budget of one process's state caches (estimated bytes: Python's
-# real cost is about twice that).  With the interpreter, SQLite's and a
-# batch's working set, a writer on a 1 000 000-event ledger peaks near 250 MiB
-# whatever the log's length, and a budget of 96 MiB was no faster
-# (`PEERLEDGER_CACHE_MIB` changes it; bench/scale_bench.py measures it).
-CACHE_DEFAULT_BYTES = 64 * 1024 * 1024
+# Default budget of one process's state caches (estimated bytes: the real
+# cost is about twice that).  With the interpreter, SQLite's and a batch's
+# working set, a writer on a 1 000 000-event ledger peaked at 308 MiB with
+# 64 MiB and at 294 MiB with 48 MiB, no slower (bench/results/
+# chunked-sqlite-cache48.md); 96 MiB was no faster either
+# (`PEERLEDGER_CACHE_MIB` changes it; bench/chunked_bench.py measures it).
+CACHE_DEFAULT_BYTES = 48 * 1024 * 1024
 # Rows per cache are bounded too: many tiny rows cost more than their bytes.
 CACHE_MAX_ROWS = 2_000_000
 

@@ -63,7 +63,7 @@ CACHE_ENV = "PEERLEDGER_CACHE_MIB"
 
 def cache_budget_bytes() -> int:
     """The bytes a writer's state caches may hold (`projections.state.StateCaches`):
-    `PEERLEDGER_CACHE_MIB`, or the default that keeps a writer near 200 MiB."""
+    `PEERLEDGER_CACHE_MIB`, or the default that keeps a writer under 300 MiB."""
     text = os.environ.get(CACHE_ENV)
     if text is None:
         return CACHE_DEFAULT_BYTES
