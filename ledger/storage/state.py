@@ -171,6 +171,11 @@ def _work_row(kind: str, authors: str, components: str, upstream_bps: int, retra
                 sum(k for _, k in component_pairs), int(upstream_bps), bool(retracted), int(version))
 
 
+def _qualified(columns: str, alias: str = "t") -> str:
+    """"a, b" as "t.a, t.b": a column list for a query that joins."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
+
+
 # The columns of a work as the engines take them.
 WORK_COLUMNS = "work, kind, authors, components, upstream_bps, retracted, version"
 # Works one read below a walk's level may bring (`SqlState.works_below`):
@@ -194,7 +199,7 @@ WITH RECURSIVE below (work) AS (
   WHERE {_PASSES_ON.format(t="s")}
   LIMIT ?
 )
-SELECT {", ".join("t." + c for c in WORK_COLUMNS.split(", "))}
+SELECT {_qualified(WORK_COLUMNS)}
 FROM below b CROSS JOIN peerledger_works t ON t.platform = ? AND t.work = b.work""",
     # PostgreSQL: each step a lookup by key, fenced by LIMIT 1 in a LATERAL
     # subquery (left to itself, the planner hashes the whole works table
@@ -212,7 +217,7 @@ WITH RECURSIVE below (work) AS (
                       WHERE s.platform = %s AND s.work = b.work AND {_PASSES_ON.format(t="s")} LIMIT 1) s
   CROSS JOIN LATERAL jsonb_array_elements(s.components::jsonb) j
 )
-SELECT {", ".join("t." + c for c in WORK_COLUMNS.split(", "))}
+SELECT {_qualified(WORK_COLUMNS)}
 FROM (SELECT work FROM below LIMIT %s) b
 CROSS JOIN LATERAL (SELECT {WORK_COLUMNS} FROM peerledger_works t
                     WHERE t.platform = %s AND t.work = b.work LIMIT 1) t""",
@@ -254,7 +259,7 @@ class SqlState:
                     names = ", ".join(f"k{i}" for i in range(width))
                     arrays = ", ".join("%s::text[]" for _ in range(width))
                     on = " AND ".join(f"t.{c}::text = k.k{i}" for i, c in enumerate(key_columns))
-                    sql = (f"SELECT {', '.join('t.' + c.strip() for c in columns.split(','))} "
+                    sql = (f"SELECT {_qualified(columns)} "
                            f"FROM unnest({arrays}) AS k({names}) CROSS JOIN LATERAL "
                            f"(SELECT {columns} FROM {table} t WHERE t.platform = %s AND {on} LIMIT 1) t")
                     params = [[str(key[i]) for key in chunk] for i in range(width)] + [platform]
@@ -269,7 +274,7 @@ class SqlState:
                 names = ", ".join(f"k{i}" for i in range(width))
                 on = " AND ".join(f"t.{c} = k.k{i}" for i, c in enumerate(key_columns))
                 sql = (f"WITH k ({names}) AS (VALUES {values}) "
-                       f"SELECT {', '.join('t.' + c.strip() for c in columns.split(','))} "
+                       f"SELECT {_qualified(columns)} "
                        f"FROM k JOIN {table} t ON t.platform = ? AND {on}")
                 rows.extend(self.store.query(sql, [x for key in chunk for x in key] + [platform]))
         return rows
