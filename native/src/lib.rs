@@ -34,3 +34,27 @@ mod py;
 /// keeps that cheap and out of the allocator locks the writer thread takes.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+// mimalloc v3's option numbers (`mi_option_e` in its mimalloc.h; the crate
+// names only the stable ones).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Have the allocator give freed pages back to the OS at once, and commit an
+/// arena's pages only as they are used. By default mimalloc keeps freed pages
+/// for a second and commits arenas eagerly: a sale at the top of a 3000-deep
+/// chain (a 29 MB vector, built, serialised and handed over) then peaked at
+/// 317 MiB, 224 MiB without the delay and 205 MiB without either; a 1M-event
+/// ingest in one process 313 → 263 MiB, `verify` of it 328 → 297 MiB. Called
+/// once, when the Python module loads (the process's allocator is the
+/// process's, not the engine's: this is the one setting the module makes).
+pub fn return_freed_memory_promptly() {
+    // SAFETY: plain integer options of the allocator, which reads them when it
+    // next purges or reserves; no pointer is passed.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), 0);
+        assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT), 0);
+    }
+}

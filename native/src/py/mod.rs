@@ -7,6 +7,7 @@ mod schema;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    crate::return_freed_memory_promptly();
     schema::register(m)?;
     attribution::register(m)?;
     engine::register(m)?;
