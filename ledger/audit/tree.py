@@ -178,7 +178,9 @@ class TreeCheck:
         if seq == 1 and (problem := self._checkpoint_difference()):
             return problem
         for level, idx, h in self.frontier.append(leaf):
-            rows = self._stored.setdefault(level, _Peekable(self._stored_level(level)))
+            rows = self._stored.get(level)
+            if rows is None:  # once per level: opening the rows reads their first chunk
+                rows = self._stored[level] = _Peekable(self._stored_level(level))
             stored = rows.peek()
             first, last = (idx << level) + 1, (idx + 1) << level
             if level < MERKLE_STORED_LEVEL_MIN and (stored is None or stored[0] != idx):
