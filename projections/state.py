@@ -203,6 +203,9 @@ CACHE_SHARES = {"works": 0.25, "vectors": 0.26, "fee_vectors": 0.08, "values": 0
 # 64 MiB and at 294 MiB with 48 MiB, no slower (bench/results/
 # chunked-sqlite-cache48.md); 96 MiB was no faster either
 # (`PEERLEDGER_CACHE_MIB` changes it; bench/chunked_bench.py measures it).
+# Since the native engine's allocator gives freed pages back at once, the
+# same writer peaks at 243 MiB (chunked-sqlite-allocator.md), and 264 MiB
+# ingesting all 1M events in one process.
 CACHE_DEFAULT_BYTES = 48 * 1024 * 1024
 # Rows per cache are bounded too: many tiny rows cost more than their bytes.
 CACHE_MAX_ROWS = 2_000_000
