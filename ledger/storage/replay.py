@@ -136,12 +136,12 @@ class NativeReplay:
     writer did when it appended them, and the batch's state rows go to
     `target` in one statement per table."""
 
-    def __init__(self, target: Store, platform: str) -> None:
+    def __init__(self, target: Store, platform: str, cache_bytes: int | None = None) -> None:
         from projections._native import Engine
 
         self.target = target
         self.platform = platform
-        self.engine = Engine(cache_budget_bytes(), MERKLE_STORED_LEVEL_MIN)
+        self.engine = Engine(cache_budget_bytes() if cache_bytes is None else cache_bytes, MERKLE_STORED_LEVEL_MIN)
         head = target.state.head(platform)
         self.seq = head.seq if head is not None else 0
 
@@ -189,9 +189,12 @@ class NativeReplay:
         return dict(self.target.state.all_balances(self.platform))
 
 
-def new_replay(target: Store, platform: str) -> Replay | NativeReplay:
-    """The replay of the engine `PEERLEDGER_ENGINE` chooses."""
-    return NativeReplay(target, platform) if engine_choice() == "native" else Replay(target, platform)
+def new_replay(target: Store, platform: str, cache_bytes: int | None = None) -> Replay | NativeReplay:
+    """The replay of the engine `PEERLEDGER_ENGINE` chooses, its state caches
+    holding `cache_bytes` (the process's budget when None)."""
+    if engine_choice() == "native":
+        return NativeReplay(target, platform, cache_bytes)
+    return Replay(target, platform, None if cache_bytes is None else StateCaches(cache_bytes))
 
 
 def batches_of(entries: Iterable[LogEntry], stops: Iterable[int] = (), *,
