@@ -38,8 +38,8 @@ from projections.balances import balance_rows, balances_digest
 # The replay's state caches get this share of the process's budget: verify
 # holds two databases' working sets and, at the end, pages of both sides'
 # rows.  Over a 1M-event ledger it peaked at 286 MiB (SQLite) and 313 MiB
-# (PostgreSQL) with the whole budget; with half, 255 MiB on SQLite, and 128 s
-# against 124 s (its reads are of a local scratch file).
+# (PostgreSQL) with the whole budget; with half, 255 MiB and 283 MiB, and on
+# SQLite 128 s against 124 s (its reads are of a local scratch file).
 VERIFY_CACHE_DIVISOR = 2
 # Rows compared per query when the state tables are walked side by side.
 COMPARE_CHUNK_ROWS = 10_000

@@ -45,7 +45,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// for a second and commits arenas eagerly: a sale at the top of a 3000-deep
 /// chain (a 29 MB vector, built, serialised and handed over) then peaked at
 /// 317 MiB, 224 MiB without the delay and 205 MiB without either; a 1M-event
-/// ingest in one process 313 → 263 MiB, `verify` of it 328 → 297 MiB. Called
+/// ingest in one process 313 → 264 MiB, `verify` of it 328 → 293 MiB. Called
 /// once, when the Python module loads (the process's allocator is the
 /// process's, not the engine's: this is the one setting the module makes).
 pub fn return_freed_memory_promptly() {
