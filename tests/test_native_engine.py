@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from chain_helpers import chain_event, remix_chain_lines
 from conftest import EXAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -133,16 +134,9 @@ def test_resends_of_whole_batches_and_of_single_events(tmp_path, monkeypatch):
 
 
 def test_a_remix_chain_3000_deep(tmp_path, monkeypatch):
-    def ev(n: int, type_: str, data: dict[str, Any]) -> bytes:
-        return orjson.dumps({"v": 1, "id": f"e{n}", "platform": "deep", "type": type_, "at": "2026-10-01T00:00:00Z",
-                             "data": data})
-
-    counter = itertools.count()
-    lines = [ev(next(counter), "prosumer.registered", {"prosumer": f"p{i}"}) for i in range(3001)]
-    lines.append(ev(next(counter), "contribution.recorded", {"work": "w0", "authors": {"p0": 1}}))
-    for i in range(1, 3001):
-        lines.append(ev(next(counter), "output.composed", {"work": f"w{i}", "components": {f"w{i - 1}": 1},
-                                                             "authors": {f"p{i}": 1}, "upstream_bps": 5001}))
+    lines = remix_chain_lines(3000, 5001)
+    counter = itertools.count(len(lines))
+    ev = chain_event
     lines.append(ev(next(counter), "value.realized", {"value": "v1", "work": "w3000", "amount": 2**63 - 1,
                                                        "currency": "USD"}))
     lines.append(ev(next(counter), "work.retracted", {"work": "w1500"}))

@@ -12,13 +12,11 @@ giving them back at once, at 202 MiB (`projections._native`, lib.rs).
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import sys
-from typing import Any
 
-import orjson
 import pytest
+from chain_helpers import chain_event, remix_chain_lines
 
 from ledger.ingest.ingestor import Ingestor
 from ledger.ingest.sources import Offered
@@ -40,26 +38,16 @@ def _peak_resident_bytes(argv: list[str]) -> int:
     return int(out.stdout.strip()) * 1024  # Linux counts ru_maxrss in KiB
 
 
-def _event(n: int, type_: str, data: dict[str, Any]) -> bytes:
-    return orjson.dumps({"v": 1, "id": f"e{n}", "platform": "deep", "type": type_, "at": "2026-10-01T00:00:00Z",
-                         "data": data})
-
-
 @pytest.mark.slow
 def test_a_sale_at_the_top_of_a_3000_deep_chain_stays_under_300_mib(tmp_path):
-    counter = itertools.count()
-    lines = [_event(next(counter), "prosumer.registered", {"prosumer": f"p{i}"}) for i in range(DEPTH + 1)]
-    lines.append(_event(next(counter), "contribution.recorded", {"work": "w0", "authors": {"p0": 1}}))
-    lines += [_event(next(counter), "output.composed", {"work": f"w{i}", "components": {f"w{i - 1}": 1},
-                                                        "authors": {f"p{i}": 1}, "upstream_bps": 5001})
-              for i in range(1, DEPTH + 1)]
+    lines = remix_chain_lines(DEPTH, 5001)
     url = f"sqlite:///{tmp_path / 'deep.db'}"
     with Store(url) as store:
         ingestor = Ingestor(store)
         for i in range(0, len(lines), 1000):
             assert {o.outcome for o in ingestor.ingest([Offered(x, "deep") for x in lines[i:i + 1000]])} == {"accepted"}
     sale = tmp_path / "sale.jsonl"
-    sale.write_bytes(_event(next(counter), "value.realized", {"value": "v1", "work": f"w{DEPTH}",
+    sale.write_bytes(chain_event(len(lines), "value.realized", {"value": "v1", "work": f"w{DEPTH}",
                                                               "amount": 2**63 - 1, "currency": "USD"}) + b"\n")
 
     peak = _peak_resident_bytes([sys.executable, "-m", "ledger.cli", "ingest", "--db", url, str(sale), "--json"])
